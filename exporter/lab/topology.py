@@ -1,0 +1,208 @@
+"""The lab: one server namespace with a bridge, client namespaces on veths, real charons.
+
+Usable from pytest and from the ``demo`` command alike; it imports nothing from pytest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from exporter.lab import certs, netns, traffic
+from exporter.lab.charon import Charon, CharonError
+from exporter.lab.configs import (
+    SERVER_ADDR,
+    SUBNET_PREFIX,
+    TUNNEL_TARGET,
+    ClientShape,
+    ConnName,
+    Kernel,
+    client_swanctl_conf,
+    server_swanctl_conf,
+)
+
+BRIDGE = "br0"
+
+
+@dataclass
+class Client:
+    """One client namespace with its own charon, initiating one server connection."""
+
+    shape: ClientShape
+    netns: str
+    charon: Charon
+    connected: bool = field(default=False)
+
+    @property
+    def conn(self) -> ConnName:
+        return self.shape.conn
+
+    @property
+    def address(self) -> str:
+        return self.shape.address
+
+    def connect(self, *, check: bool = True, timeout: float = 15.0) -> bool:
+        """Initiate the IKE and CHILD SA; with ``check=False`` return False on failure
+        (e.g. the server cannot install the CHILD_SA) instead of raising."""
+        try:
+            self.charon.initiate(self.conn, self.conn, timeout=timeout)
+        except CharonError:
+            if check:
+                raise
+            return False
+        self.connected = True
+        return True
+
+    def disconnect(self) -> None:
+        self.charon.terminate(self.conn)
+        self.connected = False
+
+    def ping(self, count: int = 3, timeout: float = 1.0) -> int:
+        """Echo requests through the tunnel to the server's /32; returns replies."""
+        return traffic.ping(self.netns, TUNNEL_TARGET, count, timeout)
+
+    def child_bytes(self) -> tuple[int, int]:
+        """(bytes-in, bytes-out) of this client's CHILD_SAs, read over its VICI."""
+        return self.charon.child_bytes()
+
+
+class Lab:
+    """A server charon on 10.99.0.1 and clients on 10.99.0.10+i, each in its own netns.
+
+    ``clients`` names the server connection each client initiates (``nycmesh`` or
+    ``ikev2-psk``). ``server_kernel="kernel-netlink"`` gives the real "IKE up, CHILD_SA
+    failed" state on kernels without ESP. Use as a context manager, or call
+    :meth:`start` and :meth:`close` (close always cleans up, also after a failed start).
+    """
+
+    def __init__(
+        self,
+        clients: Iterable[ConnName] = (),
+        *,
+        server_kernel: Kernel = "kernel-libipsec",
+        with_cert: bool = False,
+        connect: bool = True,
+        keep_workdir: bool = False,
+    ) -> None:
+        self.id = netns.new_lab_id()
+        self.prefix = f"{netns.LAB_PREFIX}{self.id}-"
+        self.server_kernel: Kernel = server_kernel
+        self.with_cert = with_cert
+        self.keep_workdir = keep_workdir
+        self._initial_clients = list(clients)
+        self._connect = connect
+        self.workdir = Path(tempfile.mkdtemp(prefix=self.prefix))
+        netns.claim(self.workdir)
+        self.server_ns = f"{self.prefix}srv"
+        self.server = Charon(
+            "server", self.server_ns, self.workdir / "server", kernel=server_kernel, server=True
+        )
+        self.clients: list[Client] = []
+        self._namespaces: list[str] = []
+        self.timings: dict[str, float] = {}
+
+    @property
+    def server_uri(self) -> str:
+        return self.server.uri
+
+    @property
+    def server_socket(self) -> Path:
+        return self.server.socket_path
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> Lab:
+        """Build the network, start and configure the server, add and connect clients."""
+        try:
+            t0 = time.monotonic()
+            netns.remove_leftovers()
+            self._namespace(self.server_ns)
+            netns.add_bridge(self.server_ns, BRIDGE)
+            netns.add_address(self.server_ns, BRIDGE, f"{SERVER_ADDR}/{SUBNET_PREFIX}")
+            netns.add_loopback_address(self.server_ns, TUNNEL_TARGET)
+            self.server.start()
+            self.load_server()
+            for conn in self._initial_clients:
+                self.add_client(conn)
+            self.timings["start"] = time.monotonic() - t0
+            if self._connect:
+                t1 = time.monotonic()
+                self.connect_all(check=self.server_kernel == "kernel-libipsec")
+                self.timings["connect"] = time.monotonic() - t1
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def close(self) -> None:
+        """Kill every charon, delete every namespace and (unless kept) the work folder."""
+        for charon in [c.charon for c in self.clients] + [self.server]:
+            # Teardown goes on whatever one step does; deleting the netns kills leftovers.
+            with contextlib.suppress(Exception):
+                charon.kill()
+        for name in reversed(self._namespaces):
+            netns.delete_namespace(name)
+        self._namespaces.clear()
+        if not self.keep_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        else:
+            (self.workdir / netns.OWNER_FILE).unlink(missing_ok=True)
+
+    def __enter__(self) -> Lab:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- parts -------------------------------------------------------------------------------
+
+    def _namespace(self, name: str) -> None:
+        # Remember it before creating it: a half-made namespace must still be deleted.
+        self._namespaces.append(name)
+        netns.create_namespace(name)
+
+    def load_server(self) -> None:
+        """(Re)load the server's connections, pools and secrets (plus a certificate)."""
+        files: dict[str, bytes] = {}
+        if self.with_cert:
+            files["x509/lab-server.pem"] = certs.self_signed(self.workdir / "cert", "lab-server")
+        self.server.load(server_swanctl_conf(), files)
+
+    def add_client(self, conn: ConnName) -> Client:
+        """A new client namespace on the bridge with a charon loaded for ``conn``."""
+        index = len(self.clients)
+        shape = ClientShape(conn, index)
+        name = f"{self.prefix}c{index}"
+        self._namespace(name)
+        netns.add_veth(self.server_ns, f"c{index}", name, "eth0", bridge_a=BRIDGE)
+        netns.add_address(name, "eth0", f"{shape.address}/{SUBNET_PREFIX}")
+        charon = Charon(
+            f"c{index}", name, self.workdir / f"c{index}", kernel="kernel-libipsec", server=False
+        )
+        client = Client(shape, name, charon)
+        self.clients.append(client)
+        charon.start()
+        charon.load(client_swanctl_conf(shape))
+        return client
+
+    def connect_all(self, *, check: bool = True) -> list[bool]:
+        """Connect every client that is not connected, in parallel (one thread each)."""
+        todo = [c for c in self.clients if not c.connected]
+        with ThreadPoolExecutor(max_workers=max(1, min(16, len(todo)))) as pool:
+            return list(pool.map(lambda c: c.connect(check=check), todo))
+
+    def logs(self) -> dict[str, str]:
+        """Each charon's log text, by name (for failing tests and the demo)."""
+        return {c.name: c.log_text() for c in [self.server] + [x.charon for x in self.clients]}

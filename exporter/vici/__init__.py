@@ -1,0 +1,20 @@
+"""An asyncio client for strongSwan's VICI protocol, on the `vici` package's codec."""
+
+from exporter.vici.client import Backoff, ViciClient
+from exporter.vici.connection import ViciConnection
+from exporter.vici.errors import (
+    ViciCommandError,
+    ViciConnectionError,
+    ViciError,
+    ViciProtocolError,
+)
+
+__all__ = [
+    "Backoff",
+    "ViciClient",
+    "ViciCommandError",
+    "ViciConnection",
+    "ViciConnectionError",
+    "ViciError",
+    "ViciProtocolError",
+]

@@ -1,0 +1,27 @@
+"""Bounding per-SA and per-user series, and counting what the bound dropped."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+class SeriesLimiter:
+    """Keeps at most `limit` series per family and remembers how many were dropped.
+
+    The dropped count is a counter over the daemon's life: it rises by the number of
+    series left out in every collection, so `rate()` shows an ongoing overflow.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.dropped: dict[str, int] = {}
+
+    def take(self, family: str, items: Sequence[T]) -> Sequence[T]:
+        self.dropped.setdefault(family, 0)
+        if len(items) <= self.limit:
+            return items
+        self.dropped[family] += len(items) - self.limit
+        return items[: self.limit]

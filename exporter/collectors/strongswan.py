@@ -1,0 +1,328 @@
+"""strongSwan's state over VICI as Prometheus metrics.
+
+The metric names here are the contract dashboards and alerts rely on; README.md lists them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterable
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from exporter.collectors.base import Collection
+from exporter.collectors.limits import SeriesLimiter
+from exporter.config import StrongswanOptions
+from exporter.strongswan.fetch import fetch_snapshot
+from exporter.strongswan.model import IkeSA, StrongswanSnapshot
+from exporter.strongswan.parse import PRIORITIES
+from exporter.vici import ViciClient, ViciError
+
+log = logging.getLogger("exporter.collectors.strongswan")
+
+IKE_SA_LABELS = (
+    "conn",
+    "uniqueid",
+    "version",
+    "remote_host",
+    "remote_id",
+    "user",
+    "encr_alg",
+    "integ_alg",
+    "prf_alg",
+    "dh_group",
+)
+
+#: get-counters names → (exchange, direction, kind) of strongswan_ike_messages_total.
+_MESSAGE_COUNTERS = {
+    f"{exchange}-{direction}-{kind}": (exchange.replace("-", "_"), direction, kind)
+    for exchange in ("ike-init", "ike-auth", "create-child", "info")
+    for direction in ("in", "out")
+    for kind in ("req", "resp")
+}
+_KIND_NAMES = {"req": "request", "resp": "response"}
+
+
+def up_family(up: bool) -> GaugeMetricFamily:
+    return GaugeMetricFamily(
+        "strongswan_up",
+        "1 when the last exchange with charon over VICI worked, else 0.",
+        value=1 if up else 0,
+    )
+
+
+class StrongswanCollector:
+    name = "strongswan"
+
+    def __init__(self, client: ViciClient, options: StrongswanOptions) -> None:
+        self._client = client
+        self._options = options
+        self._limiter = SeriesLimiter(options.series_limit)
+
+    async def collect(self) -> Collection:
+        try:
+            snapshot = await fetch_snapshot(self._client)
+        except ViciError as err:
+            return Collection(families=[up_family(False)], success=False, error=str(err))
+        families = [up_family(True), *render(snapshot, self._options, self._limiter)]
+        families.append(dropped_family(self._limiter))
+        return Collection(families=families)
+
+
+def dropped_family(limiter: SeriesLimiter) -> CounterMetricFamily:
+    family = CounterMetricFamily(
+        "l2tp_ipsec_exporter_series_dropped",
+        "Series left out of a per-SA or per-user family by the series limit, summed over "
+        "collections.",
+        labels=["family"],
+    )
+    for name, count in sorted(limiter.dropped.items()):
+        family.add_metric([name], count)
+    return family
+
+
+def render(
+    snapshot: StrongswanSnapshot, options: StrongswanOptions, limiter: SeriesLimiter
+) -> list[Metric]:
+    """All strongSwan families for one snapshot (except `strongswan_up`)."""
+    families: list[Metric] = []
+    families += _daemon(snapshot)
+    families += _sa_counts(snapshot)
+    families += _connections(snapshot)
+    if options.user_metrics:
+        families += _users(snapshot, limiter)
+    if options.sa_details:
+        families += _sa_details(snapshot, limiter)
+    families += _pools(snapshot)
+    families += _certificates(snapshot)
+    if snapshot.counters is not None:
+        families += _counters(snapshot.counters)
+    return families
+
+
+def _daemon(snap: StrongswanSnapshot) -> Iterable[Metric]:
+    info = GaugeMetricFamily(
+        "strongswan_info",
+        "Version of the IKE daemon and its operating system; always 1.",
+        labels=["daemon", "version", "sysname", "release"],
+    )
+    v = snap.version
+    info.add_metric([v.daemon, v.version, v.sysname, v.release], 1)
+    yield info
+    if snap.stats.start_time is not None:
+        yield GaugeMetricFamily(
+            "strongswan_start_time_seconds",
+            "When charon started, in seconds since the epoch.",
+            value=snap.stats.start_time,
+        )
+    stats = snap.stats
+    workers = GaugeMetricFamily(
+        "strongswan_workers", "charon worker threads by state.", labels=["state"]
+    )
+    workers.add_metric(["idle"], stats.workers_idle)
+    workers.add_metric(["active"], stats.workers_total - stats.workers_idle)
+    yield workers
+    active = GaugeMetricFamily(
+        "strongswan_workers_active",
+        "charon worker threads busy with a job, by job priority.",
+        labels=["priority"],
+    )
+    queue = GaugeMetricFamily(
+        "strongswan_job_queue",
+        "Jobs waiting for a worker thread, by priority.",
+        labels=["priority"],
+    )
+    for priority in PRIORITIES:
+        active.add_metric([priority], stats.workers_active.get(priority, 0))
+        queue.add_metric([priority], stats.queued_jobs.get(priority, 0))
+    yield active
+    yield queue
+    yield GaugeMetricFamily(
+        "strongswan_scheduled_jobs",
+        "Jobs scheduled for timed execution (rekeys, DPD, timeouts).",
+        value=stats.scheduled_jobs,
+    )
+    yield GaugeMetricFamily(
+        "strongswan_ike_sas_half_open",
+        "IKE SAs in the half-open state (IKE_SA_INIT answered, not yet authenticated).",
+        value=stats.ike_sas_half_open,
+    )
+
+
+def _sa_counts(snap: StrongswanSnapshot) -> Iterable[Metric]:
+    ike: Counter[tuple[str, str]] = Counter()
+    child: Counter[tuple[str, str, str]] = Counter()
+    for conn in snap.connections:
+        ike[(conn.name, "ESTABLISHED")] += 0
+        for child_name in conn.children:
+            child[(conn.name, child_name, "INSTALLED")] += 0
+    for sa in snap.ike_sas:
+        ike[(sa.conn, sa.state)] += 1
+        for c in sa.children:
+            child[(sa.conn, c.name, c.state)] += 1
+    ike_family = GaugeMetricFamily(
+        "strongswan_ike_sas",
+        "IKE SAs by connection and state (ESTABLISHED is shown for every loaded connection).",
+        labels=["conn", "state"],
+    )
+    for (conn_name, state), count in sorted(ike.items()):
+        ike_family.add_metric([conn_name, state], count)
+    yield ike_family
+    child_family = GaugeMetricFamily(
+        "strongswan_child_sas",
+        "CHILD SAs by connection, child and state (INSTALLED is shown for every loaded child).",
+        labels=["conn", "child", "state"],
+    )
+    for (conn_name, child_name, state), count in sorted(child.items()):
+        child_family.add_metric([conn_name, child_name, state], count)
+    yield child_family
+
+
+def _connections(snap: StrongswanSnapshot) -> Iterable[Metric]:
+    configured = GaugeMetricFamily(
+        "strongswan_connection_configured",
+        "1 for every connection loaded in charon; version is IKEv1, IKEv2 or IKEv1/2.",
+        labels=["conn", "version"],
+    )
+    established = GaugeMetricFamily(
+        "strongswan_connection_established",
+        "Established IKE SAs of a loaded connection (0 when it is down).",
+        labels=["conn"],
+    )
+    up = Counter(sa.conn for sa in snap.ike_sas if sa.state == "ESTABLISHED")
+    for conn in sorted(snap.connections, key=lambda c: c.name):
+        configured.add_metric([conn.name, conn.version], 1)
+        established.add_metric([conn.name], up.get(conn.name, 0))
+    yield configured
+    yield established
+
+
+def _users(snap: StrongswanSnapshot, limiter: SeriesLimiter) -> Iterable[Metric]:
+    sessions = Counter((sa.conn, sa.user) for sa in snap.ike_sas if sa.state == "ESTABLISHED")
+    family = GaugeMetricFamily(
+        "strongswan_user_sessions",
+        "Established IKE SAs per connection and user (XAuth/EAP identity, else remote id).",
+        labels=["conn", "user"],
+    )
+    for (conn, user), count in limiter.take("strongswan_user_sessions", sorted(sessions.items())):
+        family.add_metric([conn, user], count)
+    yield family
+
+
+def _sa_sort_key(sa: IkeSA) -> tuple[str, int, str]:
+    return (sa.conn, int(sa.uniqueid) if sa.uniqueid.isdigit() else 0, sa.uniqueid)
+
+
+def _sa_details(snap: StrongswanSnapshot, limiter: SeriesLimiter) -> Iterable[Metric]:
+    info = GaugeMetricFamily(
+        "strongswan_ike_sa_info",
+        "One series per IKE SA with its peer, identity and algorithms; always 1.",
+        labels=list(IKE_SA_LABELS),
+    )
+    since = GaugeMetricFamily(
+        "strongswan_ike_sa_established_timestamp_seconds",
+        "When the IKE SA was established, in seconds since the epoch.",
+        labels=list(IKE_SA_LABELS),
+    )
+    child_bytes = GaugeMetricFamily(
+        "strongswan_child_sa_current_bytes",
+        "Bytes through the current CHILD SA; restarts with every rekey.",
+        labels=["conn", "child", "ike_uniqueid", "uniqueid", "direction"],
+    )
+    child_packets = GaugeMetricFamily(
+        "strongswan_child_sa_current_packets",
+        "Packets through the current CHILD SA; restarts with every rekey.",
+        labels=["conn", "child", "ike_uniqueid", "uniqueid", "direction"],
+    )
+    sas = limiter.take("strongswan_ike_sa_info", sorted(snap.ike_sas, key=_sa_sort_key))
+    for sa in sas:
+        labels = [
+            sa.conn,
+            sa.uniqueid,
+            sa.version,
+            sa.remote_host,
+            sa.remote_id,
+            sa.user,
+            sa.encr_alg,
+            sa.integ_alg,
+            sa.prf_alg,
+            sa.dh_group,
+        ]
+        info.add_metric(labels, 1)
+        if sa.established_at is not None:
+            since.add_metric(labels, sa.established_at)
+        for c in sa.children:
+            ids = [sa.conn, c.name, sa.uniqueid, c.uniqueid]
+            child_bytes.add_metric([*ids, "in"], c.bytes_in)
+            child_bytes.add_metric([*ids, "out"], c.bytes_out)
+            child_packets.add_metric([*ids, "in"], c.packets_in)
+            child_packets.add_metric([*ids, "out"], c.packets_out)
+    yield from (info, since, child_bytes, child_packets)
+
+
+def _pools(snap: StrongswanSnapshot) -> Iterable[Metric]:
+    addresses = GaugeMetricFamily(
+        "strongswan_pool_addresses",
+        "Leased virtual IP addresses per pool: online (in use) or offline (reserved).",
+        labels=["pool", "state"],
+    )
+    size = GaugeMetricFamily(
+        "strongswan_pool_size", "Addresses a virtual IP pool can hand out.", labels=["pool"]
+    )
+    for pool in sorted(snap.pools, key=lambda p: p.name):
+        addresses.add_metric([pool.name, "online"], pool.online)
+        addresses.add_metric([pool.name, "offline"], pool.offline)
+        size.add_metric([pool.name], pool.size)
+    yield addresses
+    yield size
+
+
+def _certificates(snap: StrongswanSnapshot) -> Iterable[Metric]:
+    expiry = GaugeMetricFamily(
+        "strongswan_certificate_expiry_timestamp_seconds",
+        "When a certificate loaded in charon expires (notAfter), in seconds since the epoch.",
+        labels=["subject", "serial", "type", "flag"],
+    )
+    for cert in sorted(snap.certificates, key=lambda c: (c.subject, c.serial)):
+        expiry.add_metric([cert.subject, cert.serial, cert.type, cert.flag], cert.not_after)
+    yield expiry
+    yield GaugeMetricFamily(
+        "strongswan_certificates_unreadable",
+        "Certificates charon listed that the exporter could not decode.",
+        value=snap.unreadable_certificates,
+    )
+
+
+def _counters(counters: dict[str, int]) -> Iterable[Metric]:
+    rekeys = CounterMetricFamily(
+        "strongswan_ike_rekeys",
+        "IKE SA rekeys since charon started, by our role in them (IKEv2 only).",
+        labels=["role"],
+    )
+    rekeys.add_metric(["initiator"], counters.get("ike-rekey-init", 0))
+    rekeys.add_metric(["responder"], counters.get("ike-rekey-resp", 0))
+    yield rekeys
+    yield CounterMetricFamily(
+        "strongswan_child_rekeys",
+        "CHILD SA rekeys since charon started (IKEv2 only).",
+        value=counters.get("child-rekey", 0),
+    )
+    yield CounterMetricFamily(
+        "strongswan_invalid_messages",
+        "IKE messages charon dropped as invalid since it started.",
+        value=counters.get("invalid", 0),
+    )
+    yield CounterMetricFamily(
+        "strongswan_invalid_spi_messages",
+        "IKE messages for an unknown SPI since charon started.",
+        value=counters.get("invalid-spi", 0),
+    )
+    messages = CounterMetricFamily(
+        "strongswan_ike_messages",
+        "IKEv2 messages since charon started, by exchange, direction and kind.",
+        labels=["exchange", "direction", "kind"],
+    )
+    for key, (exchange, direction, kind) in _MESSAGE_COUNTERS.items():
+        messages.add_metric([exchange, direction, _KIND_NAMES[kind]], counters.get(key, 0))
+    yield messages

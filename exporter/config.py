@@ -1,0 +1,115 @@
+"""Validated settings of the daemon.
+
+The command line fills a `Settings`; a config file (a later addition) will fill the same
+object, so nothing else in the daemon knows where a setting came from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+from urllib.parse import urlsplit
+
+#: Chosen from the gaps in Prometheus' default port allocations list.
+DEFAULT_PORT = 9945
+DEFAULT_VICI_SOCKET = "unix:///var/run/charon.vici"
+
+LogFormat = Literal["logfmt", "json"]
+LogLevel = Literal["debug", "info", "warn", "error"]
+
+
+class SettingsError(ValueError):
+    """A setting has a value the daemon cannot use; the message names the setting."""
+
+
+@dataclass(frozen=True)
+class ViciAddress:
+    """Where charon's VICI socket is: a UNIX socket path or a TCP host and port."""
+
+    scheme: Literal["unix", "tcp"]
+    path: str = ""
+    host: str = ""
+    port: int = 0
+
+    @classmethod
+    def parse(cls, uri: str) -> ViciAddress:
+        parts = urlsplit(uri)
+        if parts.scheme == "unix":
+            path = parts.path or parts.netloc
+            if not path:
+                raise SettingsError(f"--vici.socket {uri!r}: a unix:// URI needs a path")
+            return cls(scheme="unix", path=path)
+        if parts.scheme == "tcp":
+            try:
+                port = parts.port
+            except ValueError:
+                port = None
+            if not parts.hostname or port is None or not 0 < port < 65536:
+                raise SettingsError(
+                    f"--vici.socket {uri!r}: a tcp:// URI needs a host and a port 1-65535"
+                )
+            return cls(scheme="tcp", host=parts.hostname, port=port)
+        raise SettingsError(
+            f"--vici.socket {uri!r}: expected unix:///path/to/charon.vici or tcp://host:port"
+        )
+
+    def __str__(self) -> str:
+        if self.scheme == "unix":
+            return f"unix://{self.path}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"tcp://{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class ListenAddress:
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> ListenAddress:
+        host, sep, port_text = text.rpartition(":")
+        if not sep or not port_text.isdigit() or not 0 <= int(port_text) < 65536:
+            raise SettingsError(
+                f"--web.listen-address {text!r}: expected [host]:port, e.g. :{DEFAULT_PORT}"
+            )
+        host = host.strip("[]")
+        return cls(host=host or "0.0.0.0", port=int(port_text))
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class StrongswanOptions:
+    """What the strongSwan collector exports beyond the always-on summary."""
+
+    sa_details: bool = False
+    user_metrics: bool = True
+    #: The most series one per-SA or per-user family may have; the rest are counted.
+    series_limit: int = 1000
+
+
+@dataclass(frozen=True)
+class Settings:
+    listen_address: ListenAddress = field(
+        default_factory=lambda: ListenAddress("0.0.0.0", DEFAULT_PORT)
+    )
+    telemetry_path: str = "/metrics"
+    vici_socket: ViciAddress = field(default_factory=lambda: ViciAddress.parse(DEFAULT_VICI_SOCKET))
+    vici_timeout: float = 5.0
+    log_level: LogLevel = "info"
+    log_format: LogFormat = "logfmt"
+    strongswan: StrongswanOptions = field(default_factory=StrongswanOptions)
+
+    def __post_init__(self) -> None:
+        if not self.telemetry_path.startswith("/") or self.telemetry_path in ("/", "/-/healthy"):
+            raise SettingsError(
+                f"--web.telemetry-path {self.telemetry_path!r}: must be a path like /metrics"
+            )
+        if not self.vici_timeout > 0:
+            raise SettingsError(f"--vici.timeout {self.vici_timeout}: must be above 0 seconds")
+        if self.strongswan.series_limit < 0:
+            raise SettingsError(
+                "--collector.strongswan.series-limit: must be 0 (no per-SA series) or more"
+            )

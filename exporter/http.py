@@ -1,0 +1,75 @@
+"""The HTTP side: /metrics with content negotiation, health endpoints, a landing page."""
+
+from __future__ import annotations
+
+import gzip
+from html import escape
+
+from aiohttp import web
+from prometheus_client import exposition
+
+from exporter import __version__
+from exporter.scrape import Families, Scraper
+
+SCRAPER_KEY = web.AppKey("scraper", Scraper)
+
+LANDING = """<!DOCTYPE html>
+<html lang="en">
+<head><meta charset="utf-8"><title>l2tp-ipsec-exporter</title></head>
+<body>
+<h1>l2tp-ipsec-exporter {version}</h1>
+<p>Prometheus exporter for L2TP/IPsec VPN servers (strongSwan over VICI).</p>
+<ul>
+<li><a href="{metrics}">{metrics}</a>: metrics</li>
+<li><a href="/-/healthy">/-/healthy</a>: liveness</li>
+<li><a href="/-/ready">/-/ready</a>: readiness</li>
+</ul>
+</body>
+</html>
+"""
+
+
+def render_exposition(
+    families: Families, accept: str | None, accept_encoding: str | None
+) -> tuple[bytes, dict[str, str]]:
+    """Encode for what the client asked: OpenMetrics or text 0.0.4, gzip when accepted."""
+    encoder, content_type = exposition.choose_encoder(accept or "")
+    body: bytes = encoder(families)  # type: ignore[arg-type]
+    headers = {"Content-Type": content_type}
+    if accept_encoding and "gzip" in accept_encoding:
+        body = gzip.compress(body, compresslevel=6)
+        headers["Content-Encoding"] = "gzip"
+    return body, headers
+
+
+async def metrics(request: web.Request) -> web.Response:
+    families = await request.app[SCRAPER_KEY].scrape()
+    body, headers = render_exposition(
+        Families(families),
+        request.headers.get("Accept"),
+        request.headers.get("Accept-Encoding"),
+    )
+    return web.Response(body=body, headers=headers)
+
+
+async def healthy(_: web.Request) -> web.Response:
+    return web.Response(text="Healthy\n")
+
+
+async def ready(_: web.Request) -> web.Response:
+    return web.Response(text="Ready\n")
+
+
+def build_app(scraper: Scraper, telemetry_path: str) -> web.Application:
+    app = web.Application()
+    app[SCRAPER_KEY] = scraper
+    landing = LANDING.format(version=escape(__version__), metrics=escape(telemetry_path))
+
+    async def index(_: web.Request) -> web.Response:
+        return web.Response(text=landing, content_type="text/html")
+
+    app.router.add_get("/", index)
+    app.router.add_get(telemetry_path, metrics)
+    app.router.add_get("/-/healthy", healthy)
+    app.router.add_get("/-/ready", ready)
+    return app

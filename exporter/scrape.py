@@ -1,0 +1,105 @@
+"""Running the collectors for a scrape and adding the exporter's own metrics.
+
+Concurrent scrapes share one in-flight collection: ten Prometheus replicas scraping at
+once cost charon one round of questions, not ten.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import platform
+import time
+from collections.abc import Sequence
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import CollectorRegistry
+
+from exporter import __version__
+from exporter.collectors.base import Collection, Collector
+
+log = logging.getLogger("exporter.scrape")
+
+
+class Families:
+    """The minimal registry shape `prometheus_client`'s exposition functions read."""
+
+    def __init__(self, families: Sequence[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Sequence[Metric]:
+        return self._families
+
+
+def build_info() -> GaugeMetricFamily:
+    family = GaugeMetricFamily(
+        "l2tp_ipsec_exporter_build_info",
+        "Version of l2tp-ipsec-exporter and the Python running it; always 1.",
+        labels=["version", "python_version"],
+    )
+    family.add_metric([__version__, platform.python_version()], 1)
+    return family
+
+
+class Scraper:
+    def __init__(self, collectors: Sequence[Collector]) -> None:
+        self.collectors = list(collectors)
+        self._runtime = CollectorRegistry(auto_describe=False)
+        ProcessCollector(registry=self._runtime)
+        PlatformCollector(registry=self._runtime)
+        GCCollector(registry=self._runtime)
+        self._inflight: asyncio.Task[list[Metric]] | None = None
+        self._failing: dict[str, str] = {}
+
+    async def scrape(self) -> list[Metric]:
+        if self._inflight is None or self._inflight.done():
+            self._inflight = asyncio.create_task(self._collect_all())
+        # shield: one client hanging up must not cancel the collection others wait for.
+        return await asyncio.shield(self._inflight)
+
+    async def _collect_all(self) -> list[Metric]:
+        results = await asyncio.gather(*(self._run(c) for c in self.collectors))
+        success = GaugeMetricFamily(
+            "l2tp_ipsec_exporter_collector_success",
+            "1 when the collector read its source in this scrape, else 0.",
+            labels=["collector"],
+        )
+        duration = GaugeMetricFamily(
+            "l2tp_ipsec_exporter_collector_duration_seconds",
+            "How long the collector took in this scrape.",
+            labels=["collector"],
+        )
+        families: list[Metric] = [build_info()]
+        for collector, (collection, seconds) in zip(self.collectors, results, strict=True):
+            success.add_metric([collector.name], 1 if collection.success else 0)
+            duration.add_metric([collector.name], seconds)
+            families.extend(collection.families)
+        families += [success, duration]
+        families.extend(self._runtime.collect())
+        return families
+
+    async def _run(self, collector: Collector) -> tuple[Collection, float]:
+        started = time.perf_counter()
+        try:
+            collection = await collector.collect()
+        except Exception as err:  # a broken collector must never break the scrape
+            log.exception("collector crashed", extra={"collector": collector.name})
+            collection = Collection(success=False, error=f"{type(err).__name__}: {err}")
+        self._log_transition(collector.name, collection)
+        return collection, time.perf_counter() - started
+
+    def _log_transition(self, name: str, collection: Collection) -> None:
+        # One line when a collector starts failing and one when it recovers, not one per
+        # scrape.
+        if not collection.success and name not in self._failing:
+            log.error(
+                "collector failed; it is retried at every scrape",
+                extra={"collector": name, "err": collection.error},
+            )
+            self._failing[name] = collection.error
+        elif collection.success and name in self._failing:
+            del self._failing[name]
+            log.info("collector recovered", extra={"collector": name})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 
 from exporter.strongswan.model import StrongswanSnapshot
 from exporter.strongswan.parse import (
@@ -15,34 +16,64 @@ from exporter.strongswan.parse import (
     parse_version,
 )
 from exporter.vici import ViciClient, ViciCommandError
+from exporter.vici.codec import ViciMessage
 
 
-async def fetch_snapshot(client: ViciClient) -> StrongswanSnapshot:
+@dataclass
+class ViciAnswers:
+    """charon's raw answers for one snapshot, keyed like the VICI commands that gave them.
+
+    Recordings of a real charon (tests/fixtures/vici/) hold exactly these.
+    """
+
+    version: ViciMessage
+    stats: ViciMessage
+    list_sas: list[ViciMessage]
+    list_conns: list[ViciMessage]
+    get_pools: ViciMessage
+    list_certs: list[ViciMessage] = field(default_factory=list)
+    #: None when charon has no counters plugin.
+    get_counters: ViciMessage | None = None
+
+
+async def ask_charon(client: ViciClient) -> tuple[ViciAnswers, float]:
     """Ask charon everything one scrape needs, one command after another.
 
+    Returns the answers and the time list-sas was answered (SA ages are relative to it).
     Raises `ViciError` when charon cannot be asked; a missing counters plugin is not an
-    error (the counters are then absent).
+    error.
     """
     version = await client.request("version")
     stats = await client.request("stats")
     sas = await client.streamed_request("list-sas", "list-sa", {"noblock": "yes"})
     now = time.time()
     conns = await client.streamed_request("list-conns", "list-conn")
-    pools = await client.request("get-pools", {"leases": "no"})
+    pools = await client.request("get-pools")
     certs = await client.streamed_request("list-certs", "list-cert", {"type": "X509"})
+    counters: ViciMessage | None
     try:
-        counters = parse_counters(await client.request("get-counters"))
+        counters = await client.request("get-counters")
     except ViciCommandError:
         counters = None  # the counters plugin is optional
-    certificates, unreadable = parse_certificates(certs)
+    answers = ViciAnswers(version, stats, sas, conns, pools, certs, counters)
+    return answers, now
+
+
+def assemble_snapshot(answers: ViciAnswers, now: float) -> StrongswanSnapshot:
+    certificates, unreadable = parse_certificates(answers.list_certs)
     return StrongswanSnapshot(
         taken_at=now,
-        version=parse_version(version),
-        stats=parse_stats(stats),
-        ike_sas=parse_ike_sas(sas, now),
-        connections=parse_connections(conns),
-        pools=parse_pools(pools),
+        version=parse_version(answers.version),
+        stats=parse_stats(answers.stats),
+        ike_sas=parse_ike_sas(answers.list_sas, now),
+        connections=parse_connections(answers.list_conns),
+        pools=parse_pools(answers.get_pools),
         certificates=certificates,
-        counters=counters,
+        counters=None if answers.get_counters is None else parse_counters(answers.get_counters),
         unreadable_certificates=unreadable,
     )
+
+
+async def fetch_snapshot(client: ViciClient) -> StrongswanSnapshot:
+    answers, now = await ask_charon(client)
+    return assemble_snapshot(answers, now)

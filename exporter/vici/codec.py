@@ -6,12 +6,13 @@ needs: the length-prefixed framing and values decoded from bytes to text.
 
 from __future__ import annotations
 
+import io
 import struct
 from dataclasses import dataclass
 from typing import Any
 
 from vici.exception import DeserializationException
-from vici.protocol import FiniteStream, Message, Packet
+from vici.protocol import Message, Packet
 
 from exporter.vici.errors import ViciProtocolError
 
@@ -60,27 +61,34 @@ def _text(value: Any) -> Any:
     return value
 
 
+class _StrictStream(io.BytesIO):
+    """The stream shape `Message.deserialize` reads, minus a flaw of `vici.protocol`'s own:
+    that one returns short reads silently, so a cut packet would decode into a plausible
+    but wrong message."""
+
+    def has_more(self) -> bool:
+        return self.tell() < len(self.getbuffer())
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        data = super().read(size)
+        if size is not None and size >= 0 and len(data) != size:
+            raise ViciProtocolError("VICI packet ends in the middle of an element")
+        return data
+
+
 def decode_packet(packet: bytes) -> Frame:
     """Decode one packet (without its length header) into a `Frame`."""
     if not packet:
         raise ViciProtocolError("empty VICI packet")
+    stream = _StrictStream(packet)
     try:
-        parsed = Packet.parse(packet)
+        kind = stream.read(1)[0]
         name = ""
-        if parsed.response_type == Packet.EVENT:
-            name = parsed.event_type.decode("utf-8", errors="replace")
+        if kind in (Packet.EVENT, Packet.EVENT_REGISTER, Packet.CMD_REQUEST):
+            name = stream.read(stream.read(1)[0]).decode("utf-8", errors="replace")
         message: ViciMessage = {}
-        if parsed.response_type in (Packet.CMD_RESPONSE, Packet.EVENT):
-            message = _text(Message.deserialize(parsed.payload))
-        return Frame(kind=parsed.response_type, name=name, message=message)
-    except (DeserializationException, struct.error, UnicodeDecodeError, IndexError) as err:
+        if kind in (Packet.CMD_RESPONSE, Packet.EVENT):
+            message = _text(Message.deserialize(stream))
+        return Frame(kind=kind, name=name, message=message)
+    except (DeserializationException, struct.error, UnicodeDecodeError) as err:
         raise ViciProtocolError(f"malformed VICI packet: {err}") from err
-
-
-def decode_message(payload: bytes) -> ViciMessage:
-    """Decode a bare message body (used by tests and recordings)."""
-    try:
-        result: ViciMessage = _text(Message.deserialize(FiniteStream(payload)))
-        return result
-    except (DeserializationException, struct.error) as err:
-        raise ViciProtocolError(f"malformed VICI message: {err}") from err

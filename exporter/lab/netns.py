@@ -133,13 +133,23 @@ def claim(workdir: Path) -> None:
     (workdir / OWNER_FILE).write_text(f"{os.getpid()}\n")
 
 
+def _pid_alive(pid: int) -> bool:
+    # A killed owner can linger as a zombie until reaped; it owns nothing any more.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
+
+
 def _owner_alive(lab_id: str) -> bool:
     for owner in Path(tempfile.gettempdir()).glob(f"{lab_workdir_glob(lab_id)}/{OWNER_FILE}"):
         try:
-            os.kill(int(owner.read_text().strip()), 0)
+            pid = int(owner.read_text().strip())
         except (OSError, ValueError):
             continue
-        return True
+        if _pid_alive(pid):
+            return True
     return False
 
 

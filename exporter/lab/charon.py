@@ -13,8 +13,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import vici
-
 from exporter.lab import netns
 from exporter.lab.configs import Kernel, strongswan_conf
 
@@ -151,6 +149,9 @@ class Charon:
     @contextmanager
     def session(self, timeout: float = 10.0) -> Iterator[Any]:
         """A blocking ``vici.Session`` on this charon's socket."""
+        # Imported here so that requirements.problems() can report a missing vici package.
+        import vici
+
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(timeout)
         try:

@@ -51,7 +51,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 def _lab_skip_reason() -> str | None:
     from exporter.lab import requirements
 
-    problems = requirements.problems()
+    problems = requirements.problems(certs=True)
     return "lab: " + "; ".join(problems) if problems else None
 
 

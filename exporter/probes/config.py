@@ -413,7 +413,9 @@ def _allowed(values: object) -> AllowedTargets:
             networks.append(ipaddress.ip_network(value, strict=False))
         except ValueError:
             if not re.fullmatch(r"[A-Za-z0-9.-]+", value):
-                raise ProbeConfigError(f"{key}: {value!r} is neither a CIDR nor a host name")
+                raise ProbeConfigError(
+                    f"{key}: {value!r} is neither a CIDR nor a host name"
+                ) from None
             names.add(value.lower().rstrip("."))
     return AllowedTargets(tuple(networks), frozenset(names))
 

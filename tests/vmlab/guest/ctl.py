@@ -1,0 +1,766 @@
+#!/usr/bin/env python3
+"""vmlab guest control server: sets up the L2TP/IPsec server and client namespaces,
+then answers the host's commands over HTTP (JSON in, JSON out).
+
+Runs as PID 1 inside the emulated guest (see init.sh), with the standard library only.
+The protocol is described in docs/vmlab.md; in short:
+
+    GET  /status                       server and client state
+    POST /client/<n>/connect           charon + IKE/CHILD SA, xl2tpd, pppd; waits for ppp0
+    POST /client/<n>/disconnect        L2TP disconnect, IKE delete, daemons stopped
+    POST /client/<n>/kill              SIGKILL charon, xl2tpd and pppd, no goodbye
+    POST /client/<n>/traffic           {"count", "size", "mode": "ping"|"udp"} through ppp0
+    POST /plain/l2tp                   clear-text L2TP attempt from the "plain" netns
+    POST /run                          {"argv"|"sh", "netns", "timeout", "b64"} -> rc/out/err
+    POST /exporter/start               {"args": [...]} start python3 -m exporter
+    POST /exporter/stop
+    GET  /exporter/log                 the exporter's stdout/stderr so far
+    GET  /log/<name>                   a log file under the state dir (charon.log, ...)
+    POST /poweroff
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import string
+import subprocess
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+GUEST = Path(__file__).resolve().parent
+CONF = GUEST / "conf"
+SRC = GUEST.parent.parent.parent  # the checkout, mounted read-only
+STATE = Path("/tmp/vmlab")
+SERVER_IP = "192.168.77.1"
+PLAIN_IP = "192.168.77.9"
+PPP_LOCAL = "192.168.42.1"
+CTL_PORT = 8000
+EXPORTER_PORT = 9814
+
+
+def console(msg: str) -> None:
+    up = Path("/proc/uptime").read_text().split()[0]
+    print(f"vmlab: {msg} [{up}s]", flush=True)
+
+
+def cmdline() -> dict[str, str]:
+    out = {}
+    for tok in Path("/proc/cmdline").read_text().split():
+        k, _, v = tok.partition("=")
+        if k.startswith("vmlab."):
+            out[k[6:]] = v
+    return out
+
+
+ARGS = cmdline()
+NCLIENTS = int(ARGS.get("clients", "3"))
+DPD_DELAY = ARGS.get("dpd_delay", "3s")
+DPD_TIMEOUT = ARGS.get("dpd_timeout", "9s")
+
+
+def render(name: str, dest: Path, **kw: str) -> None:
+    text = string.Template((CONF / name).read_text()).substitute(kw)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(text)
+
+
+def sh(cmd: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess[str]:
+    p = subprocess.run(["/bin/sh", "-c", cmd], capture_output=True, text=True, timeout=timeout)
+    if check and p.returncode != 0:
+        raise RuntimeError(f"{cmd!r} -> {p.returncode}: {p.stderr.strip() or p.stdout.strip()}")
+    return p
+
+
+def wait_for(pred: Any, deadline_s: float, what: str, step: float = 0.1) -> Any:
+    """Poll pred() until it returns a truthy value or the wall-clock deadline passes."""
+    end = time.monotonic() + deadline_s
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > end:
+            raise TimeoutError(f"timed out after {deadline_s:.0f} s waiting for {what}")
+        time.sleep(step)
+
+
+def spawn(argv: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    e = dict(os.environ)
+    if env:
+        e.update(env)
+    with open(log, "ab") as f:
+        return subprocess.Popen(
+            argv,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=e,
+            start_new_session=True,
+        )
+
+
+def read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is not alive: reap it if it is ours.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    if stat.rsplit(")", 1)[1].split()[0] == "Z":
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        return False
+    return True
+
+
+def reap_children() -> None:
+    # PID 1 adopts every orphan: reap them so they do not pile up as zombies.
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def ifaces(netns: str | None = None) -> list[dict[str, Any]]:
+    pre = f"ip -n {netns} " if netns else "ip "
+    out = sh(pre + "-j -s addr show", check=False).stdout
+    # "ip -j -s addr" is not valid on all versions; fall back to link + addr.
+    if not out.strip().startswith("["):
+        out = sh(pre + "-j addr show").stdout
+    return json.loads(out or "[]")
+
+
+def iface_stats(name: str, netns: str | None = None) -> dict[str, int]:
+    pre = f"ip netns exec {netns} " if netns else ""
+    cmd = (
+        pre
+        + f"cat /sys/class/net/{name}/statistics/rx_bytes /sys/class/net/{name}/statistics/tx_bytes /sys/class/net/{name}/statistics/rx_packets /sys/class/net/{name}/statistics/tx_packets"
+    )
+    vals = sh(cmd).stdout.split()
+    return dict(zip(("rx_bytes", "tx_bytes", "rx_packets", "tx_packets"), map(int, vals)))
+
+
+def ppp_ifaces(netns: str | None = None) -> list[dict[str, Any]]:
+    """ppp interfaces with their local and peer inner addresses."""
+    out = []
+    for i in ifaces(netns):
+        if not i.get("ifname", "").startswith("ppp"):
+            continue
+        for a in i.get("addr_info", []):
+            if a.get("family") == "inet":
+                out.append(
+                    {"ifname": i["ifname"], "local": a.get("local"), "peer": a.get("address")}
+                )
+    return out
+
+
+def xfrm_stat() -> dict[str, int]:
+    out = {}
+    for line in Path("/proc/net/xfrm_stat").read_text().splitlines():
+        k, v = line.split()
+        out[k] = int(v)
+    return out
+
+
+# --- server --------------------------------------------------------------------------
+
+
+class Server:
+    dir = STATE / "server"
+
+    def setup(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        st = str(self.dir)
+        render("server-strongswan.conf", Path("/etc/strongswan.conf"), state=st)
+        render(
+            "server-swanctl.conf",
+            Path("/etc/swanctl/swanctl.conf"),
+            server_ip=SERVER_IP,
+            dpd_delay=DPD_DELAY,
+            dpd_timeout=DPD_TIMEOUT,
+        )
+        render(
+            "server-xl2tpd.conf",
+            Path("/etc/xl2tpd/xl2tpd.conf"),
+            server_ip=SERVER_IP,
+            pool_start="192.168.42.10",
+            pool_end="192.168.42.250",
+            ppp_local=PPP_LOCAL,
+        )
+        render("server-options.xl2tpd", Path("/etc/ppp/options.xl2tpd"), state=st)
+        render("chap-secrets", Path("/etc/ppp/chap-secrets"))
+        # Debian's /etc/ppp/options would add its own defaults to every pppd.
+        Path("/etc/ppp/options").write_text("lock\n")
+        Path("/run/xl2tpd").mkdir(parents=True, exist_ok=True)
+
+        self.charon = spawn(["/usr/lib/ipsec/charon"], self.dir / "charon.out")
+        wait_for(lambda: Path("/run/charon.vici").exists(), 30, "the server's VICI socket")
+        sh("swanctl --load-all --file /etc/swanctl/swanctl.conf")
+        # Clear-text L2TP is refused: inbound UDP/1701 must have come through ESP.
+        # Priority below charon's per-client policies (about 2*200000).
+        sh(
+            f"ip xfrm policy add dir in src 0.0.0.0/0 dst {SERVER_IP}/32 proto 17 dport 1701"
+            " priority 500000 tmpl proto esp mode transport level required"
+        )
+        self.xl2tpd = spawn(
+            [
+                "xl2tpd",
+                "-D",
+                "-c",
+                "/etc/xl2tpd/xl2tpd.conf",
+                "-p",
+                "/run/xl2tpd.pid",
+                "-C",
+                "/run/xl2tpd/l2tp-control",
+            ],
+            self.dir / "xl2tpd.log",
+        )
+        wait_for(lambda: Path("/run/xl2tpd/l2tp-control").exists(), 30, "server xl2tpd")
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "charon": alive(self.charon.pid),
+            "xl2tpd": alive(self.xl2tpd.pid),
+            "ppp": ppp_ifaces(),
+        }
+
+
+# --- clients --------------------------------------------------------------------------
+
+
+class Client:
+    """One user's machine: a netns with its own charon, xl2tpd and pppd."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.ns = f"c{n}"
+        self.ip = f"192.168.77.{10 + n}"
+        self.dir = STATE / self.ns
+        self.run = self.dir / "run"
+        self.lock = threading.Lock()
+        self.charon: subprocess.Popen[bytes] | None = None
+        self.xl2tpd: subprocess.Popen[bytes] | None = None
+
+    def netns_cmds(self) -> list[str]:
+        return [
+            f"netns add {self.ns}",
+            f"link add v{self.n}h type veth peer name eth0 netns {self.ns}",
+            f"link set v{self.n}h master br0 up",
+        ]
+
+    def netns_inner(self) -> str:
+        return f"ip link set lo up && ip addr add {self.ip}/24 dev eth0 && ip link set eth0 up"
+
+    def in_ns(self, argv: list[str]) -> list[str]:
+        # ip netns exec gives a private mount namespace; bind our own /run into it so
+        # charon's pid file, VICI socket and xl2tpd's control pipe are per client.
+        return [
+            "ip",
+            "netns",
+            "exec",
+            self.ns,
+            "/bin/sh",
+            "-c",
+            f'mount --bind {self.run} /run && exec "$@"',
+            "sh",
+            *argv,
+        ]
+
+    def render(self, ike: str, esp: str) -> None:
+        d = str(self.dir)
+        render("client-strongswan.conf", self.dir / "strongswan.conf", dir=d)
+        render(
+            "client-swanctl.conf",
+            self.dir / "swanctl.conf",
+            client_ip=self.ip,
+            server_ip=SERVER_IP,
+            ike_proposal=ike,
+            esp_proposal=esp,
+        )
+        render("client-xl2tpd.conf", self.dir / "xl2tpd.conf", server_ip=SERVER_IP, dir=d)
+        render("client-options.l2tpd", self.dir / "options.l2tpd", dir=d)
+
+    def swanctl(self, cmd: str, args: str = "", timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return sh(f"swanctl {cmd} --uri unix://{self.run}/charon.vici {args}", timeout=timeout)
+
+    def ppp(self) -> dict[str, Any] | None:
+        p = ppp_ifaces(self.ns)
+        return p[0] if p else None
+
+    def pids(self) -> dict[str, int | None]:
+        return {
+            "charon": read_pid(self.run / "charon.pid"),
+            "xl2tpd": read_pid(self.run / "xl2tpd.pid"),
+            "pppd": read_pid(self.run / "ppp0.pid"),
+        }
+
+    def status(self) -> dict[str, Any]:
+        pids = self.pids()
+        return {
+            "n": self.n,
+            "netns": self.ns,
+            "ip": self.ip,
+            "alive": {k: alive(v) for k, v in pids.items()},
+            "ppp": self.ppp(),
+        }
+
+    def connect(self, ike: str, esp: str, timeout: float) -> dict[str, Any]:
+        t0 = time.monotonic()
+        self._stop(signal.SIGKILL)
+        for f in self.run.glob("*") if self.run.exists() else []:
+            if f.is_file() or f.is_socket() or f.is_fifo():
+                f.unlink()
+        (self.run / "xl2tpd").mkdir(parents=True, exist_ok=True)
+        for log in ("pppd.log", "xl2tpd.log", "charon.log", "charon.out"):
+            (self.dir / log).unlink(missing_ok=True)
+        self.render(ike, esp)
+        self.charon = spawn(
+            self.in_ns(["/usr/lib/ipsec/charon"]),
+            self.dir / "charon.out",
+            env={"STRONGSWAN_CONF": str(self.dir / "strongswan.conf")},
+        )
+        wait_for(lambda: (self.run / "charon.vici").exists(), 30, f"{self.ns} VICI socket")
+        self.swanctl("--load-all", f"--file {self.dir}/swanctl.conf")
+        t_ike = time.monotonic()
+        self.swanctl("--initiate", "--ike nycmesh --child l2tp --timeout 60", timeout=70)
+        t_ipsec = time.monotonic() - t_ike
+        self.xl2tpd = spawn(
+            self.in_ns(
+                [
+                    "xl2tpd",
+                    "-D",
+                    "-c",
+                    str(self.dir / "xl2tpd.conf"),
+                    "-p",
+                    "/run/xl2tpd.pid",
+                    "-C",
+                    "/run/xl2tpd/l2tp-control",
+                ]
+            ),
+            self.dir / "xl2tpd.log",
+        )
+        ctl = self.run / "xl2tpd/l2tp-control"
+        wait_for(lambda: ctl.exists(), 30, f"{self.ns} xl2tpd control pipe")
+        with open(ctl, "w") as f:
+            f.write("c nycmesh\n")
+        ppp = wait_for(self.ppp, timeout, f"{self.ns} ppp0 address", step=0.3)
+        return {
+            "client": self.n,
+            "ppp": ppp,
+            "ipsec_seconds": round(t_ipsec, 2),
+            "seconds": round(time.monotonic() - t0, 2),
+        }
+
+    def _stop(self, sig: signal.Signals) -> dict[str, int | None]:
+        pids = self.pids()
+        for name in ("pppd", "xl2tpd", "charon"):
+            pid = pids[name]
+            if alive(pid):
+                os.kill(pid, sig)  # type: ignore[arg-type]
+        for p in (self.charon, self.xl2tpd):
+            if p is not None and p.poll() is None and sig == signal.SIGKILL:
+                p.kill()
+        return pids
+
+    def kill(self) -> dict[str, Any]:
+        """A client that vanishes: SIGKILL its daemons; its kernel state goes too."""
+        pids = self._stop(signal.SIGKILL)
+        for p in (self.charon, self.xl2tpd):
+            if p is not None:
+                p.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while any(alive(v) for v in pids.values()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # What charon installed in the kernel would outlive it; a vanished laptop's
+        # would not.
+        sh(f"ip -n {self.ns} xfrm state flush; ip -n {self.ns} xfrm policy flush", check=False)
+        return {"client": self.n, "killed": pids}
+
+    def disconnect(self) -> dict[str, Any]:
+        """A polite hang-up: L2TP StopCCN, IKE delete, then daemons stopped."""
+        t0 = time.monotonic()
+        ctl = self.run / "xl2tpd/l2tp-control"
+        if ctl.exists() and self.xl2tpd is not None and self.xl2tpd.poll() is None:
+            with open(ctl, "w") as f:
+                f.write("d nycmesh\n")
+            try:
+                wait_for(lambda: self.ppp() is None, 20, f"{self.ns} ppp0 down", step=0.3)
+            except TimeoutError:
+                pass
+        if (self.run / "charon.vici").exists():
+            self.swanctl("--terminate", "--ike nycmesh --timeout 20", timeout=30)
+        pids = self._stop(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while any(alive(v) for v in pids.values()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self._stop(signal.SIGKILL)
+        for p in (self.charon, self.xl2tpd):
+            if p is not None:
+                p.wait(timeout=10)
+        return {"client": self.n, "seconds": round(time.monotonic() - t0, 2)}
+
+    def traffic(self, count: int, size: int, mode: str) -> dict[str, Any]:
+        """Send count packets of size payload bytes through ppp0 to the server's end."""
+        ppp = self.ppp()
+        if ppp is None:
+            raise RuntimeError(f"{self.ns} has no ppp session")
+        server_if = next(
+            (p["ifname"] for p in ppp_ifaces() if p["peer"].split("/")[0] == ppp["local"]),
+            None,
+        )
+        before_s = iface_stats(server_if) if server_if else None
+        before_c = iface_stats(ppp["ifname"], self.ns)
+        if mode == "ping":
+            p = sh(
+                f"ip netns exec {self.ns} ping -n -q -c {count} -s {size} -i 0.05 -W 5 {PPP_LOCAL}",
+                timeout=120,
+                check=False,
+            )
+            ip_bytes = size + 8 + 20
+            out = p.stdout
+        elif mode == "udp":
+            code = (
+                "import socket,sys;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);"
+                f"[s.sendto(b'x'*{size},('{PPP_LOCAL}',9)) for _ in range({count})]"
+            )
+            p = sh(f'ip netns exec {self.ns} python3 -c "{code}"', timeout=120, check=False)
+            ip_bytes = size + 8 + 20
+            out = p.stdout + p.stderr
+        else:
+            raise ValueError(f"unknown traffic mode {mode!r}")
+        time.sleep(0.5)
+        after_s = iface_stats(server_if) if server_if else None
+        after_c = iface_stats(ppp["ifname"], self.ns)
+        return {
+            "client": self.n,
+            "mode": mode,
+            "count": count,
+            "size": size,
+            "ip_bytes_per_packet": ip_bytes,
+            "rc": p.returncode,
+            "output": out,
+            "server_ifname": server_if,
+            "server_before": before_s,
+            "server_after": after_s,
+            "client_ifname": ppp["ifname"],
+            "client_before": before_c,
+            "client_after": after_c,
+        }
+
+
+class Plain:
+    """A client without IPsec: its clear-text L2TP must be refused by policy."""
+
+    ns = "plain"
+    dir = STATE / "plain"
+
+    def attempt(self, wait: float) -> dict[str, Any]:
+        before = xfrm_stat()
+        ppp_before = len(ppp_ifaces())
+        run = self.dir / "run"
+        (run / "xl2tpd").mkdir(parents=True, exist_ok=True)
+        d = str(self.dir)
+        render("client-xl2tpd.conf", self.dir / "xl2tpd.conf", server_ip=SERVER_IP, dir=d)
+        render("client-options.l2tpd", self.dir / "options.l2tpd", dir=d)
+        argv = [
+            "ip",
+            "netns",
+            "exec",
+            self.ns,
+            "/bin/sh",
+            "-c",
+            f'mount --bind {run} /run && exec "$@"',
+            "sh",
+            "xl2tpd",
+            "-D",
+            "-c",
+            str(self.dir / "xl2tpd.conf"),
+            "-p",
+            "/run/xl2tpd.pid",
+            "-C",
+            "/run/xl2tpd/l2tp-control",
+        ]
+        proc = spawn(argv, self.dir / "xl2tpd.log")
+        try:
+            ctl = run / "xl2tpd/l2tp-control"
+            wait_for(lambda: ctl.exists(), 30, "plain xl2tpd control pipe")
+            with open(ctl, "w") as f:
+                f.write("c nycmesh\n")
+            try:
+                wait_for(
+                    lambda: xfrm_stat()["XfrmInTmplMismatch"] > before["XfrmInTmplMismatch"],
+                    wait,
+                    "XfrmInTmplMismatch to rise",
+                )
+            except TimeoutError:
+                pass
+            time.sleep(1.0)
+            after = xfrm_stat()
+            return {
+                "before": before,
+                "after": after,
+                "ppp_before": ppp_before,
+                "ppp_after": len(ppp_ifaces()),
+                "plain_ppp": ppp_ifaces(self.ns),
+            }
+        finally:
+            proc.kill()
+            proc.wait()
+            for f in run.glob("*"):
+                if not f.is_dir():
+                    f.unlink()
+
+
+# --- exporter ---------------------------------------------------------------------------
+
+
+class Exporter:
+    log = STATE / "exporter.log"
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, args: list[str] | None) -> dict[str, Any]:
+        self.stop()
+        argv = args or [
+            "--web.listen-address",
+            f"0.0.0.0:{EXPORTER_PORT}",
+            "--vici.socket",
+            "unix:///var/run/charon.vici",
+        ]
+        self.proc = subprocess.Popen(
+            ["/usr/bin/python3", "-m", "exporter", *argv],
+            cwd="/",
+            stdout=open(self.log, "ab"),
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={
+                **os.environ,
+                "PYTHONPATH": f"{SRC}:/mnt/pydeps",
+                "PYTHONDONTWRITEBYTECODE": "1",
+            },
+            start_new_session=True,
+        )
+        return {"pid": self.proc.pid, "argv": argv}
+
+    def stop(self) -> dict[str, Any]:
+        rc = None
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.terminate()
+                try:
+                    self.proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+            rc = self.proc.returncode
+        return {"returncode": rc}
+
+    def status(self) -> dict[str, Any]:
+        if self.proc is None:
+            return {"running": False, "returncode": None}
+        rc = self.proc.poll()
+        return {"running": rc is None, "returncode": rc, "pid": self.proc.pid}
+
+
+# --- HTTP -------------------------------------------------------------------------------
+
+
+SERVER = Server()
+CLIENTS = {n: Client(n) for n in range(1, NCLIENTS + 1)}
+PLAIN = Plain()
+EXPORTER = Exporter()
+
+
+def run_command(req: dict[str, Any]) -> dict[str, Any]:
+    if "argv" in req:
+        argv = list(req["argv"])
+    else:
+        argv = ["/bin/sh", "-c", req["sh"]]
+    if req.get("netns"):
+        argv = ["ip", "netns", "exec", req["netns"], *argv]
+    t0 = time.monotonic()
+    p = subprocess.run(
+        argv,
+        capture_output=True,
+        timeout=float(req.get("timeout", 60)),
+        input=base64.b64decode(req["stdin_b64"]) if "stdin_b64" in req else None,
+    )
+    out: dict[str, Any] = {"rc": p.returncode, "seconds": round(time.monotonic() - t0, 3)}
+    if req.get("b64"):
+        out["stdout_b64"] = base64.b64encode(p.stdout).decode()
+    else:
+        out["stdout"] = p.stdout.decode(errors="replace")
+    out["stderr"] = p.stderr.decode(errors="replace")
+    return out
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt: str, *args: Any) -> None:  # quiet console
+        pass
+
+    def _reply(self, code: int, body: Any, ctype: str = "application/json") -> None:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _body(self) -> dict[str, Any]:
+        n = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(n) if n else b""
+        return json.loads(raw) if raw.strip() else {}
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def _dispatch(self, method: str) -> None:
+        try:
+            body = self._body() if method == "POST" else {}
+            parts = [p for p in self.path.split("?")[0].split("/") if p]
+            result = self._route(method, parts, body)
+            if isinstance(result, bytes):
+                self._reply(200, result, "text/plain; charset=utf-8")
+            else:
+                self._reply(200, result)
+        except KeyError as e:
+            self._reply(404, {"error": f"not found: {e}"})
+        except Exception as e:  # the host gets the reason, the guest keeps serving
+            self._reply(500, {"error": f"{type(e).__name__}: {e}"})
+        finally:
+            reap_children()
+
+    def _route(self, method: str, parts: list[str], body: dict[str, Any]) -> Any:
+        match (method, parts):
+            case ("GET", ["status"]):
+                return {
+                    "server": SERVER.status(),
+                    "clients": {n: c.status() for n, c in CLIENTS.items()},
+                    "exporter": EXPORTER.status(),
+                    "xfrm_stat": xfrm_stat(),
+                    "uptime": float(Path("/proc/uptime").read_text().split()[0]),
+                }
+            case ("POST", ["client", n, action]):
+                c = CLIENTS[int(n)]
+                with c.lock:
+                    if action == "connect":
+                        return c.connect(
+                            body.get("ike_proposal", "aes256-sha256-modp2048"),
+                            body.get("esp_proposal", "aes256-sha256"),
+                            float(body.get("timeout", 60)),
+                        )
+                    if action == "disconnect":
+                        return c.disconnect()
+                    if action == "kill":
+                        return c.kill()
+                    if action == "traffic":
+                        return c.traffic(
+                            int(body.get("count", 10)),
+                            int(body.get("size", 1000)),
+                            body.get("mode", "ping"),
+                        )
+                raise KeyError(action)
+            case ("POST", ["plain", "l2tp"]):
+                return PLAIN.attempt(float(body.get("wait", 15)))
+            case ("POST", ["run"]):
+                return run_command(body)
+            case ("POST", ["exporter", "start"]):
+                return EXPORTER.start(body.get("args"))
+            case ("POST", ["exporter", "stop"]):
+                return EXPORTER.stop()
+            case ("GET", ["exporter", "log"]):
+                return EXPORTER.log.read_bytes() if EXPORTER.log.exists() else b""
+            case ("GET", ["log", *rest]):
+                p = (STATE / "/".join(rest)).resolve()
+                if not str(p).startswith(str(STATE)):
+                    raise KeyError("/".join(rest))
+                return p.read_bytes()
+            case ("POST", ["poweroff"]):
+                threading.Timer(0.5, poweroff).start()
+                return {"ok": True}
+        raise KeyError("/".join(parts))
+
+
+def poweroff() -> None:
+    os.sync()
+    Path("/proc/sysrq-trigger").write_text("o")
+
+
+def setup_network() -> None:
+    batch = [
+        "link set lo up",
+        "link set eth0 up",
+        "addr add 10.0.2.15/24 dev eth0",
+        "link add br0 type bridge",
+        f"addr add {SERVER_IP}/24 dev br0",
+        "link set br0 up",
+        f"netns add {PLAIN.ns}",
+        f"link add v0h type veth peer name eth0 netns {PLAIN.ns}",
+        "link set v0h master br0 up",
+    ]
+    for c in CLIENTS.values():
+        batch += c.netns_cmds()
+    (STATE / "net.batch").write_text("\n".join(batch) + "\n")
+    sh(f"ip -batch {STATE}/net.batch")
+    nets = [(c.ns, c.ip) for c in CLIENTS.values()] + [(PLAIN.ns, PLAIN_IP)]
+    for ns, ip in nets:
+        f = STATE / f"net-{ns}.batch"
+        f.write_text(f"link set lo up\naddr add {ip}/24 dev eth0\nlink set eth0 up\n")
+        sh(f"ip -n {ns} -batch {f}")
+    # No forwarding between clients: each reaches only the server, like the internet.
+    Path("/proc/sys/net/ipv4/ip_forward").write_text("0\n")
+
+
+def main() -> None:
+    STATE.mkdir(parents=True, exist_ok=True)
+    os.chdir("/")
+    try:
+        setup_network()
+        console("network up")
+        SERVER.setup()
+        console("server up (charon, xl2tpd)")
+    except Exception as e:
+        console(f"VMLAB-FAIL setup: {type(e).__name__}: {e}")
+    httpd = ThreadingHTTPServer(("0.0.0.0", CTL_PORT), Handler)
+    httpd.daemon_threads = True
+    console(f"VMLAB-READY ctl={CTL_PORT} exporter={EXPORTER_PORT} clients={NCLIENTS}")
+    try:
+        httpd.serve_forever()
+    finally:
+        poweroff()
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    socket.setdefaulttimeout(None)
+    main()

@@ -39,6 +39,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text.rstrip("s"))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from err
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
+    return value
+
+
 def _non_negative_int(text: str) -> int:
     if not text.isdigit():
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
@@ -105,6 +115,31 @@ def build_parser() -> argparse.ArgumentParser:
         "l2tp_ipsec_exporter_series_dropped_total (default 1000)",
     )
     parser.add_argument(
+        "--collector.strongswan.events",
+        dest="events",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="subscribe to charon's events: drop/rekey counters and traffic totals that "
+        "survive rekeys (default on)",
+    )
+    parser.add_argument(
+        "--collector.strongswan.reauth-grace",
+        dest="reauth_grace",
+        type=_non_negative_float,
+        default=10.0,
+        metavar="SECONDS",
+        help="an SA replaced by the same peer within this time was reauthenticated, not "
+        "dropped; drops are counted this much later (default 10)",
+    )
+    parser.add_argument(
+        "--collector.strongswan.user-idle-timeout",
+        dest="user_idle_seconds",
+        type=_positive_float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="forget the traffic totals of a user without SAs after this long (default 3600)",
+    )
+    parser.add_argument(
         "--log.level",
         dest="log_level",
         choices=["debug", "info", "warn", "error"],
@@ -138,6 +173,9 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
                 sa_details=args.sa_details,
                 user_metrics=args.user_metrics,
                 series_limit=args.series_limit,
+                events=args.events,
+                reauth_grace=args.reauth_grace,
+                user_idle_seconds=args.user_idle_seconds,
             ),
         )
     except SettingsError as err:

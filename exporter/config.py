@@ -88,6 +88,13 @@ class StrongswanOptions:
     user_metrics: bool = True
     #: The most series one per-SA or per-user family may have; the rest are counted.
     series_limit: int = 1000
+    #: Subscribe to charon's events for drop counters and rekey-proof traffic totals.
+    events: bool = True
+    #: An SA that went away and was replaced by the same peer within this many seconds was
+    #: reauthenticated, not dropped.
+    reauth_grace: float = 10.0
+    #: Per-user traffic totals of a user with no SA are forgotten after this long.
+    user_idle_seconds: float = 3600.0
 
 
 @dataclass(frozen=True)
@@ -109,6 +116,10 @@ class Settings:
             )
         if not self.vici_timeout > 0:
             raise SettingsError(f"--vici.timeout {self.vici_timeout}: must be above 0 seconds")
+        if self.strongswan.reauth_grace < 0:
+            raise SettingsError("--collector.strongswan.reauth-grace: must be 0 or more")
+        if self.strongswan.user_idle_seconds <= 0:
+            raise SettingsError("--collector.strongswan.user-idle-timeout: must be above 0")
         if self.strongswan.series_limit < 0:
             raise SettingsError(
                 "--collector.strongswan.series-limit: must be 0 (no per-SA series) or more"

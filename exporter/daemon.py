@@ -13,6 +13,8 @@ from exporter.collectors.strongswan import StrongswanCollector
 from exporter.config import Settings
 from exporter.http import build_app
 from exporter.scrape import Scraper
+from exporter.strongswan.events import EventStream
+from exporter.strongswan.ledger import SaLedger
 from exporter.vici import ViciClient
 
 log = logging.getLogger("exporter")
@@ -29,7 +31,21 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         loop.add_signal_handler(sig, stop.set)
 
     client = ViciClient(settings.vici_socket, settings.vici_timeout)
-    scraper = Scraper([StrongswanCollector(client, settings.strongswan)])
+    options = settings.strongswan
+    ledger = stream = None
+    if options.events:
+        ledger = SaLedger(
+            reauth_grace=options.reauth_grace, user_idle_seconds=options.user_idle_seconds
+        )
+    collector = StrongswanCollector(client, options, ledger)
+    if ledger is not None:
+        # Its own connection: VICI carries one command at a time, and events arrive
+        # whenever charon has them.
+        stream = EventStream(
+            settings.vici_socket, settings.vici_timeout, ledger, collector.reconcile
+        )
+        collector.attach_stream(stream)
+    scraper = Scraper([collector])
     runner = web.AppRunner(build_app(scraper, settings.telemetry_path), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.listen_address.host, settings.listen_address.port)
@@ -40,6 +56,8 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         raise StartupError(
             f"cannot listen on {settings.listen_address}: {err.strerror or err}"
         ) from err
+    if stream is not None:
+        stream.start()
     log.info(
         "listening",
         extra={
@@ -54,4 +72,6 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     finally:
         log.info("shutting down")
         await runner.cleanup()
+        if stream is not None:
+            await stream.stop()
         await client.close()

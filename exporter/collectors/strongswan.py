@@ -13,9 +13,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from exporter.collectors.base import Collection
 from exporter.collectors.limits import SeriesLimiter
+from exporter.collectors.strongswan_ledger import render_ledger, render_stream
 from exporter.config import StrongswanOptions
-from exporter.strongswan.fetch import fetch_snapshot
-from exporter.strongswan.model import IkeSA, StrongswanSnapshot
+from exporter.strongswan.events import EventStream
+from exporter.strongswan.fetch import fetch_ike_sas, fetch_snapshot
+from exporter.strongswan.ledger import SaLedger
+from exporter.strongswan.model import Connection, IkeSA, StrongswanSnapshot
 from exporter.strongswan.parse import PRIORITIES
 from exporter.vici import ViciClient, ViciError
 
@@ -55,19 +58,57 @@ def up_family(up: bool) -> GaugeMetricFamily:
 class StrongswanCollector:
     name = "strongswan"
 
-    def __init__(self, client: ViciClient, options: StrongswanOptions) -> None:
+    def __init__(
+        self,
+        client: ViciClient,
+        options: StrongswanOptions,
+        ledger: SaLedger | None = None,
+        stream: EventStream | None = None,
+    ) -> None:
         self._client = client
         self._options = options
         self._limiter = SeriesLimiter(options.series_limit)
+        self._ledger = ledger
+        self._stream = stream
+        self._connections: tuple[Connection, ...] = ()
+
+    def attach_stream(self, stream: EventStream) -> None:
+        self._stream = stream
+
+    async def reconcile(self) -> None:
+        """Bring the ledger in line with charon (the event stream calls this on connect)."""
+        if self._ledger is None:
+            return
+        listed_after = self._ledger.clock()
+        sas, start_time = await fetch_ike_sas(self._client)
+        self._ledger.reconcile(sas, listed_after, start_time)
 
     async def collect(self) -> Collection:
+        listed_after = self._ledger.clock() if self._ledger is not None else 0.0
         try:
             snapshot = await fetch_snapshot(self._client)
         except ViciError as err:
-            return Collection(families=[up_family(False)], success=False, error=str(err))
+            # Counters keep their values while charon is away; only the state is unknown.
+            families = [up_family(False), *self._ledger_families()]
+            return Collection(families=families, success=False, error=str(err))
+        if self._ledger is not None:
+            self._ledger.reconcile(snapshot.ike_sas, listed_after, snapshot.stats.start_time)
+        self._connections = snapshot.connections
         families = [up_family(True), *render(snapshot, self._options, self._limiter)]
+        families += self._ledger_families()
         families.append(dropped_family(self._limiter))
         return Collection(families=families)
+
+    def _ledger_families(self) -> list[Metric]:
+        families: list[Metric] = []
+        if self._ledger is not None:
+            self._ledger.tick()
+            families += render_ledger(
+                self._ledger, self._connections, self._limiter, self._options.user_metrics
+            )
+        if self._stream is not None:
+            families += render_stream(self._stream)
+        return families
 
 
 def dropped_family(limiter: SeriesLimiter) -> CounterMetricFamily:

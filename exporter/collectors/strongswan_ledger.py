@@ -1,0 +1,108 @@
+"""The ledger's counts as metric families: events, rekey-proof traffic, the stream's health."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from exporter.collectors.limits import SeriesLimiter
+from exporter.strongswan.events import EventStream
+from exporter.strongswan.ledger import SaLedger, Traffic
+from exporter.strongswan.model import Connection
+
+EVENT_KINDS = ("up", "down", "rekey")
+
+
+def render_ledger(
+    ledger: SaLedger,
+    connections: Iterable[Connection],
+    limiter: SeriesLimiter,
+    user_metrics: bool,
+) -> list[Metric]:
+    """`connections` (the loaded ones) get zero series, so the first drop is an increase."""
+    conns = list(connections)
+    ike = dict.fromkeys(((c.name, e) for c in conns for e in EVENT_KINDS), 0)
+    ike.update(ledger.ike_events)
+    child = dict.fromkeys(
+        ((c.name, ch, e) for c in conns for ch in c.children for e in EVENT_KINDS), 0
+    )
+    child.update(ledger.child_events)
+
+    ike_family = CounterMetricFamily(
+        "strongswan_ike_sa_events",
+        "IKE SAs that came up, went down (drops) or were rekeyed/reauthenticated, while the "
+        "exporter ran.",
+        labels=["conn", "event"],
+    )
+    for (conn, event), n in sorted(ike.items()):
+        ike_family.add_metric([conn, event], n)
+    child_family = CounterMetricFamily(
+        "strongswan_child_sa_events",
+        "CHILD SAs that came up, went down or were rekeyed, while the exporter ran.",
+        labels=["conn", "child", "event"],
+    )
+    for (conn, name, event), n in sorted(child.items()):
+        child_family.add_metric([conn, name, event], n)
+    last_change = GaugeMetricFamily(
+        "strongswan_connection_last_change_timestamp_seconds",
+        "When an IKE SA of the connection last came up or went down.",
+        labels=["conn"],
+    )
+    for conn, at in sorted(ledger.last_change.items()):
+        last_change.add_metric([conn], at)
+
+    families: list[Metric] = [ike_family, child_family, last_change]
+    families += _traffic(
+        "strongswan_child_sa",
+        "through the connection's CHILD SAs, rekeys included",
+        ["conn", "child"],
+        sorted(ledger.traffic_totals().items()),
+    )
+    if user_metrics:
+        users = limiter.take("strongswan_user_bytes_total", sorted(ledger.user_totals().items()))
+        families += _traffic(
+            "strongswan_user",
+            "through the user's CHILD SAs, rekeys and reconnects included",
+            ["conn", "user"],
+            users,
+        )
+    return families
+
+
+def _traffic(
+    prefix: str,
+    what: str,
+    labels: list[str],
+    totals: Iterable[tuple[tuple[str, str], Traffic]],
+) -> list[Metric]:
+    octets = CounterMetricFamily(f"{prefix}_bytes", f"Bytes {what}.", labels=[*labels, "direction"])
+    packets = CounterMetricFamily(
+        f"{prefix}_packets", f"Packets {what}.", labels=[*labels, "direction"]
+    )
+    for key, t in totals:
+        octets.add_metric([*key, "in"], t.bytes_in)
+        octets.add_metric([*key, "out"], t.bytes_out)
+        packets.add_metric([*key, "in"], t.packets_in)
+        packets.add_metric([*key, "out"], t.packets_out)
+    return [octets, packets]
+
+
+def render_stream(stream: EventStream) -> list[Metric]:
+    return [
+        GaugeMetricFamily(
+            "strongswan_event_stream_up",
+            "1 while the exporter is subscribed to charon's event stream.",
+            value=1 if stream.up else 0,
+        ),
+        CounterMetricFamily(
+            "strongswan_event_stream_reconnects",
+            "Times the event stream was connected again after it was lost.",
+            value=stream.reconnects,
+        ),
+        CounterMetricFamily(
+            "strongswan_event_stream_events",
+            "Events received from charon's event stream.",
+            value=stream.events_received,
+        ),
+    ]

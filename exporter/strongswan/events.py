@@ -1,0 +1,122 @@
+"""charon's event stream on a second VICI connection, feeding the `SaLedger`.
+
+The stream reconnects by itself (charon restarts, socket missing), and after every
+(re)connect asks for a fresh listing so that SAs which vanished while it was away are
+counted as down exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from vici.protocol import Packet
+
+from exporter.config import ViciAddress
+from exporter.strongswan.ledger import SaLedger
+from exporter.vici import Backoff, ViciConnection, ViciError
+
+log = logging.getLogger("exporter.events")
+
+EVENTS = ("ike-updown", "child-updown", "ike-rekey", "child-rekey")
+#: How often drops past their reauthentication grace time get counted.
+TICK_SECONDS = 1.0
+
+
+class EventStream:
+    def __init__(
+        self,
+        address: ViciAddress,
+        timeout: float,
+        ledger: SaLedger,
+        reconcile: Callable[[], Awaitable[None]],
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.address = address
+        self.timeout = timeout
+        self.ledger = ledger
+        self._reconcile = reconcile
+        self._backoff = backoff or Backoff()
+        self.up = False
+        self.reconnects = 0
+        self.events_received = 0
+        self._connected_once = False
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self.run(), name="vici-event-stream"),
+            asyncio.create_task(self._tick(), name="ledger-tick"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _tick(self) -> None:
+        # Drops are counted once their reauthentication grace is over, events or not.
+        while True:
+            await asyncio.sleep(TICK_SECONDS)
+            self.ledger.tick()
+
+    async def run(self) -> None:
+        failing = False
+        while True:
+            conn: ViciConnection | None = None
+            try:
+                conn = await ViciConnection.open(self.address, self.timeout)
+                async with asyncio.timeout(self.timeout):
+                    for event in EVENTS:
+                        await conn.register(event)
+                if self._connected_once:
+                    self.reconnects += 1
+                self._connected_once = True
+                self.up = True
+                self._backoff.reset()
+                if failing:
+                    log.info("event stream reconnected", extra={"socket": str(self.address)})
+                    failing = False
+                await self._reconcile_safely()
+                await self._read(conn)
+            except ViciError as err:
+                if not failing:
+                    log.warning(
+                        "event stream lost; reconnecting",
+                        extra={"socket": str(self.address), "err": str(err)},
+                    )
+                    failing = True
+            except TimeoutError:
+                if not failing:
+                    log.warning("event stream registration timed out; reconnecting")
+                    failing = True
+            except Exception:  # never let the stream die for good
+                log.exception("event stream failed; reconnecting")
+                failing = True
+            finally:
+                self.up = False
+                if conn is not None:
+                    await conn.close()
+            await asyncio.sleep(self._backoff.failed())
+
+    async def _reconcile_safely(self) -> None:
+        try:
+            await self._reconcile()
+        except ViciError as err:
+            # The next scrape reconciles too; the stream itself is fine.
+            log.debug("reconcile after connect failed", extra={"err": str(err)})
+
+    async def _read(self, conn: ViciConnection) -> None:
+        while True:
+            frame = await conn.receive()
+            if frame.kind != Packet.EVENT:
+                continue
+            self.events_received += 1
+            try:
+                self.ledger.apply_event(frame.name, frame.message)
+            except Exception:  # one odd event must not stop the stream
+                log.exception("cannot apply event", extra={"event": frame.name})

@@ -1,0 +1,425 @@
+"""Event counts and rekey-proof traffic totals, kept from charon's events and listings.
+
+charon's per-CHILD-SA byte counters restart with every CHILD SA (each rekey), and a gauge
+sampled every scrape misses a tunnel that drops and comes back in between. The ledger keeps
+what Prometheus needs instead: monotonic counts of up/down/rekey events and traffic totals
+that are "bytes of every CHILD SA that ended" plus "bytes of the live ones".
+
+It is fed from two sides: the event stream (`apply_event`, immediate) and every `list-sas`
+(`reconcile`, which catches what the stream missed while it was down). Both may report the
+same change; uniqueids make the second report a no-op. Methods are synchronous and do no
+I/O, so the edge cases are unit-tested with recorded events of a real charon.
+
+What counts as what:
+- `rekey`: charon's ike-rekey/child-rekey, and reauthentications: an SA that went away
+  while another SA of the same peer (connection, user, remote host, child name) came up
+  within `reauth_grace` seconds before or after, or an IKEv1 IKE SA whose CHILD SAs a newer
+  IKE SA of the same peer adopted.
+- `down`: an SA that went away and was not replaced like that. It is counted once the
+  grace time has passed, so a drop shows up at most `reauth_grace` seconds late.
+- `up`: an SA that came up and did not replace one that had just gone down.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from exporter.strongswan.model import ChildSA, IkeSA
+from exporter.strongswan.parse import parse_ike_sas
+
+#: States in which an SA counts as up once seen in a listing.
+IKE_UP_STATES = frozenset({"ESTABLISHED", "REKEYING", "REKEYED"})
+CHILD_UP_STATES = frozenset({"INSTALLED", "REKEYING", "REKEYED", "UPDATING"})
+
+#: (connection, child name or "" for the IKE SA, user, remote host): what a reauthentication
+#: keeps and a different peer would not have.
+PeerKey = tuple[str, str, str, str]
+
+
+@dataclass
+class Traffic:
+    bytes_in: int = 0
+    bytes_out: int = 0
+    packets_in: int = 0
+    packets_out: int = 0
+
+    def add(self, other: Traffic) -> None:
+        self.bytes_in += other.bytes_in
+        self.bytes_out += other.bytes_out
+        self.packets_in += other.packets_in
+        self.packets_out += other.packets_out
+
+    def raise_to(self, other: Traffic) -> Traffic:
+        """Take the larger of each count (counts of one SA only grow); return the growth."""
+        growth = Traffic(
+            max(0, other.bytes_in - self.bytes_in),
+            max(0, other.bytes_out - self.bytes_out),
+            max(0, other.packets_in - self.packets_in),
+            max(0, other.packets_out - self.packets_out),
+        )
+        self.add(growth)
+        return growth
+
+    def copy(self) -> Traffic:
+        return Traffic(self.bytes_in, self.bytes_out, self.packets_in, self.packets_out)
+
+    @property
+    def zero(self) -> bool:
+        return not (self.bytes_in or self.bytes_out or self.packets_in or self.packets_out)
+
+    @classmethod
+    def of(cls, child: ChildSA) -> Traffic:
+        return cls(child.bytes_in, child.bytes_out, child.packets_in, child.packets_out)
+
+
+@dataclass
+class LiveIke:
+    conn: str
+    user: str
+    remote_host: str
+    seen_at: float
+
+    @property
+    def key(self) -> PeerKey:
+        return (self.conn, "", self.user, self.remote_host)
+
+
+@dataclass
+class LiveChild:
+    conn: str
+    child: str
+    ike_uniqueid: str
+    user: str
+    remote_host: str
+    seen_at: float
+    traffic: Traffic = field(default_factory=Traffic)
+
+    @property
+    def key(self) -> PeerKey:
+        return (self.conn, self.child, self.user, self.remote_host)
+
+
+@dataclass
+class EndedChild:
+    """A CHILD SA that is over, kept a while so late reports of it are recognised."""
+
+    conn: str
+    child: str
+    user: str
+    ended_at: float
+    traffic: Traffic
+
+
+@dataclass
+class PendingDown:
+    key: PeerKey
+    at: float
+    wall: float
+
+
+class SaLedger:
+    def __init__(
+        self,
+        reauth_grace: float = 10.0,
+        user_idle_seconds: float = 3600.0,
+        tombstone_seconds: float = 600.0,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.reauth_grace = reauth_grace
+        self.user_idle_seconds = user_idle_seconds
+        self.tombstone_seconds = tombstone_seconds
+        self.clock = clock
+        self._wall = wall_clock
+        self.ike: dict[str, LiveIke] = {}
+        self.children: dict[str, LiveChild] = {}
+        self._ended_ike: dict[str, float] = {}
+        self._ended_children: dict[str, EndedChild] = {}
+        self._pending: list[PendingDown] = []
+        self._recent_ups: list[tuple[PeerKey, float]] = []
+        self._baseline = False
+        self._charon_start: float | None = None
+        self.ike_events: dict[tuple[str, str], int] = {}
+        self.child_events: dict[tuple[str, str, str], int] = {}
+        self.last_change: dict[str, float] = {}
+        #: Traffic of CHILD SAs that ended, per (conn, child) and per (conn, user).
+        self._ended_traffic: dict[tuple[str, str], Traffic] = {}
+        self._user_ended: dict[tuple[str, str], Traffic] = {}
+        self._user_active: dict[tuple[str, str], float] = {}
+
+    # ---- classification -------------------------------------------------------------
+
+    def _count(self, key: PeerKey, event: str, wall: float | None = None) -> None:
+        conn, child = key[0], key[1]
+        if child:
+            ckey = (conn, child, event)
+            self.child_events[ckey] = self.child_events.get(ckey, 0) + 1
+            return
+        self.ike_events[(conn, event)] = self.ike_events.get((conn, event), 0) + 1
+        if event != "rekey":
+            self.last_change[conn] = self._wall() if wall is None else wall
+
+    def _went_up(self, key: PeerKey) -> None:
+        now = self.clock()
+        for i, pending in enumerate(self._pending):
+            if pending.key == key:
+                del self._pending[i]
+                self._count(key, "rekey")  # it came back: a reauthentication
+                return
+        self._recent_ups.append((key, now))
+        self._count(key, "up")
+
+    def _went_down(self, key: PeerKey, replaced: bool = False) -> None:
+        now = self.clock()
+        if replaced:
+            self._count(key, "rekey")
+            return
+        for i, (up_key, at) in enumerate(self._recent_ups):
+            if up_key == key and now - at <= self.reauth_grace:
+                del self._recent_ups[i]
+                self._count(key, "rekey")  # a replacement came up just before
+                return
+        if self.reauth_grace <= 0:
+            self._count(key, "down")
+        else:
+            self._pending.append(PendingDown(key, now, self._wall()))
+
+    def tick(self) -> None:
+        """Count the drops whose grace time is over; forget what is too old to matter."""
+        now = self.clock()
+        due = [p for p in self._pending if now - p.at >= self.reauth_grace]
+        self._pending = [p for p in self._pending if now - p.at < self.reauth_grace]
+        for pending in due:
+            self._count(pending.key, "down", wall=pending.wall)
+        self._recent_ups = [(k, t) for k, t in self._recent_ups if now - t <= self.reauth_grace]
+        horizon = now - self.tombstone_seconds
+        self._ended_ike = {k: t for k, t in self._ended_ike.items() if t >= horizon}
+        self._ended_children = {
+            k: e for k, e in self._ended_children.items() if e.ended_at >= horizon
+        }
+        idle = now - self.user_idle_seconds
+        live_users = {(c.conn, c.user) for c in self.children.values()}
+        for user, last in list(self._user_active.items()):
+            if last < idle and user not in live_users:
+                del self._user_active[user]
+                self._user_ended.pop(user, None)
+
+    # ---- IKE SAs --------------------------------------------------------------------
+
+    def _ike_up(self, sa: IkeSA, count: bool) -> None:
+        if sa.uniqueid in self.ike or sa.uniqueid in self._ended_ike:
+            return
+        live = LiveIke(sa.conn, sa.user, sa.remote_host, self.clock())
+        self.ike[sa.uniqueid] = live
+        if count:
+            self._went_up(live.key)
+
+    def _ike_down(self, uniqueid: str) -> None:
+        live = self.ike.pop(uniqueid, None)
+        if uniqueid in self._ended_ike:
+            return
+        self._ended_ike[uniqueid] = self.clock()
+        children = [cid for cid, c in self.children.items() if c.ike_uniqueid == uniqueid]
+        for child_id in children:
+            self._child_end(child_id, None, "down")
+        if live is not None:
+            self._went_down(live.key, replaced=not children and self._adopted(uniqueid, live))
+
+    def _adopted(self, uniqueid: str, old: LiveIke) -> bool:
+        """A newer IKE SA of the same peer is up: with IKEv1, charon moves the CHILD SAs of
+        a reauthenticated IKE SA to the new one and lets the old one linger empty."""
+        return any(
+            other_id != uniqueid and other.key == old.key and other.seen_at >= old.seen_at
+            for other_id, other in self.ike.items()
+        )
+
+    # ---- CHILD SAs ------------------------------------------------------------------
+
+    def _child_up(self, sa: IkeSA, child: ChildSA, count: bool) -> None:
+        live = self.children.get(child.uniqueid)
+        if live is not None:
+            live.ike_uniqueid = sa.uniqueid  # adopted by a reauthenticated IKE SA
+            self._child_traffic(live, Traffic.of(child))
+            return
+        if child.uniqueid in self._ended_children:
+            self._late_report(child.uniqueid, Traffic.of(child))
+            return
+        live = LiveChild(sa.conn, child.name, sa.uniqueid, sa.user, sa.remote_host, self.clock())
+        self.children[child.uniqueid] = live
+        self._child_traffic(live, Traffic.of(child))
+        if count:
+            self._went_up(live.key)
+
+    def _child_traffic(self, live: LiveChild, seen: Traffic) -> None:
+        if not live.traffic.raise_to(seen).zero:
+            self._user_active[(live.conn, live.user)] = self.clock()
+
+    def _child_end(self, uniqueid: str, final: Traffic | None, event: str) -> None:
+        """Move a live CHILD SA's counts to the ended totals; classify it once."""
+        if uniqueid in self._ended_children:
+            if final is not None:
+                self._late_report(uniqueid, final)
+            return
+        live = self.children.pop(uniqueid, None)
+        if live is None:
+            return
+        if final is not None:
+            live.traffic.raise_to(final)
+        self._ended_children[uniqueid] = EndedChild(
+            live.conn, live.child, live.user, self.clock(), live.traffic.copy()
+        )
+        self._add_ended(live.conn, live.child, live.user, live.traffic)
+        if event == "rekey":
+            self._count(live.key, "rekey")
+        else:
+            self._went_down(live.key)
+
+    def _late_report(self, uniqueid: str, seen: Traffic) -> None:
+        """Counts of an SA that already ended (a rekeyed SA lingers until deleted)."""
+        ended = self._ended_children[uniqueid]
+        self._add_ended(ended.conn, ended.child, ended.user, ended.traffic.raise_to(seen))
+
+    def _add_ended(self, conn: str, child: str, user: str, traffic: Traffic) -> None:
+        self._ended_traffic.setdefault((conn, child), Traffic()).add(traffic)
+        self._user_ended.setdefault((conn, user), Traffic()).add(traffic)
+        self._user_active[(conn, user)] = self.clock()
+
+    # ---- inputs ---------------------------------------------------------------------
+
+    def apply_event(self, name: str, message: Mapping[str, Any]) -> None:
+        """One event of charon's stream: ike-updown, child-updown, ike-rekey, child-rekey."""
+        now = self._wall()
+        up = message.get("up") == "yes"
+        body = {k: v for k, v in message.items() if isinstance(v, Mapping)}
+        if name == "ike-updown":
+            for sa in parse_ike_sas([body], now):
+                if up:
+                    self._ike_up(sa, count=True)
+                else:
+                    for child in sa.children:
+                        self._child_end(child.uniqueid, Traffic.of(child), "down")
+                    self._ike_down(sa.uniqueid)
+        elif name == "child-updown":
+            for sa in parse_ike_sas([body], now):
+                self._ike_up(sa, count=False)  # its own ike-updown counts it
+                for child in sa.children:
+                    if up:
+                        self._child_up(sa, child, count=True)
+                    else:
+                        self._child_end(child.uniqueid, Traffic.of(child), "down")
+        elif name == "ike-rekey":
+            self._apply_ike_rekey(body, now)
+        elif name == "child-rekey":
+            self._apply_child_rekey(body, now)
+        self.tick()
+
+    def _apply_ike_rekey(self, body: Mapping[str, Any], now: float) -> None:
+        for conn, raw in body.items():
+            old = parse_ike_sas([{conn: raw.get("old", {})}], now)
+            new = parse_ike_sas([{conn: raw.get("new", {})}], now)
+            if not old or not new:
+                continue
+            old_id, new_sa = old[0].uniqueid, new[0]
+            previous = self.ike.pop(old_id, None)
+            self._ended_ike[old_id] = self.clock()
+            self._ike_up(new_sa, count=False)
+            if previous is not None and new_sa.uniqueid in self.ike:
+                self.ike[new_sa.uniqueid].seen_at = previous.seen_at
+            for child in self.children.values():
+                if child.ike_uniqueid == old_id:
+                    child.ike_uniqueid = new_sa.uniqueid
+            self._count((conn, "", new_sa.user, new_sa.remote_host), "rekey")
+
+    def _apply_child_rekey(self, body: Mapping[str, Any], now: float) -> None:
+        for conn, raw in body.items():
+            ike_fields = {k: v for k, v in raw.items() if k != "child-sas"}
+            for pair in raw.get("child-sas", {}).values():
+                if not isinstance(pair, Mapping):
+                    continue
+                old = _one_child(conn, ike_fields, pair.get("old"), now)
+                new = _one_child(conn, ike_fields, pair.get("new"), now)
+                if old is None or new is None:
+                    continue
+                sa, old_child = old
+                self._ike_up(sa, count=False)
+                if old_child.uniqueid not in self.children:
+                    # Rekey of a CHILD SA we had not seen yet: track it to account its bytes.
+                    self._child_up(sa, old_child, count=False)
+                self._child_end(old_child.uniqueid, Traffic.of(old_child), "rekey")
+                self._child_up(new[0], new[1], count=False)
+
+    def reconcile(
+        self, sas: Iterable[IkeSA], listed_after: float, charon_start: float | None = None
+    ) -> None:
+        """Bring the ledger in line with a `list-sas` answer.
+
+        `listed_after` is the ledger clock just before the listing was asked for: an SA
+        the ledger learned of later may legitimately be missing from it. `charon_start`
+        (from `stats`) tells a restarted charon, whose uniqueids start again from 1.
+        The first listing is the baseline: what it shows was up before we looked.
+        """
+        if charon_start is not None:
+            if self._charon_start is not None and charon_start != self._charon_start:
+                self._charon_restarted()
+            self._charon_start = charon_start
+        count = self._baseline
+        seen_ike: set[str] = set()
+        seen_children: set[str] = set()
+        for sa in sas:
+            if sa.state in IKE_UP_STATES or sa.uniqueid in self.ike:
+                seen_ike.add(sa.uniqueid)
+                self._ike_up(sa, count=count)
+            for child in sa.children:
+                if child.state in CHILD_UP_STATES or child.uniqueid in self.children:
+                    seen_children.add(child.uniqueid)
+                    self._child_up(sa, child, count=count)
+                elif child.uniqueid in self._ended_children:
+                    self._late_report(child.uniqueid, Traffic.of(child))
+        for child_id, live in list(self.children.items()):
+            if child_id not in seen_children and live.seen_at < listed_after:
+                self._child_end(child_id, None, "down")
+        for ike_id, ike in list(self.ike.items()):
+            if ike_id not in seen_ike and ike.seen_at < listed_after:
+                self._ike_down(ike_id)
+        self._baseline = True
+        self.tick()
+
+    def _charon_restarted(self) -> None:
+        """Every SA of the old charon is gone (each a drop, counted once), and uniqueids
+        start again from 1: old tombstones must not hide the new charon's SAs."""
+        for child_id in list(self.children):
+            self._child_end(child_id, None, "down")
+        for ike_id in list(self.ike):
+            self._ike_down(ike_id)
+        self._ended_ike.clear()
+        self._ended_children.clear()
+
+    # ---- outputs --------------------------------------------------------------------
+
+    def traffic_totals(self) -> dict[tuple[str, str], Traffic]:
+        """Per (conn, child): traffic of ended CHILD SAs plus the live ones' counts."""
+        totals = {key: t.copy() for key, t in self._ended_traffic.items()}
+        for child in self.children.values():
+            totals.setdefault((child.conn, child.child), Traffic()).add(child.traffic)
+        return totals
+
+    def user_totals(self) -> dict[tuple[str, str], Traffic]:
+        """Per (conn, user), the same sum; users idle for `user_idle_seconds` are gone."""
+        totals = {key: t.copy() for key, t in self._user_ended.items()}
+        for child in self.children.values():
+            totals.setdefault((child.conn, child.user), Traffic()).add(child.traffic)
+        return totals
+
+
+def _one_child(
+    conn: str, ike_fields: Mapping[str, Any], child: Any, now: float
+) -> tuple[IkeSA, ChildSA] | None:
+    if not isinstance(child, Mapping):
+        return None
+    sas = parse_ike_sas([{conn: {**ike_fields, "child-sas": {"rekeyed": child}}}], now)
+    if not sas or not sas[0].children:
+        return None
+    return sas[0], sas[0].children[0]

@@ -53,6 +53,10 @@ SERVER_TUNING = """\
   cookie_threshold_ip = 100000
   block_threshold = 100000
   retransmit_timeout = 1.0
+  # A dead client is found by DPD within seconds (1 + 1.4 + 2 s of retransmits), so
+  # tests of the "client died" case stay short.
+  retransmit_tries = 2
+  retransmit_base = 1.4
 """
 
 
@@ -115,6 +119,7 @@ connections {{
     # Everyone shares one XAuth user (as on NYC Mesh): without "never" each client's
     # INITIAL_CONTACT would replace the SAs of all the others.
     unique = never
+    dpd_delay = 2s
     local {{
       auth = psk
       id = {SERVER_ADDR}
@@ -138,6 +143,7 @@ connections {{
     proposals = {IKE_PROPOSALS}
     pools = ikev2-pool
     send_certreq = no
+    dpd_delay = 2s
     local {{
       auth = psk
       id = {SERVER_ADDR}

@@ -96,6 +96,8 @@ class LiveChild:
     remote_host: str
     seen_at: float
     traffic: Traffic = field(default_factory=Traffic)
+    #: Already replaced by a rekey: when it goes, that is no event of its own.
+    replaced: bool = False
 
     @property
     def key(self) -> PeerKey:
@@ -172,10 +174,14 @@ class SaLedger:
         self._recent_ups.append((key, now))
         self._count(key, "up")
 
-    def _went_down(self, key: PeerKey, replaced: bool = False) -> None:
+    def _went_down(self, key: PeerKey, replaced: bool = False, certain: bool = False) -> None:
+        """`certain`: a drop no reauthentication can explain (charon restarted)."""
         now = self.clock()
         if replaced:
             self._count(key, "rekey")
+            return
+        if certain:
+            self._count(key, "down")
             return
         for i, (up_key, at) in enumerate(self._recent_ups):
             if up_key == key and now - at <= self.reauth_grace:
@@ -217,16 +223,17 @@ class SaLedger:
         if count:
             self._went_up(live.key)
 
-    def _ike_down(self, uniqueid: str) -> None:
+    def _ike_down(self, uniqueid: str, certain: bool = False) -> None:
         live = self.ike.pop(uniqueid, None)
         if uniqueid in self._ended_ike:
             return
         self._ended_ike[uniqueid] = self.clock()
         children = [cid for cid, c in self.children.items() if c.ike_uniqueid == uniqueid]
         for child_id in children:
-            self._child_end(child_id, None, "down")
+            self._child_end(child_id, None, "down", certain)
         if live is not None:
-            self._went_down(live.key, replaced=not children and self._adopted(uniqueid, live))
+            adopted = not certain and not children and self._adopted(uniqueid, live)
+            self._went_down(live.key, replaced=adopted, certain=certain)
 
     def _adopted(self, uniqueid: str, old: LiveIke) -> bool:
         """A newer IKE SA of the same peer is up: with IKEv1, charon moves the CHILD SAs of
@@ -239,25 +246,32 @@ class SaLedger:
     # ---- CHILD SAs ------------------------------------------------------------------
 
     def _child_up(self, sa: IkeSA, child: ChildSA, count: bool) -> None:
+        replaced = child.state == "REKEYED"
         live = self.children.get(child.uniqueid)
         if live is not None:
             live.ike_uniqueid = sa.uniqueid  # adopted by a reauthenticated IKE SA
             self._child_traffic(live, Traffic.of(child))
+            if replaced and not live.replaced:
+                live.replaced = True  # its rekey event was missed
+                self._count(live.key, "rekey")
             return
         if child.uniqueid in self._ended_children:
             self._late_report(child.uniqueid, Traffic.of(child))
             return
         live = LiveChild(sa.conn, child.name, sa.uniqueid, sa.user, sa.remote_host, self.clock())
+        live.replaced = replaced
         self.children[child.uniqueid] = live
         self._child_traffic(live, Traffic.of(child))
-        if count:
+        if count and not replaced:
             self._went_up(live.key)
 
     def _child_traffic(self, live: LiveChild, seen: Traffic) -> None:
         if not live.traffic.raise_to(seen).zero:
             self._user_active[(live.conn, live.user)] = self.clock()
 
-    def _child_end(self, uniqueid: str, final: Traffic | None, event: str) -> None:
+    def _child_end(
+        self, uniqueid: str, final: Traffic | None, event: str, certain: bool = False
+    ) -> None:
         """Move a live CHILD SA's counts to the ended totals; classify it once."""
         if uniqueid in self._ended_children:
             if final is not None:
@@ -272,10 +286,12 @@ class SaLedger:
             live.conn, live.child, live.user, self.clock(), live.traffic.copy()
         )
         self._add_ended(live.conn, live.child, live.user, live.traffic)
+        if live.replaced:
+            return
         if event == "rekey":
             self._count(live.key, "rekey")
         else:
-            self._went_down(live.key)
+            self._went_down(live.key, certain=certain)
 
     def _late_report(self, uniqueid: str, seen: Traffic) -> None:
         """Counts of an SA that already ended (a rekeyed SA lingers until deleted)."""
@@ -391,9 +407,9 @@ class SaLedger:
         """Every SA of the old charon is gone (each a drop, counted once), and uniqueids
         start again from 1: old tombstones must not hide the new charon's SAs."""
         for child_id in list(self.children):
-            self._child_end(child_id, None, "down")
+            self._child_end(child_id, None, "down", certain=True)
         for ike_id in list(self.ike):
-            self._ike_down(ike_id)
+            self._ike_down(ike_id, certain=True)
         self._ended_ike.clear()
         self._ended_children.clear()
 

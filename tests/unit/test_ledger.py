@@ -1,0 +1,244 @@
+"""The ledger on events and listings recorded from a real charon (tests/fixtures/vici-events,
+made by tests/fixtures/record_events.py in the netns lab)."""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from exporter.strongswan.ledger import SaLedger, Traffic
+from exporter.strongswan.parse import parse_ike_sas
+from tests.recordings import RECORDED_NOW, load_answers
+
+EVENTS = Path(__file__).parent.parent / "fixtures" / "vici-events"
+VICI = Path(__file__).parent.parent / "fixtures" / "vici"
+GRACE = 10.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def new_ledger(clock: Clock) -> SaLedger:
+    return SaLedger(reauth_grace=GRACE, clock=clock, wall_clock=lambda: RECORDED_NOW)
+
+
+def recorded(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((EVENTS / f"{name}.json").read_text())
+    return data
+
+
+def replay(name: str, clock: Clock, ledger: SaLedger | None = None) -> SaLedger:
+    data = recorded(name)
+    ledger = ledger or new_ledger(clock)
+    ledger.reconcile(parse_ike_sas(data["list-sas-before"], RECORDED_NOW), clock())
+    for event in data["events"]:
+        clock.now += 0.05
+        ledger.apply_event(event["event"], event["message"])
+    return ledger
+
+
+def settle(ledger: SaLedger, clock: Clock) -> None:
+    clock.now += GRACE + 1
+    ledger.tick()
+
+
+def nonzero(counts: dict[Any, int]) -> dict[Any, int]:
+    return {k: v for k, v in counts.items() if v}
+
+
+def test_ups_are_counted_once_per_sa() -> None:
+    clock = Clock()
+    ledger = replay("up", clock)
+    settle(ledger, clock)
+    assert nonzero(ledger.ike_events) == {("ikev2-psk", "up"): 1, ("nycmesh", "up"): 1}
+    assert nonzero(ledger.child_events) == {
+        ("ikev2-psk", "ikev2-psk", "up"): 1,
+        ("nycmesh", "nycmesh", "up"): 1,
+    }
+    assert set(ledger.last_change) == {"ikev2-psk", "nycmesh"}
+
+
+def test_baseline_listing_counts_nothing() -> None:
+    clock = Clock()
+    ledger = new_ledger(clock)
+    answers = load_answers(VICI / "remote-access")
+    ledger.reconcile(parse_ike_sas(answers.list_sas, RECORDED_NOW), clock())
+    assert nonzero(ledger.ike_events) == {}
+    assert len(ledger.ike) == 4
+    assert len(ledger.children) == 4
+
+
+def test_ikev2_child_and_ike_rekey_are_rekeys_and_keep_the_bytes() -> None:
+    clock = Clock()
+    data = recorded("rekey-ikev2")
+    before = sum(
+        int(child["bytes-in"])
+        for event in data["list-sas-before"]
+        for sa in event.values()
+        for child in sa["child-sas"].values()
+        if next(iter(event)) == "ikev2-psk"
+    )
+    old_final = next(
+        int(pair["old"]["bytes-in"])
+        for e in data["events"]
+        if e["event"] == "child-rekey"
+        for pair in e["message"]["ikev2-psk"]["child-sas"].values()
+    )
+    ledger = replay("rekey-ikev2", clock)
+    settle(ledger, clock)
+    assert nonzero(ledger.ike_events) == {("ikev2-psk", "rekey"): 1}
+    assert nonzero(ledger.child_events) == {("ikev2-psk", "ikev2-psk", "rekey"): 1}
+    assert old_final >= before
+    assert ledger.traffic_totals()[("ikev2-psk", "ikev2-psk")].bytes_in == old_final
+    # The new CHILD SA is tracked under the new IKE SA, which replaced the old one.
+    assert len(ledger.ike) == 2 and len(ledger.children) == 2
+
+
+def test_ikev1_child_rekey() -> None:
+    clock = Clock()
+    ledger = replay("rekey-child-ikev1", clock)
+    settle(ledger, clock)
+    assert nonzero(ledger.child_events) == {("nycmesh", "nycmesh", "rekey"): 1}
+    assert nonzero(ledger.ike_events) == {}
+
+
+@pytest.mark.parametrize("conn", ["ikev1", "ikev2"])
+def test_terminate_is_one_drop_counted_after_the_grace_time(conn: str) -> None:
+    name = {"ikev1": "nycmesh", "ikev2": "ikev2-psk"}[conn]
+    clock = Clock()
+    ledger = replay(f"down-terminate-{conn}", clock)
+    assert ledger.ike_events.get((name, "down"), 0) == 0  # still within the grace time
+    settle(ledger, clock)
+    assert nonzero(ledger.ike_events) == {(name, "down"): 1}
+    assert nonzero(ledger.child_events) == {(name, name, "down"): 1}
+    assert (name, name) in ledger.traffic_totals()
+    assert all(sa.conn != name for sa in ledger.ike.values())
+    assert all(child.conn != name for child in ledger.children.values())
+
+
+def test_ikev2_reauthentication_is_a_rekey_not_a_drop() -> None:
+    """Break-before-make: down of #1, then up of #2 from the same peer; then a terminate."""
+    clock = Clock()
+    ledger = replay("reauth-then-terminate-ikev2-psk", clock)
+    settle(ledger, clock)
+    assert nonzero(ledger.ike_events) == {("ikev2-psk", "rekey"): 1, ("ikev2-psk", "down"): 1}
+    assert nonzero(ledger.child_events) == {
+        ("ikev2-psk", "ikev2-psk", "rekey"): 1,
+        ("ikev2-psk", "ikev2-psk", "down"): 1,
+    }
+
+
+def test_ikev1_reauthentication_is_a_rekey_not_a_drop() -> None:
+    """Make-before-break: #2 comes up and adopts the CHILD SA; #1 lingers, then goes."""
+    clock = Clock()
+    ledger = replay("reauth-then-terminate-nycmesh", clock)
+    settle(ledger, clock)
+    assert nonzero(ledger.ike_events) == {
+        ("nycmesh", "up"): 1,
+        ("nycmesh", "rekey"): 1,
+        ("nycmesh", "down"): 1,
+    }
+    assert nonzero(ledger.child_events) == {("nycmesh", "nycmesh", "down"): 1}
+
+
+def test_dead_clients_found_by_dpd_are_drops() -> None:
+    clock = Clock()
+    ledger = replay("dpd-dead-clients", clock)
+    settle(ledger, clock)
+    assert nonzero(ledger.ike_events) == {("nycmesh", "down"): 1, ("ikev2-psk", "down"): 1}
+
+
+def test_events_seen_twice_and_listings_in_between_count_once() -> None:
+    """The stream and the listings both report a drop; it is one drop."""
+    clock = Clock()
+    data = recorded("down-terminate-ikev1")
+    ledger = new_ledger(clock)
+    sas = parse_ike_sas(data["list-sas-before"], RECORDED_NOW)
+    ledger.reconcile(sas, clock())
+    for event in data["events"] * 2:
+        clock.now += 0.05
+        ledger.apply_event(event["event"], event["message"])
+    remaining = [sa for sa in sas if sa.conn != "nycmesh"]
+    ledger.reconcile(remaining, clock())
+    ledger.reconcile(sas, clock() - 100)  # a stale listing taken before the drop
+    settle(ledger, clock)
+    assert ledger.ike_events[("nycmesh", "down")] == 1
+    assert ledger.child_events[("nycmesh", "nycmesh", "down")] == 1
+
+
+def test_drop_missed_by_the_stream_is_counted_by_the_next_listing() -> None:
+    clock = Clock()
+    data = recorded("down-terminate-ikev2")
+    ledger = new_ledger(clock)
+    sas = parse_ike_sas(data["list-sas-before"], RECORDED_NOW)
+    ledger.reconcile(sas, clock())
+    clock.now += 1
+    ledger.reconcile([], clock())
+    settle(ledger, clock)
+    assert ledger.ike_events[("ikev2-psk", "down")] == 1
+
+
+def test_charon_restart_counts_every_sa_down_once_and_totals_never_fall() -> None:
+    clock = Clock()
+    ledger = new_ledger(clock)
+    sas = parse_ike_sas(load_answers(VICI / "remote-access").list_sas, RECORDED_NOW)
+    ledger.reconcile(sas, clock(), charon_start=1.0)
+    totals_before = ledger.traffic_totals()
+    clock.now += 1
+    # The new charon numbers its SAs from 1 again; the same listing shape comes back.
+    ledger.reconcile(sas, clock(), charon_start=2.0)
+    settle(ledger, clock)
+    assert ledger.ike_events[("nycmesh", "down")] == 3
+    assert ledger.ike_events[("nycmesh", "up")] == 3
+    assert ledger.ike_events[("ikev2-psk", "down")] == 1
+    after = ledger.traffic_totals()
+    for key, traffic in totals_before.items():
+        assert after[key].bytes_in == 2 * traffic.bytes_in
+        assert after[key].packets_out == 2 * traffic.packets_out
+
+
+def test_rekeyed_many_times_between_scrapes_keeps_every_byte() -> None:
+    clock = Clock()
+    ledger = new_ledger(clock)
+    data = recorded("rekey-child-ikev1")
+    sas = parse_ike_sas(data["list-sas-before"], RECORDED_NOW)
+    ledger.reconcile(sas, clock())
+    rekey = data["events"][0]["message"]
+    pair = next(iter(rekey["nycmesh"]["child-sas"].values()))
+    first = pair["old"]["uniqueid"]
+    ids = [first, *(str(100 + i) for i in range(5))]  # unused uniqueids for the new ones
+    for i in range(5):  # old → new, each new one carrying 100 bytes when it is rekeyed
+        baseline_bytes = pair["old"]["bytes-in"]
+        old = {**pair["old"], "uniqueid": ids[i], "bytes-in": str(100) if i else baseline_bytes}
+        new = {**pair["new"], "uniqueid": ids[i + 1], "bytes-in": "0"}
+        message = {"nycmesh": {**rekey["nycmesh"], "child-sas": {"x": {"old": old, "new": new}}}}
+        ledger.apply_event("child-rekey", message)
+    settle(ledger, clock)
+    assert ledger.child_events[("nycmesh", "nycmesh", "rekey")] == 5
+    baseline = sum(c.bytes_in for sa in sas if sa.conn == "nycmesh" for c in sa.children)
+    assert ledger.traffic_totals()[("nycmesh", "nycmesh")].bytes_in == baseline + 400
+
+
+def test_same_user_twice_sums_their_traffic_and_idle_users_are_forgotten() -> None:
+    clock = Clock()
+    ledger = SaLedger(reauth_grace=GRACE, user_idle_seconds=60, clock=clock)
+    sas = parse_ike_sas(load_answers(VICI / "remote-access").list_sas, RECORDED_NOW)
+    ledger.reconcile(sas, clock())
+    nycmesh = [c for sa in sas if sa.user == "nycmesh" for c in sa.children]
+    assert len(nycmesh) == 3
+    users = ledger.user_totals()
+    assert users[("nycmesh", "nycmesh")].bytes_in == sum(c.bytes_in for c in nycmesh)
+    clock.now += 1
+    ledger.reconcile([], clock())
+    settle(ledger, clock)
+    assert ("nycmesh", "nycmesh") in ledger.user_totals()  # ended traffic still counts
+    clock.now += 61
+    ledger.tick()
+    assert ledger.user_totals() == {}
+    assert ledger.traffic_totals()[("nycmesh", "nycmesh")] != Traffic()

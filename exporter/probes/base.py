@@ -138,6 +138,10 @@ class Phases:
         for name in names:
             self._failed.labels(name).set(0)
 
+    def set_duration(self, name: str, seconds: float) -> None:
+        """Override a phase's duration with a better measurement (e.g. from an event)."""
+        self._durations.labels(name).set(max(seconds, 0.0))
+
     def fail(self, name: str) -> None:
         if self.failed is None:
             self.failed = name

@@ -26,6 +26,7 @@ from typing import Any, Literal, cast
 
 import yaml
 
+from exporter.config import SettingsError, ViciAddress
 from exporter.probes.proposals import ProposalError, parse_ike_proposal
 
 ProberName = Literal["ike", "l2tp", "login"]
@@ -366,6 +367,10 @@ def _login_options(s: _Section) -> LoginOptions:
     )
     xauth.finish()
     s.finish()
+    try:
+        ViciAddress.parse(opts.vici_socket)
+    except SettingsError as err:
+        raise ProbeConfigError(f"{s.key('vici_socket')}: {str(err).split(' ', 1)[1]}") from None
     if opts.psk is None:
         raise ProbeConfigError(f"{s.key('psk')}: the login prober needs the IPsec pre-shared key")
     if not opts.username or opts.password is None:

@@ -21,6 +21,7 @@ once. Building needs root (debootstrap, chroot) and the Debian packages
 from __future__ import annotations
 
 import argparse
+import ast
 import fcntl
 import gzip
 import hashlib
@@ -161,7 +162,8 @@ def kernel_package() -> str:
 
 def image_key() -> str:
     h = hashlib.sha256()
-    h.update(Path(__file__).read_bytes())
+    # The builder's syntax tree, not its text: reformatting or comments need no rebuild.
+    h.update(ast.dump(ast.parse(Path(__file__).read_text())).encode())
     h.update(kernel_package().encode())
     h.update(json.dumps([SUITE, PACKAGES, MODULE_DIRS, INITRAMFS_MODULES]).encode())
     return h.hexdigest()[:16]

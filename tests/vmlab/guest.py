@@ -30,8 +30,10 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
-sys.path.insert(0, str(HERE))
-import build  # noqa: E402
+try:
+    from . import build
+except ImportError:  # run as a script: python3 tests/vmlab/guest.py
+    import build  # type: ignore[no-redef]
 
 CTL_PORT = 8000
 EXPORTER_PORT = 9814
@@ -248,8 +250,11 @@ class Guest:
 
     # --- exporter --------------------------------------------------------------------
 
-    def start_exporter(self, args: list[str] | None = None) -> dict[str, Any]:
-        return dict(self.post("/exporter/start", {"args": args} if args else {}))
+    def start_exporter(
+        self, args: list[str] | None = None, extra: list[str] | None = None
+    ) -> dict[str, Any]:
+        """Start ``python3 -m exporter`` in the guest (default flags, or ``args``)."""
+        return dict(self.post("/exporter/start", {"args": args, "extra": extra}))
 
     def stop_exporter(self) -> dict[str, Any]:
         return dict(self.post("/exporter/stop"))

@@ -544,7 +544,7 @@ class Exporter:
     def __init__(self) -> None:
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, args: list[str] | None) -> dict[str, Any]:
+    def start(self, args: list[str] | None, extra: list[str] | None) -> dict[str, Any]:
         self.stop()
         argv = args or [
             "--web.listen-address",
@@ -552,6 +552,7 @@ class Exporter:
             "--vici.socket",
             "unix:///var/run/charon.vici",
         ]
+        argv = [*argv, *(extra or [])]
         self.proc = subprocess.Popen(
             ["/usr/bin/python3", "-m", "exporter", *argv],
             cwd="/",
@@ -695,7 +696,7 @@ class Handler(BaseHTTPRequestHandler):
             case ("POST", ["run"]):
                 return run_command(body)
             case ("POST", ["exporter", "start"]):
-                return EXPORTER.start(body.get("args"))
+                return EXPORTER.start(body.get("args"), body.get("extra"))
             case ("POST", ["exporter", "stop"]):
                 return EXPORTER.stop()
             case ("GET", ["exporter", "log"]):

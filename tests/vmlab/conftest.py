@@ -1,0 +1,43 @@
+"""Fixtures for the vmlab tests: one emulated guest per test module."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from . import build
+from .guest import QEMU, Guest
+
+
+def vmlab_skip_reason() -> str | None:
+    """Why the guest cannot run here, or None when it can."""
+    if shutil.which(QEMU) is None:
+        return f"{QEMU} is not installed (Debian package qemu-system-x86)"
+    cached = (build.image_dir() / "manifest.json").exists()
+    if not cached and os.geteuid() != 0:
+        return f"no cached guest image at {build.image_dir()} and building one needs root"
+    return None
+
+
+@pytest.fixture(scope="module")
+def guest(request: pytest.FixtureRequest) -> Iterator[Guest]:
+    reason = vmlab_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    # VMLAB_LOG_DIR keeps the serial and daemon logs somewhere known (CI artifacts).
+    log_dir = Path(os.environ["VMLAB_LOG_DIR"]) if os.environ.get("VMLAB_LOG_DIR") else None
+    if log_dir:
+        log_dir.mkdir(parents=True, exist_ok=True)
+    g = Guest(clients=3, log_dir=log_dir)
+    with g:
+        yield g
+        failed = request.session.testsfailed
+        if failed:
+            sys.stderr.write(
+                f"\n--- vmlab serial log {g.serial_log} (tail) ---\n{g.serial_tail(40)}\n"
+            )

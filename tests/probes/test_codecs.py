@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from exporter.probes import dh, ikev1_packets, ikev2_packets
+from exporter.probes import dh, ikev1_packets, ikev2_packets, ppp
 from exporter.probes import l2tp_packets as l2tp
-from exporter.probes import ppp
 from exporter.probes.ike_answer import IkeDecodeError
 from exporter.probes.proposals import ProposalError, parse_ike_proposal
 
@@ -73,7 +72,7 @@ def test_ikev2_natt_answer_carries_the_marker() -> None:
 
 def test_ikev2_request_layout() -> None:
     request, _ = recorded("ikev2_accepted")
-    spi_i, spi_r, first, version, exchange, flags, msgid, length = ikev2_packets.HEADER.unpack_from(
+    _spi, spi_r, first, version, exchange, flags, msgid, length = ikev2_packets.HEADER.unpack_from(
         request
     )
     assert (spi_r, first, version, exchange, flags, msgid) == (

@@ -490,6 +490,9 @@ def build_pydeps(dest: Path) -> None:
 
 def ensure(force: bool = False) -> tuple[Path, Path]:
     """Return (image dir, pydeps dir), building what the cache lacks."""
+    img, deps = image_dir(), pydeps_dir()
+    if not force and (img / "manifest.json").exists() and (deps / "requirements.txt").exists():
+        return img, deps  # a hit needs no lock, so no write access to the cache
     root = cache_root()
     root.mkdir(parents=True, exist_ok=True)
     with open(root / ".lock", "w") as lock:
@@ -505,7 +508,16 @@ def ensure(force: bool = False) -> tuple[Path, Path]:
         if force or not (deps / "requirements.txt").exists():
             build_pydeps(deps)
             log(f"built {deps}")
+        prune(keep={img.name, deps.name})
     return img, deps
+
+
+def prune(keep: set[str]) -> None:
+    """Drop images and dependency sets of other build inputs: the cache holds one."""
+    for p in cache_root().iterdir():
+        if p.is_dir() and p.name.startswith(("image-", "pydeps-")) and p.name not in keep:
+            log(f"removing stale {p}")
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:

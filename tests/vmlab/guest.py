@@ -13,6 +13,7 @@ log is kept and its tail is put into every error.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -74,6 +75,7 @@ class Guest:
         self.ctl_port = 0
         self.exporter_port = 0
         self.boot_seconds: float | None = None
+        self.image_dir: Path | None = None
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -89,20 +91,32 @@ class Guest:
         )
         return [
             QEMU,
-            "-accel", "tcg,thread=multi",
-            "-cpu", "max",
-            "-smp", "2",
-            "-m", str(self.memory_mb),
+            "-accel",
+            "tcg,thread=multi",
+            "-cpu",
+            "max",
+            "-smp",
+            "2",
+            "-m",
+            str(self.memory_mb),
             "-nographic",
             "-no-reboot",
-            "-serial", f"file:{self.serial_log}",
-            "-monitor", "none",
-            "-kernel", str(image / "vmlinuz"),
-            "-initrd", str(image / "initrd.img"),
-            "-append", append,
-            "-drive", f"file={image / 'root.ext4'},format=raw,if=virtio,snapshot=on",
-            "-netdev", f"user,id=n0,restrict=on,{fwd}",
-            "-device", "virtio-net-pci,netdev=n0",
+            "-serial",
+            f"file:{self.serial_log}",
+            "-monitor",
+            "none",
+            "-kernel",
+            str(image / "vmlinuz"),
+            "-initrd",
+            str(image / "initrd.img"),
+            "-append",
+            append,
+            "-drive",
+            f"file={image / 'root.ext4'},format=raw,if=virtio,snapshot=on",
+            "-netdev",
+            f"user,id=n0,restrict=on,{fwd}",
+            "-device",
+            "virtio-net-pci,netdev=n0",
             "-virtfs",
             f"local,path={REPO},mount_tag=src,security_model=none,readonly=on",
             "-virtfs",
@@ -113,6 +127,7 @@ class Guest:
         if shutil.which(QEMU) is None:
             raise GuestError(f"{QEMU} not found (apt-get install qemu-system-x86)")
         image, pydeps = build.ensure()
+        self.image_dir = image
         self.ctl_port, self.exporter_port = free_port(), free_port()
         while self.exporter_port == self.ctl_port:
             self.exporter_port = free_port()
@@ -121,7 +136,9 @@ class Guest:
         with open(self.qemu_log, "wb") as qlog:
             self.proc = subprocess.Popen(
                 self.command(image, pydeps),
-                stdin=subprocess.DEVNULL, stdout=qlog, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                stdout=qlog,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         try:
@@ -139,10 +156,8 @@ class Guest:
         if p is None:
             return
         if p.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         p.wait(timeout=30)
         self.proc = None
 
@@ -190,7 +205,9 @@ class Guest:
     def _http(self, method: str, path: str, body: Any = None, timeout: float = 120) -> bytes:
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(
-            f"http://127.0.0.1:{self.ctl_port}{path}", data=data, method=method,
+            f"http://127.0.0.1:{self.ctl_port}{path}",
+            data=data,
+            method=method,
             headers={"Content-Type": "application/json"},
         )
         try:
@@ -229,8 +246,12 @@ class Guest:
         return dict(self.post("/plain/l2tp", {"wait": wait}, timeout=wait + 60))
 
     def run(
-        self, cmd: str | list[str], netns: str | None = None, timeout: float = 60,
-        b64: bool = False, check: bool = True,
+        self,
+        cmd: str | list[str],
+        netns: str | None = None,
+        timeout: float = 60,
+        b64: bool = False,
+        check: bool = True,
     ) -> dict[str, Any]:
         """Run a command in the guest (a shell line or an argv list)."""
         body: dict[str, Any] = {"timeout": timeout, "b64": b64}
@@ -287,10 +308,8 @@ class Guest:
         )
 
     def poweroff(self) -> None:
-        try:
+        with contextlib.suppress(GuestError):
             self.post("/poweroff", timeout=10)
-        except GuestError:
-            pass
 
 
 def main() -> int:

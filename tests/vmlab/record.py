@@ -67,8 +67,7 @@ def record(g: Guest) -> dict[str, Any]:
         "l2tp_tunnels": g.sh("ip l2tp show tunnel"),
         "l2tp_sessions": g.sh("ip l2tp show session"),
         "ppp_stats": {
-            p["ifname"]: g.sh(f"ip -s -s link show {p['ifname']}")
-            for p in status["server"]["ppp"]
+            p["ifname"]: g.sh(f"ip -s -s link show {p['ifname']}") for p in status["server"]["ppp"]
         },
     }
     return {"data": data, "status": status, "traffic": traffic, "context": context}
@@ -106,9 +105,7 @@ def write(rec: dict[str, Any], image: dict[str, Any]) -> None:
         "kernel": data["kernel"],
         "image": {k: image.get(k) for k in ("key", "kernel_package", "kernel_release")},
         "server_ppp": status["server"]["ppp"],
-        "clients": {
-            n: {"ip": c["ip"], "ppp": c["ppp"]} for n, c in status["clients"].items()
-        },
+        "clients": {n: {"ip": c["ip"], "ppp": c["ppp"]} for n, c in status["clients"].items()},
         "traffic": rec["traffic"],
         "files": files,
         "xfrm_stat": "xfrm_stat.txt",
@@ -131,9 +128,8 @@ def main() -> int:
     with Guest(clients=3) as g:
         print(f"guest up in {g.boot_seconds} s")
         rec = record(g)
-        from build import image_dir  # type: ignore[import-not-found]
-
-        image = json.loads((image_dir() / "manifest.json").read_text())
+        assert g.image_dir is not None
+        image = json.loads((g.image_dir / "manifest.json").read_text())
     write(rec, image)
     print(f"recorded in {time.monotonic() - t0:.0f} s")
     return 0

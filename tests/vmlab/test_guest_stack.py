@@ -148,16 +148,14 @@ def test_clear_text_l2tp_is_refused(stack: Guest) -> None:
 def test_disconnect_and_reconnect(stack: Guest) -> None:
     stack.disconnect(1)
     eventually(
-        lambda: value(stack.scrape(), "strongswan_ike_sas", conn=CONN, state="ESTABLISHED")
-        == 2,
+        lambda: value(stack.scrape(), "strongswan_ike_sas", conn=CONN, state="ESTABLISHED") == 2,
         30,
         "2 established IKE SAs after a polite disconnect",
     )
     eventually(lambda: len(server_ppp(stack)) == 2, 30, "2 ppp interfaces")
     stack.connect(1)
     eventually(
-        lambda: value(stack.scrape(), "strongswan_ike_sas", conn=CONN, state="ESTABLISHED")
-        == 3,
+        lambda: value(stack.scrape(), "strongswan_ike_sas", conn=CONN, state="ESTABLISHED") == 3,
         30,
         "3 established IKE SAs after reconnecting",
     )
@@ -168,8 +166,7 @@ def test_killed_client_drop_is_visible(stack: Guest) -> None:
     stack.kill(3)
     # No goodbye: the server notices by DPD (3 s delay, 9 s timeout in the guest).
     eventually(
-        lambda: value(stack.scrape(), "strongswan_ike_sas", conn=CONN, state="ESTABLISHED")
-        == 2,
+        lambda: value(stack.scrape(), "strongswan_ike_sas", conn=CONN, state="ESTABLISHED") == 2,
         90,
         "the killed client's IKE SA to go after DPD",
         step=2,

@@ -22,6 +22,7 @@ The protocol is described in docs/vmlab.md; in short:
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -126,10 +127,8 @@ def alive(pid: int | None) -> bool:
     except OSError:
         return False
     if stat.rsplit(")", 1)[1].split()[0] == "Z":
-        try:
+        with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
         return False
     return True
 
@@ -155,13 +154,11 @@ def ifaces(netns: str | None = None) -> list[dict[str, Any]]:
 
 
 def iface_stats(name: str, netns: str | None = None) -> dict[str, int]:
+    keys = ("rx_bytes", "tx_bytes", "rx_packets", "tx_packets")
+    files = " ".join(f"/sys/class/net/{name}/statistics/{k}" for k in keys)
     pre = f"ip netns exec {netns} " if netns else ""
-    cmd = (
-        pre
-        + f"cat /sys/class/net/{name}/statistics/rx_bytes /sys/class/net/{name}/statistics/tx_bytes /sys/class/net/{name}/statistics/rx_packets /sys/class/net/{name}/statistics/tx_packets"
-    )
-    vals = sh(cmd).stdout.split()
-    return dict(zip(("rx_bytes", "tx_bytes", "rx_packets", "tx_packets"), map(int, vals)))
+    vals = sh(f"{pre}cat {files}").stdout.split()
+    return dict(zip(keys, map(int, vals), strict=True))
 
 
 def ppp_ifaces(netns: str | None = None) -> list[dict[str, Any]]:
@@ -304,7 +301,9 @@ class Client:
         render("client-xl2tpd.conf", self.dir / "xl2tpd.conf", server_ip=SERVER_IP, dir=d)
         render("client-options.l2tpd", self.dir / "options.l2tpd", dir=d)
 
-    def swanctl(self, cmd: str, args: str = "", timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def swanctl(
+        self, cmd: str, args: str = "", timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
         return sh(f"swanctl {cmd} --uri unix://{self.run}/charon.vici {args}", timeout=timeout)
 
     def ppp(self) -> dict[str, Any] | None:
@@ -407,10 +406,8 @@ class Client:
         if ctl.exists() and self.xl2tpd is not None and self.xl2tpd.poll() is None:
             with open(ctl, "w") as f:
                 f.write("d nycmesh\n")
-            try:
+            with contextlib.suppress(TimeoutError):
                 wait_for(lambda: self.ppp() is None, 20, f"{self.ns} ppp0 down", step=0.3)
-            except TimeoutError:
-                pass
         if (self.run / "charon.vici").exists():
             self.swanctl("--terminate", "--ike nycmesh --timeout 20", timeout=30)
         pids = self._stop(signal.SIGTERM)
@@ -510,14 +507,12 @@ class Plain:
             wait_for(lambda: ctl.exists(), 30, "plain xl2tpd control pipe")
             with open(ctl, "w") as f:
                 f.write("c nycmesh\n")
-            try:
+            with contextlib.suppress(TimeoutError):
                 wait_for(
                     lambda: xfrm_stat()["XfrmInTmplMismatch"] > before["XfrmInTmplMismatch"],
                     wait,
                     "XfrmInTmplMismatch to rise",
                 )
-            except TimeoutError:
-                pass
             time.sleep(1.0)
             after = xfrm_stat()
             return {
@@ -556,7 +551,7 @@ class Exporter:
         self.proc = subprocess.Popen(
             ["/usr/bin/python3", "-m", "exporter", *argv],
             cwd="/",
-            stdout=open(self.log, "ab"),
+            stdout=open(self.log, "ab"),  # noqa: SIM115 (the child keeps it)
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env={
@@ -598,10 +593,7 @@ EXPORTER = Exporter()
 
 
 def run_command(req: dict[str, Any]) -> dict[str, Any]:
-    if "argv" in req:
-        argv = list(req["argv"])
-    else:
-        argv = ["/bin/sh", "-c", req["sh"]]
+    argv = list(req["argv"]) if "argv" in req else ["/bin/sh", "-c", req["sh"]]
     if req.get("netns"):
         argv = ["ip", "netns", "exec", req["netns"], *argv]
     t0 = time.monotonic()

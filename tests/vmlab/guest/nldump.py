@@ -16,6 +16,7 @@ import os
 import socket
 import struct
 import sys
+from pathlib import Path
 from typing import Any
 
 NETLINK_ROUTE = 0
@@ -83,9 +84,13 @@ def record(name: str, proto: int, request: bytes, dump: bool, what: str) -> dict
     msgs = messages(raw)
     return {
         "name": name,
-        "protocol": {NETLINK_ROUTE: "NETLINK_ROUTE", NETLINK_XFRM: "NETLINK_XFRM",
-                     NETLINK_GENERIC: "NETLINK_GENERIC"}[proto],
+        "protocol": {
+            NETLINK_ROUTE: "NETLINK_ROUTE",
+            NETLINK_XFRM: "NETLINK_XFRM",
+            NETLINK_GENERIC: "NETLINK_GENERIC",
+        }[proto],
         "request": what,
+        "dump": dump,
         "request_b64": base64.b64encode(request).decode(),
         "response_b64": base64.b64encode(raw).decode(),
         "bytes": len(raw),
@@ -111,31 +116,45 @@ def netlink_dumps() -> list[dict[str, Any]]:
     dump = NLM_F_REQUEST | NLM_F_DUMP
     out = [
         record(
-            "rtnl-getlink", NETLINK_ROUTE,
+            "rtnl-getlink",
+            NETLINK_ROUTE,
             nlmsg(RTM_GETLINK, dump, 1, struct.pack("=BxHiII", socket.AF_UNSPEC, 0, 0, 0, 0)),
-            True, "RTM_GETLINK dump, ifinfomsg AF_UNSPEC, no attributes",
+            True,
+            "RTM_GETLINK dump, ifinfomsg AF_UNSPEC, no attributes",
         ),
         record(
-            "rtnl-getaddr", NETLINK_ROUTE,
+            "rtnl-getaddr",
+            NETLINK_ROUTE,
             nlmsg(RTM_GETADDR, dump, 2, struct.pack("=BBBBI", socket.AF_UNSPEC, 0, 0, 0, 0)),
-            True, "RTM_GETADDR dump, ifaddrmsg AF_UNSPEC",
+            True,
+            "RTM_GETADDR dump, ifaddrmsg AF_UNSPEC",
         ),
         record(
-            "xfrm-getsa", NETLINK_XFRM, nlmsg(XFRM_MSG_GETSA, dump, 3, b""), True,
+            "xfrm-getsa",
+            NETLINK_XFRM,
+            nlmsg(XFRM_MSG_GETSA, dump, 3, b""),
+            True,
             "XFRM_MSG_GETSA dump, empty payload",
         ),
         record(
-            "xfrm-getpolicy", NETLINK_XFRM, nlmsg(XFRM_MSG_GETPOLICY, dump, 4, b""), True,
+            "xfrm-getpolicy",
+            NETLINK_XFRM,
+            nlmsg(XFRM_MSG_GETPOLICY, dump, 4, b""),
+            True,
             "XFRM_MSG_GETPOLICY dump, empty payload",
         ),
     ]
     ctrl = record(
-        "genl-ctrl-getfamily-l2tp", NETLINK_GENERIC,
+        "genl-ctrl-getfamily-l2tp",
+        NETLINK_GENERIC,
         nlmsg(
-            GENL_ID_CTRL, NLM_F_REQUEST, 5,
+            GENL_ID_CTRL,
+            NLM_F_REQUEST,
+            5,
             struct.pack("=BBH", CTRL_CMD_GETFAMILY, 1, 0) + nla(CTRL_ATTR_FAMILY_NAME, b"l2tp\0"),
         ),
-        False, "CTRL_CMD_GETFAMILY family name 'l2tp' (not a dump)",
+        False,
+        "CTRL_CMD_GETFAMILY family name 'l2tp' (not a dump)",
     )
     family = l2tp_family(base64.b64decode(ctrl["response_b64"]))
     ctrl["l2tp_family_id"] = family
@@ -143,14 +162,20 @@ def netlink_dumps() -> list[dict[str, Any]]:
     genl = struct.pack("=BBH", L2TP_CMD_TUNNEL_GET, L2TP_GENL_VERSION, 0)
     out.append(
         record(
-            "genl-l2tp-tunnel-get", NETLINK_GENERIC, nlmsg(family, dump, 6, genl), True,
+            "genl-l2tp-tunnel-get",
+            NETLINK_GENERIC,
+            nlmsg(family, dump, 6, genl),
+            True,
             f"L2TP_CMD_TUNNEL_GET dump, family id {family}, version 1",
         )
     )
     genl = struct.pack("=BBH", L2TP_CMD_SESSION_GET, L2TP_GENL_VERSION, 0)
     out.append(
         record(
-            "genl-l2tp-session-get", NETLINK_GENERIC, nlmsg(family, dump, 7, genl), True,
+            "genl-l2tp-session-get",
+            NETLINK_GENERIC,
+            nlmsg(family, dump, 7, genl),
+            True,
             f"L2TP_CMD_SESSION_GET dump, family id {family}, version 1",
         )
     )
@@ -216,7 +241,7 @@ def main() -> None:
     out = {
         "kernel": os.uname().release,
         "netlink": netlink_dumps(),
-        "xfrm_stat": open("/proc/net/xfrm_stat").read(),
+        "xfrm_stat": Path("/proc/net/xfrm_stat").read_text(),
         "vici": vici_answers(sys.argv[1] if len(sys.argv) > 1 else "/var/run/charon.vici"),
     }
     json.dump(out, sys.stdout)

@@ -34,6 +34,10 @@ from exporter.strongswan.parse import parse_ike_sas
 IKE_UP_STATES = frozenset({"ESTABLISHED", "REKEYING", "REKEYED"})
 CHILD_UP_STATES = frozenset({"INSTALLED", "REKEYING", "REKEYED", "UPDATING"})
 
+#: charon derives its start time from a monotonic clock at every `stats`: it wobbles by a
+#: second between answers without any restart.
+START_TIME_JITTER_SECONDS = 2.0
+
 #: (connection, child name or "" for the IKE SA, user, remote host): what a reauthentication
 #: keeps and a different peer would not have.
 PeerKey = tuple[str, str, str, str]
@@ -378,9 +382,11 @@ class SaLedger:
         The first listing is the baseline: what it shows was up before we looked.
         """
         if charon_start is not None:
-            if self._charon_start is not None and charon_start != self._charon_start:
+            if self._charon_start is None:
+                self._charon_start = charon_start
+            elif abs(charon_start - self._charon_start) > START_TIME_JITTER_SECONDS:
                 self._charon_restarted()
-            self._charon_start = charon_start
+                self._charon_start = charon_start
         count = self._baseline
         seen_ike: set[str] = set()
         seen_children: set[str] = set()

@@ -192,7 +192,7 @@ def test_charon_restart_counts_every_sa_down_once_and_totals_never_fall() -> Non
     totals_before = ledger.traffic_totals()
     clock.now += 1
     # The new charon numbers its SAs from 1 again; the same listing shape comes back.
-    ledger.reconcile(sas, clock(), charon_start=2.0)
+    ledger.reconcile(sas, clock(), charon_start=100.0)
     settle(ledger, clock)
     assert ledger.ike_events[("nycmesh", "down")] == 3
     assert ledger.ike_events[("nycmesh", "up")] == 3
@@ -242,3 +242,15 @@ def test_same_user_twice_sums_their_traffic_and_idle_users_are_forgotten() -> No
     ledger.tick()
     assert ledger.user_totals() == {}
     assert ledger.traffic_totals()[("nycmesh", "nycmesh")] != Traffic()
+
+
+def test_start_time_wobble_is_not_a_restart() -> None:
+    """charon's `stats` start time moves by a second between answers (seen on 5.9.8)."""
+    clock = Clock()
+    ledger = new_ledger(clock)
+    sas = parse_ike_sas(load_answers(VICI / "remote-access").list_sas, RECORDED_NOW)
+    for start in (1000.0, 999.0, 1000.0, 1001.0):
+        clock.now += 1
+        ledger.reconcile(sas, clock(), charon_start=start)
+    settle(ledger, clock)
+    assert nonzero(ledger.ike_events) == {}

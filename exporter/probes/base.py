@@ -74,16 +74,19 @@ def parse_target(text: str, allowed: AllowedTargets | None = None) -> Target:
         port = int(port_text)
     try:
         ipaddress.ip_address(host)
+        literal = True
     except ValueError:
+        literal = False
+    if literal and not allowed.allows_address(host):
+        raise TargetError(f"target {text!r}: not in probe.allowed_targets")
+    if not literal:
         labels = host.rstrip(".").split(".")
         if not host or not all(
             label and len(label) < 64 and label.replace("-", "").isalnum() for label in labels
         ):
-            raise TargetError(
-                f"target {text!r}: {host!r} is not a host name or IP address"
-            ) from None
+            raise TargetError(f"target {text!r}: {host!r} is not a host name or IP address")
         if not allowed.allows_name(host) and not allowed.networks:
-            raise TargetError(f"target {text!r}: not in probe.allowed_targets") from None
+            raise TargetError(f"target {text!r}: not in probe.allowed_targets")
     return Target(host, port, allowed)
 
 

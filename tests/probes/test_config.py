@@ -1,0 +1,147 @@
+"""The module file: the shipped example loads; mistakes name the bad key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from exporter.probes.base import TargetError, parse_target
+from exporter.probes.config import (
+    AllowedTargets,
+    ProbeConfigError,
+    Secret,
+    load_modules,
+    load_probe_settings,
+    parse_duration,
+    parse_probe_settings,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_example_module_file_loads() -> None:
+    settings = load_probe_settings(REPO / "examples" / "probes.yml")
+    assert settings.max_concurrent == 4
+    assert set(settings.modules) == {
+        "nycmesh_ikev1", "nycmesh_ikev1_natt", "nycmesh_ikev2", "nycmesh_login",
+    }  # fmt: skip
+    login = settings.modules["nycmesh_login"]
+    assert login.prober == "login" and login.timeout == 30
+    assert login.login.psk == Secret("nycmeshnet")
+    assert login.login.mode == "transport" and login.login.auth == ("mschapv2",)
+    natt = settings.modules["nycmesh_ikev1_natt"].ike
+    assert natt.effective_port == 4500
+    assert settings.allowed_targets.allows_name("l2tpvpn.sn1.mesh.nycmesh.net")
+    assert not settings.allowed_targets.allows_name("example.org")
+    assert load_modules(REPO / "examples" / "probes.yml").keys() == settings.modules.keys()
+
+
+def test_secrets_never_print() -> None:
+    settings = load_probe_settings(REPO / "examples" / "probes.yml")
+    text = repr(settings) + str(settings.modules["nycmesh_login"])
+    assert "nycmeshnet" not in text
+    assert "Secret(<hidden>)" in text
+
+
+def _modules(**module: Any) -> dict[str, Any]:
+    return {"modules": {"m": module}}
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        ({}, "modules: expected a mapping"),
+        (_modules(prober="http"), "modules.m.prober: 'http' is not one of"),
+        (_modules(prober="ike", timeout="soon"), "modules.m.timeout: expected a duration"),
+        (_modules(prober="ike", ike={"verison": 2}), "modules.m.ike.verison: unknown key"),
+        (_modules(prober="ike", ike={"proposals": ["aes-sha"]}), "modules.m.ike.proposals:"),
+        (_modules(prober="ike", ike={"port": 70000}), "modules.m.ike.port: expected an integer"),
+        (_modules(prober="ike", l2tp={"port": 1}), "modules.m.l2tp: set, but the module's"),
+        (_modules(prober="login", login={"username": "u", "password": "p"}), "login.psk"),
+        (
+            _modules(prober="login", login={"psk": "k", "username": "u"}),
+            "modules.m.login.username: the login prober needs username and password",
+        ),
+        (
+            _modules(
+                prober="login",
+                login={"psk": "k", "username": "u", "password": "p", "vici_socket": "http://x"},
+            ),
+            "modules.m.login.vici_socket:",
+        ),
+        (_modules(prober="login", login={"auth": ["eap"]}), "modules.m.login.auth: 'eap'"),
+        ({"modules": {"m": {"prober": "ike"}}, "probe": {"max_concurrent": 0}}, "probe.max"),
+        ({"modules": {"m": {"prober": "ike"}}, "probe": {"allowed_targets": ["a b"]}}, "probe.al"),
+        ({"modules": {"m": {"prober": "ike"}}, "extra": 1}, "extra: unknown key"),
+    ],
+)
+def test_mistakes_name_the_key(doc: dict[str, Any], message: str) -> None:
+    with pytest.raises(ProbeConfigError) as err:
+        parse_probe_settings(doc, "probes.yml")
+    assert str(err.value).startswith("probes.yml: ")
+    assert message in str(err.value)
+
+
+def test_secret_values_are_not_echoed_in_errors() -> None:
+    doc = _modules(prober="login", login={"psk": "s3cr3t-value", "username": "u"})
+    with pytest.raises(ProbeConfigError) as err:
+        parse_probe_settings(doc)
+    assert "s3cr3t-value" not in str(err.value)
+
+
+def test_unreadable_and_invalid_files(tmp_path: Path) -> None:
+    with pytest.raises(ProbeConfigError, match="cannot read"):
+        load_probe_settings(tmp_path / "missing.yml")
+    bad = tmp_path / "bad.yml"
+    bad.write_text("modules: [\n")
+    with pytest.raises(ProbeConfigError, match="not valid YAML"):
+        load_probe_settings(bad)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("5s", 5.0), ("500ms", 0.5), ("1m", 60.0), (3, 3.0), ("2.5", 2.5)]
+)
+def test_durations(text: object, seconds: float) -> None:
+    assert parse_duration(text, "k") == seconds
+
+
+@pytest.mark.parametrize(
+    ("text", "host", "port"),
+    [
+        ("vpn.example.net", "vpn.example.net", None),
+        ("vpn.example.net:4500", "vpn.example.net", 4500),
+        ("192.0.2.1", "192.0.2.1", None),
+        ("192.0.2.1:500", "192.0.2.1", 500),
+        ("2001:db8::1", "2001:db8::1", None),
+        ("[2001:db8::1]:500", "2001:db8::1", 500),
+    ],
+)
+def test_targets(text: str, host: str, port: int | None) -> None:
+    target = parse_target(text)
+    assert (target.host, target.port) == (host, port)
+
+
+@pytest.mark.parametrize(
+    "text", ["", "http://x", "a b", "host:0", "host:99999", "[::1", "bad_host!", "user@host"]
+)
+def test_bad_targets(text: str) -> None:
+    with pytest.raises(TargetError):
+        parse_target(text)
+
+
+def test_allow_list() -> None:
+    allowed = parse_probe_settings(
+        {"modules": {"m": {"prober": "ike"}},
+         "probe": {"allowed_targets": ["192.0.2.0/24", "VPN.example.net."]}}
+    ).allowed_targets  # fmt: skip
+    assert allowed.allows_address("192.0.2.7") and not allowed.allows_address("198.51.100.1")
+    assert allowed.allows_name("vpn.example.net")
+    assert parse_target("vpn.example.net", allowed).host == "vpn.example.net"
+    # A name outside the list may still resolve into an allowed network: checked later.
+    assert parse_target("other.example.net", allowed).host == "other.example.net"
+    names_only = AllowedTargets(hostnames=frozenset({"vpn.example.net"}))
+    with pytest.raises(TargetError, match="allowed_targets"):
+        parse_target("other.example.net", names_only)
+    assert AllowedTargets().allows_address("203.0.113.1")

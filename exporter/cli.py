@@ -58,7 +58,8 @@ def _non_negative_int(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
-        description="Prometheus exporter for L2TP/IPsec VPN servers (strongSwan over VICI).",
+        description="Prometheus exporter for L2TP/IPsec VPN servers (strongSwan over VICI). "
+        "`l2tp-ipsec-exporter demo --help`: run it against a real charon lab.",
         allow_abbrev=False,
     )
     parser.add_argument(
@@ -185,7 +186,12 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
 def main(argv: Sequence[str] | None = None) -> int:
     from exporter.daemon import StartupError, serve
 
-    settings = parse_settings(argv)
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["demo"]:
+        from exporter.demo import run_demo
+
+        return run_demo(args[1:])
+    settings = parse_settings(args)
     setup_logging(settings.log_level, settings.log_format)
     try:
         asyncio.run(serve(settings))

@@ -1,0 +1,121 @@
+"""`l2tp-ipsec-exporter demo`: real numbers in one command, and nothing left behind."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import REPO, Scrape, exporter_argv, exporter_env, free_port
+
+pytestmark = pytest.mark.lab
+
+
+def namespaces() -> set[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    return {line.split()[0] for line in out.splitlines() if line.strip()}
+
+
+def lab_processes() -> set[int]:
+    out = subprocess.run(["pgrep", "-f", "l2x-"], capture_output=True, text=True).stdout
+    return {int(pid) for pid in out.split()}
+
+
+def temp_entries() -> set[str]:
+    return {p.name for p in Path(tempfile.gettempdir()).iterdir() if p.name.startswith("l2x-")}
+
+
+def scrape(url: str) -> Scrape | None:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return Scrape(response.read().decode())
+    except OSError:
+        return None
+
+
+def total(scrape: Scrape, name: str) -> float:
+    return sum(s.value for s in scrape.samples(name))
+
+
+def test_demo_serves_moving_metrics_and_cleans_up(lab_available: Any) -> None:
+    before = (namespaces(), lab_processes(), temp_entries())
+    port = free_port()
+    args = exporter_argv(
+        "demo", "--web.listen-address", f"127.0.0.1:{port}", "--churn-interval", "0.5",
+        "--seed", "7",
+    )  # fmt: skip
+    with tempfile.TemporaryFile() as output:
+        proc = subprocess.Popen(args, cwd=REPO, env=exporter_env(), stdout=output, stderr=output)
+        try:
+            url = f"http://127.0.0.1:{port}/metrics"
+            deadline = time.monotonic() + 60
+            first = None
+            while time.monotonic() < deadline and first is None:
+                first = scrape(url)
+                time.sleep(0.5)
+            assert first is not None, "the demo never served metrics"
+            assert first.value("strongswan_up") == 1
+            assert total(first, "strongswan_connection_established") >= 1
+            moving = None
+            while time.monotonic() < deadline:
+                time.sleep(1)
+                now = scrape(url)
+                assert now is not None
+                if total(now, "strongswan_child_sa_bytes_total") > total(
+                    first, "strongswan_child_sa_bytes_total"
+                ) and total(now, "strongswan_ike_sa_events_total") > total(
+                    first, "strongswan_ike_sa_events_total"
+                ):
+                    moving = now
+                    break
+            assert moving is not None, "traffic and event counters did not move"
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                pytest.fail("the demo did not stop within 60 s of SIGTERM")
+            output.seek(0)
+            text = output.read().decode(errors="replace")
+    assert proc.returncode == 0, text
+    assert f"metrics: http://127.0.0.1:{port}/metrics" in text
+    assert "demo stopped" in text
+    time.sleep(0.5)
+    assert namespaces() - before[0] == set(), "namespaces left behind"
+    assert lab_processes() - before[1] == set(), "processes left behind"
+    assert temp_entries() - before[2] == set(), "temporary files left behind"
+
+
+def test_demo_refuses_without_root_and_says_why() -> None:
+    if shutil.which("setpriv") is None or os.geteuid() != 0:
+        pytest.skip("needs root and setpriv to run the demo as an unprivileged user")
+    args = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *exporter_argv("demo")]
+    result = subprocess.run(args, cwd="/", env=exporter_env(), capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "needs root" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_demo_names_missing_debian_packages() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("the package check comes after the root check")
+    env = exporter_env()
+    env["PATH"] = "/nonexistent"  # swanctl, ip, unshare and prometheus are not found
+    result = subprocess.run(
+        [*exporter_argv("demo", "--with-prometheus")],
+        cwd=REPO, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "strongswan-swanctl" in result.stderr
+    assert "apt-get install prometheus" in result.stderr

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import sys
-from collections.abc import Sequence
-from typing import NoReturn
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn
 
 from exporter import __version__
 from exporter.config import (
@@ -15,7 +17,6 @@ from exporter.config import (
     ListenAddress,
     Settings,
     SettingsError,
-    StrongswanOptions,
     ViciAddress,
 )
 from exporter.logs import setup_logging
@@ -154,33 +155,101 @@ def build_parser() -> argparse.ArgumentParser:
         default="logfmt",
         help="log format (default logfmt)",
     )
+    parser.add_argument(
+        "--config.file",
+        dest="config_file",
+        metavar="PATH",
+        help="YAML configuration file (settings, probe modules, privacy); flags given on "
+        "the command line win over it; reloaded on SIGHUP and POST /-/reload",
+    )
+    parser.add_argument(
+        "--config.check",
+        dest="config_check",
+        action="store_true",
+        help="validate the configuration and exit",
+    )
+    parser.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        metavar="PATH",
+        help="TLS and basic auth, in the Prometheus exporter-toolkit web config format",
+    )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     return parser
 
 
-def parse_settings(argv: Sequence[str] | None = None) -> Settings:
-    """Parse the command line into validated settings; exits 2 on bad input."""
+@dataclass(frozen=True)
+class CommandLine:
+    settings: Settings
+    #: The flags given explicitly: they win over the config file, also after a reload.
+    flags: Mapping[str, Any]
+    config_check: bool = False
+
+
+def apply_flags(base: Settings, flags: Mapping[str, Any]) -> Settings:
+    """`base` (built-in defaults or the config file) with the explicit flags on top."""
+    ss = base.strongswan
+    strongswan = dataclasses.replace(
+        ss,
+        **{k: flags[k] for k in _STRONGSWAN_FLAGS if k in flags},
+    )
+    changes: dict[str, Any] = {"strongswan": strongswan}
+    if "listen_address" in flags:
+        changes["listen_address"] = ListenAddress.parse(flags["listen_address"])
+    if "vici_socket" in flags:
+        changes["vici_socket"] = ViciAddress.parse(flags["vici_socket"])
+    if "web_config_file" in flags:
+        changes["web_config_file"] = flags["web_config_file"]
+    for key in ("telemetry_path", "vici_timeout", "log_level", "log_format"):
+        if key in flags:
+            changes[key] = flags[key]
+    return dataclasses.replace(base, **changes)
+
+
+_STRONGSWAN_FLAGS = (
+    "sa_details",
+    "user_metrics",
+    "series_limit",
+    "events",
+    "reauth_grace",
+    "user_idle_seconds",
+)
+
+
+def load_settings(config_file: str | None, flags: Mapping[str, Any]) -> Settings:
+    """Settings from the config file (if any) and the flags; raises SettingsError."""
+    base = Settings()
+    if config_file:
+        from exporter.config_file import read_document, settings_from_document
+
+        base = settings_from_document(read_document(config_file))
+    return apply_flags(base, flags)
+
+
+def parse_command_line(argv: Sequence[str] | None = None) -> CommandLine:
+    """Parse and validate the command line (and the config file it names); exits 2 on
+    bad input, with one line naming the flag, key or file."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    for action in parser._actions:
+        # Absent flags must not override the config file: only given ones appear.
+        if action.dest not in ("help", "version"):
+            action.default = argparse.SUPPRESS
+    args = vars(parser.parse_args(argv))
+    config_file = args.pop("config_file", None)
+    config_check = bool(args.pop("config_check", False))
     try:
-        return Settings(
-            listen_address=ListenAddress.parse(args.listen_address),
-            telemetry_path=args.telemetry_path,
-            vici_socket=ViciAddress.parse(args.vici_socket),
-            vici_timeout=args.vici_timeout,
-            log_level=args.log_level,
-            log_format=args.log_format,
-            strongswan=StrongswanOptions(
-                sa_details=args.sa_details,
-                user_metrics=args.user_metrics,
-                series_limit=args.series_limit,
-                events=args.events,
-                reauth_grace=args.reauth_grace,
-                user_idle_seconds=args.user_idle_seconds,
-            ),
-        )
+        settings = load_settings(config_file, args)
+        if config_file:
+            from exporter.probe_config import probe_settings_for
+
+            probe_settings_for(settings)  # validated now, not at the first probe
     except SettingsError as err:
         parser.error(str(err))
+    return CommandLine(settings, args, config_check)
+
+
+def parse_settings(argv: Sequence[str] | None = None) -> Settings:
+    return parse_command_line(argv).settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -191,10 +260,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from exporter.demo import run_demo
 
         return run_demo(args[1:])
-    settings = parse_settings(args)
+    command_line = parse_command_line(args)
+    settings = command_line.settings
+    if command_line.config_check:
+        print(f"{settings.config_file or 'the command line'}: configuration is valid")
+        return 0
     setup_logging(settings.log_level, settings.log_format)
     try:
-        asyncio.run(serve(settings))
+        asyncio.run(serve(settings, flags=command_line.flags))
     except StartupError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 1

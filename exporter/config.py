@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import urlsplit
 
+from exporter.privacy import PrivacyOptions
+
 #: Chosen from the gaps in Prometheus' default port allocations list.
 DEFAULT_PORT = 9945
 DEFAULT_VICI_SOCKET = "unix:///var/run/charon.vici"
@@ -108,6 +110,11 @@ class Settings:
     log_level: LogLevel = "info"
     log_format: LogFormat = "logfmt"
     strongswan: StrongswanOptions = field(default_factory=StrongswanOptions)
+    privacy: PrivacyOptions = field(default_factory=PrivacyOptions)
+    #: TLS and basic auth, in the exporter-toolkit web configuration format.
+    web_config_file: str | None = None
+    #: The YAML file these settings came from, if any (reloaded on SIGHUP).
+    config_file: str | None = None
 
     def __post_init__(self) -> None:
         if not self.telemetry_path.startswith("/") or self.telemetry_path in ("/", "/-/healthy"):

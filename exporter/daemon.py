@@ -1,17 +1,29 @@
-"""Wiring: settings → VICI client → collectors → scraper → HTTP server, until a signal."""
+"""Wiring: settings → VICI client → collectors → scraper → HTTP server, until a signal.
+
+`Runtime` owns the long-lived parts. A reload (SIGHUP, POST /-/reload) re-reads the
+configuration file and applies what can change without a restart; the ledger (event and
+traffic counters) and the event stream survive it, so no counter goes backwards.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
 import signal
+from collections.abc import Mapping
+from typing import Any
 
 from aiohttp import web
 
 from exporter import __version__
 from exporter.collectors.strongswan import StrongswanCollector
-from exporter.config import Settings
-from exporter.http import build_app
+from exporter.config import Settings, SettingsError
+from exporter.http import RELOAD_KEY, build_app
+from exporter.logs import setup_logging
+from exporter.privacy import PrivacyFilter
+from exporter.probes.config import ProbeSettings
 from exporter.scrape import Scraper
 from exporter.strongswan.events import EventStream
 from exporter.strongswan.ledger import SaLedger
@@ -24,46 +36,156 @@ class StartupError(Exception):
     """The daemon cannot start (e.g. the listen address is taken)."""
 
 
-async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
+class Runtime:
+    def __init__(self, settings: Settings, flags: Mapping[str, Any]) -> None:
+        self.settings = settings
+        self.flags = flags
+        self.client = ViciClient(settings.vici_socket, settings.vici_timeout)
+        options = settings.strongswan
+        self.ledger: SaLedger | None = None
+        self.stream: EventStream | None = None
+        if options.events:
+            self.ledger = SaLedger(
+                reauth_grace=options.reauth_grace, user_idle_seconds=options.user_idle_seconds
+            )
+        self.collector = StrongswanCollector(self.client, options, self.ledger)
+        if self.ledger is not None:
+            # Its own connection: VICI carries one command at a time, and events arrive
+            # whenever charon has them.
+            self.stream = EventStream(
+                settings.vici_socket, settings.vici_timeout, self.ledger, self.collector.reconcile
+            )
+            self.collector.attach_stream(self.stream)
+        self.scraper = Scraper([self.collector], PrivacyFilter(settings.privacy))
+        self.probes = _probe_settings(settings)
+        self._reload_lock = asyncio.Lock()
+
+    def app(self) -> web.Application:
+        app = build_app(self.scraper, self.settings.telemetry_path)
+        app[RELOAD_KEY] = self.reload
+        if self.probes is not None:
+            from exporter.probes.handler import add_probe_routes
+
+            add_probe_routes(app, self.probes)  # type: ignore[arg-type]
+        return app
+
+    async def reload(self) -> str:
+        """Re-read the configuration; on error keep the running one and raise."""
+        async with self._reload_lock:
+            from exporter.cli import load_settings
+
+            try:
+                new = load_settings(self.settings.config_file, self.flags)
+                probes = _probe_settings(new)
+            except SettingsError as err:
+                log.error(
+                    "reload rejected; keeping the running configuration",
+                    extra={"err": str(err)},
+                )
+                raise
+            self._apply(new, probes)
+            log.info("configuration reloaded", extra={"config_file": new.config_file})
+            return "configuration reloaded"
+
+    def _apply(self, new: Settings, probes: LiveProbeSettings | None) -> None:
+        old = self.settings
+        restart_needed = [
+            name
+            for name in ("listen_address", "telemetry_path", "web_config_file")
+            if getattr(old, name) != getattr(new, name)
+        ]
+        if old.strongswan.events != new.strongswan.events or (
+            old.strongswan.reauth_grace != new.strongswan.reauth_grace
+        ):
+            restart_needed.append("collectors.strongswan.events/reauth_grace")
+        if self.probes is None and probes is not None:
+            restart_needed.append("probe modules (none were loaded at start)")
+        if restart_needed:
+            log.warning(
+                "these settings take effect at the next restart",
+                extra={"settings": ", ".join(restart_needed)},
+            )
+        if (new.log_level, new.log_format) != (old.log_level, old.log_format):
+            setup_logging(new.log_level, new.log_format)
+        if (new.vici_socket, new.vici_timeout) != (old.vici_socket, old.vici_timeout):
+            self.client.reconfigure(new.vici_socket, new.vici_timeout)
+            if self.stream is not None:
+                self.stream.reconfigure(new.vici_socket, new.vici_timeout)
+        self.collector.reconfigure(new.strongswan)
+        if self.ledger is not None:
+            self.ledger.user_idle_seconds = new.strongswan.user_idle_seconds
+        self.scraper.privacy = PrivacyFilter(new.privacy)
+        if self.probes is not None and probes is not None:
+            self.probes.current = probes.current
+        # What needs a restart keeps its running value, so the next reload compares right.
+        self.settings = dataclasses.replace(
+            new,
+            listen_address=old.listen_address,
+            telemetry_path=old.telemetry_path,
+            web_config_file=old.web_config_file,
+        )
+
+    async def close(self) -> None:
+        if self.stream is not None:
+            await self.stream.stop()
+        await self.client.close()
+
+
+class LiveProbeSettings:
+    """The probe handler's settings, swappable by a reload while the app runs."""
+
+    def __init__(self, current: ProbeSettings) -> None:
+        self.current = current
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.current, name)
+
+
+def _probe_settings(settings: Settings) -> LiveProbeSettings | None:
+    from exporter.probe_config import probe_settings_for
+
+    probes = probe_settings_for(settings)
+    return None if probes is None else LiveProbeSettings(probes)
+
+
+async def serve(
+    settings: Settings,
+    stop: asyncio.Event | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> None:
     stop = stop or asyncio.Event()
+    runtime = Runtime(settings, flags or {})
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(_reload(runtime)))
 
-    client = ViciClient(settings.vici_socket, settings.vici_timeout)
-    options = settings.strongswan
-    ledger = stream = None
-    if options.events:
-        ledger = SaLedger(
-            reauth_grace=options.reauth_grace, user_idle_seconds=options.user_idle_seconds
-        )
-    collector = StrongswanCollector(client, options, ledger)
-    if ledger is not None:
-        # Its own connection: VICI carries one command at a time, and events arrive
-        # whenever charon has them.
-        stream = EventStream(
-            settings.vici_socket, settings.vici_timeout, ledger, collector.reconcile
-        )
-        collector.attach_stream(stream)
-    scraper = Scraper([collector])
-    runner = web.AppRunner(build_app(scraper, settings.telemetry_path), access_log=None)
+    ssl_context = None
+    runner = web.AppRunner(runtime.app(), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, settings.listen_address.host, settings.listen_address.port)
+    site = web.TCPSite(
+        runner,
+        settings.listen_address.host,
+        settings.listen_address.port,
+        ssl_context=ssl_context,
+    )
     try:
         await site.start()
     except OSError as err:
         await runner.cleanup()
+        await runtime.close()
         raise StartupError(
             f"cannot listen on {settings.listen_address}: {err.strerror or err}"
         ) from err
-    if stream is not None:
-        stream.start()
+    if runtime.stream is not None:
+        runtime.stream.start()
     log.info(
         "listening",
         extra={
             "address": str(settings.listen_address),
             "telemetry_path": settings.telemetry_path,
             "vici_socket": str(settings.vici_socket),
+            "tls": ssl_context is not None,
             "version": __version__,
         },
     )
@@ -72,6 +194,9 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     finally:
         log.info("shutting down")
         await runner.cleanup()
-        if stream is not None:
-            await stream.stop()
-        await client.close()
+        await runtime.close()
+
+
+async def _reload(runtime: Runtime) -> None:
+    with contextlib.suppress(SettingsError):  # logged; the running configuration stays
+        await runtime.reload()

@@ -148,6 +148,7 @@ def run_demo(argv: Sequence[str]) -> int:
     churn: Churn | None = None
     try:
         lab.start()
+        log.info("lab started", extra={"lab": lab.prefix, "workdir": str(lab.workdir)})
         settings = Settings(listen_address=listen, vici_socket=ViciAddress.parse(lab.server_uri))
         urls = [f"metrics: http://{listen}/metrics"]
         if args.with_prometheus:

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import gzip
+from collections.abc import Awaitable, Callable
 from html import escape
 
 from aiohttp import web
 from prometheus_client import exposition
 
 from exporter import __version__
+from exporter.config import SettingsError
 from exporter.scrape import Families, Scraper
 
 SCRAPER_KEY = web.AppKey("scraper", Scraper)
+#: Re-reads the configuration; raises SettingsError (with the reason) to reject it.
+RELOAD_KEY: web.AppKey[Callable[[], Awaitable[str]]] = web.AppKey("reload")
 
 LANDING = """<!DOCTYPE html>
 <html lang="en">
@@ -23,6 +27,7 @@ LANDING = """<!DOCTYPE html>
 <li><a href="{metrics}">{metrics}</a>: metrics</li>
 <li><a href="/-/healthy">/-/healthy</a>: liveness</li>
 <li><a href="/-/ready">/-/ready</a>: readiness</li>
+<li>POST /-/reload: re-read the configuration file</li>
 </ul>
 </body>
 </html>
@@ -52,6 +57,17 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers=headers)
 
 
+async def reload(request: web.Request) -> web.Response:
+    reloader = request.app.get(RELOAD_KEY)
+    if reloader is None:
+        return web.Response(status=404, text="reload is not available\n")
+    try:
+        message = await reloader()
+    except SettingsError as err:
+        return web.Response(status=400, text=f"reload rejected: {err}\n")
+    return web.Response(text=f"{message}\n")
+
+
 async def healthy(_: web.Request) -> web.Response:
     return web.Response(text="Healthy\n")
 
@@ -72,4 +88,5 @@ def build_app(scraper: Scraper, telemetry_path: str) -> web.Application:
     app.router.add_get(telemetry_path, metrics)
     app.router.add_get("/-/healthy", healthy)
     app.router.add_get("/-/ready", ready)
+    app.router.add_post("/-/reload", reload)
     return app

@@ -20,6 +20,7 @@ from prometheus_client.registry import CollectorRegistry
 
 from exporter import __version__
 from exporter.collectors.base import Collection, Collector
+from exporter.privacy import PrivacyFilter, PrivacyOptions
 
 log = logging.getLogger("exporter.scrape")
 
@@ -45,8 +46,11 @@ def build_info() -> GaugeMetricFamily:
 
 
 class Scraper:
-    def __init__(self, collectors: Sequence[Collector]) -> None:
+    def __init__(
+        self, collectors: Sequence[Collector], privacy: PrivacyFilter | None = None
+    ) -> None:
         self.collectors = list(collectors)
+        self.privacy = privacy or PrivacyFilter(PrivacyOptions())
         self._runtime = CollectorRegistry(auto_describe=False)
         ProcessCollector(registry=self._runtime)
         PlatformCollector(registry=self._runtime)
@@ -76,7 +80,7 @@ class Scraper:
         for collector, (collection, seconds) in zip(self.collectors, results, strict=True):
             success.add_metric([collector.name], 1 if collection.success else 0)
             duration.add_metric([collector.name], seconds)
-            families.extend(collection.families)
+            families.extend(self.privacy.apply(collection.families))
         families += [success, duration]
         families.extend(self._runtime.collect())
         return families

@@ -72,6 +72,10 @@ class StrongswanCollector:
         self._stream = stream
         self._connections: tuple[Connection, ...] = ()
 
+    def reconfigure(self, options: StrongswanOptions) -> None:
+        self._options = options
+        self._limiter.limit = options.series_limit
+
     def attach_stream(self, stream: EventStream) -> None:
         self._stream = stream
 

@@ -44,6 +44,14 @@ class EventStream:
         self.events_received = 0
         self._connected_once = False
         self._tasks: list[asyncio.Task[None]] = []
+        self._conn: ViciConnection | None = None
+
+    def reconfigure(self, address: ViciAddress, timeout: float) -> None:
+        """Reconnect to another socket (the ledger and its counts stay)."""
+        self.address = address
+        self.timeout = timeout
+        if self._conn is not None:
+            self._conn.abort()  # the read loop sees it closed and reconnects
 
     def start(self) -> None:
         self._tasks = [
@@ -69,7 +77,7 @@ class EventStream:
         while True:
             conn: ViciConnection | None = None
             try:
-                conn = await ViciConnection.open(self.address, self.timeout)
+                conn = self._conn = await ViciConnection.open(self.address, self.timeout)
                 async with asyncio.timeout(self.timeout):
                     for event in EVENTS:
                         await conn.register(event)
@@ -99,6 +107,7 @@ class EventStream:
                 failing = True
             finally:
                 self.up = False
+                self._conn = None
                 if conn is not None:
                     await conn.close()
             await asyncio.sleep(self._backoff.failed())

@@ -120,6 +120,15 @@ class ViciClient:
     ) -> list[ViciMessage]:
         return await self.call(lambda conn: conn.streamed_request(command, event, message))
 
+    def reconfigure(self, address: ViciAddress, timeout: float) -> None:
+        """Use another socket or timeout from the next call on."""
+        self.address = address
+        self.timeout = timeout
+        self._next_attempt = 0.0
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.abort()
+
     async def close(self) -> None:
         async with self._lock:
             if self._conn is not None:

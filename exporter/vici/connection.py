@@ -53,6 +53,10 @@ class ViciConnection:
         with contextlib.suppress(OSError, ConnectionError):
             await self._writer.wait_closed()
 
+    def abort(self) -> None:
+        """Close without waiting (from synchronous code)."""
+        self._writer.close()
+
     @property
     def closed(self) -> bool:
         return self._writer.is_closing()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -26,6 +27,13 @@ def namespaces() -> set[str]:
 def lab_processes() -> set[int]:
     out = subprocess.run(["pgrep", "-f", "l2x-"], capture_output=True, text=True).stdout
     return {int(pid) for pid in out.split()}
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
 
 
 def temp_entries() -> set[str]:
@@ -91,10 +99,13 @@ def test_demo_serves_moving_metrics_and_cleans_up(lab_available: Any) -> None:
     assert proc.returncode == 0, text
     assert f"metrics: http://127.0.0.1:{port}/metrics" in text
     assert "demo stopped" in text
+    match = re.search(r"msg=\"lab started\" lab=(l2x-[0-9a-f]+-)", text)
+    assert match, text
+    prefix = match.group(1)  # other labs may run beside this test; only the demo's count
     time.sleep(0.5)
-    assert namespaces() - before[0] == set(), "namespaces left behind"
-    assert lab_processes() - before[1] == set(), "processes left behind"
-    assert temp_entries() - before[2] == set(), "temporary files left behind"
+    assert {n for n in namespaces() - before[0] if n.startswith(prefix)} == set()
+    assert {p for p in lab_processes() - before[1] if prefix in cmdline(p)} == set()
+    assert {t for t in temp_entries() - before[2] if t.startswith(prefix)} == set()
 
 
 def test_demo_refuses_without_root_and_says_why() -> None:

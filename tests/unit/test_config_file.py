@@ -1,0 +1,122 @@
+"""The YAML configuration file: values, precedence of flags, errors naming key and line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from exporter.cli import load_settings, parse_command_line
+from exporter.config import ViciAddress
+from exporter.config_file import ConfigFileError, read_document, settings_from_document
+
+REPO = Path(__file__).resolve().parents[2]
+
+FULL = """\
+web:
+  listen_address: "127.0.0.1:9999"
+  telemetry_path: /m
+vici:
+  socket: tcp://127.0.0.1:4502
+  timeout: 1500ms
+log: {level: debug, format: json}
+collectors:
+  strongswan:
+    sa_details: true
+    series_limit: 5
+    reauth_grace: 30s
+    user_idle_timeout: 2h
+privacy:
+  users: hash
+  addresses: drop
+  hash_key_file: key
+  families:
+    strongswan_user_sessions: {users: keep}
+"""
+
+
+def write(tmp_path: Path, text: str, key: bytes = b"0123456789abcdef0123") -> Path:
+    (tmp_path / "key").write_bytes(key)
+    path = tmp_path / "config.yml"
+    path.write_text(text)
+    return path
+
+
+def test_every_section_is_read(tmp_path: Path) -> None:
+    settings = settings_from_document(read_document(write(tmp_path, FULL)))
+    assert str(settings.listen_address) == "127.0.0.1:9999"
+    assert settings.telemetry_path == "/m"
+    assert settings.vici_socket == ViciAddress("tcp", host="127.0.0.1", port=4502)
+    assert settings.vici_timeout == 1.5
+    assert (settings.log_level, settings.log_format) == ("debug", "json")
+    assert settings.strongswan.sa_details is True
+    assert settings.strongswan.series_limit == 5
+    assert settings.strongswan.reauth_grace == 30
+    assert settings.strongswan.user_idle_seconds == 7200
+    assert settings.privacy.treatment("strongswan_ike_sa_info", "users") == "hash"
+    assert settings.privacy.treatment("strongswan_user_sessions", "users") == "keep"
+    assert settings.privacy.treatment("strongswan_user_sessions", "addresses") == "drop"
+    assert settings.privacy.hash_key == b"0123456789abcdef0123"
+
+
+def test_flags_given_win_over_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, FULL)
+    cli = parse_command_line(["--config.file", str(path), "--vici.timeout", "3"])
+    assert cli.settings.vici_timeout == 3
+    assert cli.settings.telemetry_path == "/m"  # not given: the file's value
+    assert load_settings(str(path), cli.flags).vici_timeout == 3
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("web:\n  listen_adress: ':1'\n", r"config.yml:2: web.listen_adress: unknown key"),
+        ("vici:\n  timeout: soon\n", r"config.yml:2: vici.timeout: expected a duration"),
+        ("vici:\n  socket: ftp://x\n", r"config.yml:2: vici.socket: .*unix://"),
+        (
+            "collectors:\n  strongswan:\n    series_limit: -1\n",
+            r"config.yml:3: collectors.strongswan.series_limit: expected a whole number",
+        ),
+        ("log:\n  level: loud\n", r"config.yml:2: log.level: expected one of"),
+        ("privacy:\n  users: hash\n", r"privacy.hash_key_file: `hash` needs a secret key"),
+        ("web: [1, 2\n", r"config.yml:2: not valid YAML"),
+        ("- a\n- b\n", r"config.yml: \(top level\): expected a mapping"),
+    ],
+)
+def test_errors_name_the_key_and_line(tmp_path: Path, text: str, expected: str) -> None:
+    with pytest.raises(ConfigFileError, match=expected):
+        settings_from_document(read_document(write(tmp_path, text)))
+
+
+def test_short_hash_key_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "privacy:\n  users: hash\n  hash_key_file: key\n", key=b"short")
+    with pytest.raises(ConfigFileError, match="at least 16 bytes"):
+        settings_from_document(read_document(path))
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "exporter", *args], cwd=REPO, capture_output=True, text=True
+    )
+
+
+def test_config_check_accepts_a_good_file(tmp_path: Path) -> None:
+    result = run_cli("--config.file", str(write(tmp_path, FULL)), "--config.check")
+    assert result.returncode == 0, result.stderr
+    assert "configuration is valid" in result.stdout
+
+
+def test_config_check_rejects_a_bad_file_with_one_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "vici:\n  timeout: soon\n")
+    result = run_cli("--config.file", str(path), "--config.check")
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert f"{path}:2: vici.timeout" in result.stderr
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    result = run_cli("--config.file", str(tmp_path / "nope.yml"), "--config.check")
+    assert result.returncode == 2
+    assert "cannot read" in result.stderr

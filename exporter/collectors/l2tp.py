@@ -1,0 +1,127 @@
+"""Kernel L2TP tunnels and sessions over generic netlink."""
+
+from __future__ import annotations
+
+import logging
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from exporter.collectors.base import Collection
+from exporter.kernel.l2tp import L2tpUnavailable
+from exporter.kernel.model import L2tpSnapshot
+from exporter.kernel.source import KernelSource
+
+log = logging.getLogger("exporter.collectors.l2tp")
+
+#: (metric suffix, L2tpStats field, what).
+COUNTERS = (
+    ("receive_bytes", "rx_bytes", "Bytes received"),
+    ("transmit_bytes", "tx_bytes", "Bytes sent"),
+    ("receive_packets", "rx_packets", "Packets received"),
+    ("transmit_packets", "tx_packets", "Packets sent"),
+    ("receive_errors", "rx_errors", "Receive errors"),
+    ("transmit_errors", "tx_errors", "Transmit errors"),
+)
+
+
+def available_family(available: bool) -> GaugeMetricFamily:
+    return GaugeMetricFamily(
+        "l2tp_available",
+        "1 when the kernel has L2TP (the l2tp_netlink generic netlink family), else 0.",
+        value=1 if available else 0,
+    )
+
+
+def render_l2tp(snap: L2tpSnapshot) -> list[Metric]:
+    families: list[Metric] = [
+        available_family(True),
+        GaugeMetricFamily("l2tp_tunnels", "Kernel L2TP tunnels.", value=len(snap.tunnels)),
+        GaugeMetricFamily(
+            "l2tp_sessions",
+            "Kernel L2TP sessions (calls; xl2tpd's per-tunnel session 0 is not one).",
+            value=len(snap.sessions),
+        ),
+    ]
+    tunnel_info = GaugeMetricFamily(
+        "l2tp_tunnel_info",
+        "One series per kernel L2TP tunnel with its ids and endpoints; always 1.",
+        labels=[
+            "tunnel_id",
+            "peer_tunnel_id",
+            "local_address",
+            "local_port",
+            "peer_address",
+            "peer_port",
+            "encap",
+        ],
+    )
+    tunnel_counters = {
+        suffix: CounterMetricFamily(
+            f"l2tp_tunnel_{suffix}", f"{what} by the kernel L2TP tunnel.", labels=["tunnel_id"]
+        )
+        for suffix, _field, what in COUNTERS
+    }
+    for t in snap.tunnels:
+        tid = str(t.tunnel_id)
+        tunnel_info.add_metric(
+            [
+                tid,
+                str(t.peer_tunnel_id),
+                t.local_address,
+                str(t.local_port),
+                t.peer_address,
+                str(t.peer_port),
+                t.encap,
+            ],
+            1,
+        )
+        for suffix, field, _what in COUNTERS:
+            tunnel_counters[suffix].add_metric([tid], getattr(t.stats, field))
+    session_info = GaugeMetricFamily(
+        "l2tp_session_info",
+        "One series per kernel L2TP session with its ids and ppp interface; always 1.",
+        labels=["tunnel_id", "session_id", "peer_session_id", "interface"],
+    )
+    session_counters = {
+        suffix: CounterMetricFamily(
+            f"l2tp_session_{suffix}",
+            f"{what} by the kernel L2TP session.",
+            labels=["tunnel_id", "session_id"],
+        )
+        for suffix, _field, what in COUNTERS
+    }
+    for s in snap.sessions:
+        ids = [str(s.tunnel_id), str(s.session_id)]
+        session_info.add_metric([*ids, str(s.peer_session_id), s.interface], 1)
+        for suffix, field, _what in COUNTERS:
+            session_counters[suffix].add_metric(ids, getattr(s.stats, field))
+    families += [tunnel_info, *tunnel_counters.values(), session_info]
+    families += session_counters.values()
+    return families
+
+
+class L2tpCollector:
+    name = "l2tp"
+
+    def __init__(self, source: KernelSource) -> None:
+        self._source = source
+        self._available: bool | None = None
+
+    async def collect(self) -> Collection:
+        try:
+            snap = await self._source.l2tp()
+        except L2tpUnavailable:
+            # Not an error: this kernel has no L2TP. Said once, and again if it changes.
+            if self._available is not False:
+                log.info(
+                    "the kernel has no L2TP (module l2tp_netlink not loaded); "
+                    "exporting l2tp_available 0"
+                )
+            self._available = False
+            return Collection(families=[available_family(False)])
+        except (OSError, TimeoutError) as err:
+            return Collection(success=False, error=f"L2TP generic netlink: {err or 'timeout'}")
+        if self._available is False:
+            log.info("the kernel has L2TP now")
+        self._available = True
+        return Collection(families=render_l2tp(snap))

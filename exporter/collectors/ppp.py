@@ -1,0 +1,72 @@
+"""ppp interfaces (one per PPP session) from rtnetlink: traffic, addresses, up since."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from exporter.collectors.base import Collection
+from exporter.kernel.model import PppInterface
+from exporter.kernel.source import KernelSource
+
+log = logging.getLogger("exporter.collectors.ppp")
+
+#: (metric suffix, LinkStats field, help).
+COUNTERS = (
+    ("receive_bytes", "rx_bytes", "Bytes received on the ppp interface (from the client)."),
+    ("transmit_bytes", "tx_bytes", "Bytes sent on the ppp interface (to the client)."),
+    ("receive_packets", "rx_packets", "Packets received on the ppp interface."),
+    ("transmit_packets", "tx_packets", "Packets sent on the ppp interface."),
+    ("receive_errors", "rx_errors", "Receive errors on the ppp interface."),
+    ("transmit_errors", "tx_errors", "Transmit errors on the ppp interface."),
+    ("receive_drops", "rx_dropped", "Received packets the ppp interface dropped."),
+    ("transmit_drops", "tx_dropped", "Packets to send the ppp interface dropped."),
+)
+
+
+def render_ppp(interfaces: Sequence[PppInterface]) -> list[Metric]:
+    families: list[Metric] = [
+        GaugeMetricFamily(
+            "ppp_interfaces",
+            "ppp interfaces matching --collector.ppp.interfaces.",
+            value=len(interfaces),
+        )
+    ]
+    info = GaugeMetricFamily(
+        "ppp_interface_info",
+        "One series per ppp interface with our and the client's inner address; always 1.",
+        labels=["interface", "local_address", "peer_address"],
+    )
+    since = GaugeMetricFamily(
+        "ppp_interface_up_since_timestamp_seconds",
+        "When the ppp interface got its IPv4 address (IPCP up), in seconds since the epoch.",
+        labels=["interface"],
+    )
+    counters = {
+        suffix: CounterMetricFamily(f"ppp_interface_{suffix}", text, labels=["interface"])
+        for suffix, _field, text in COUNTERS
+    }
+    for iface in interfaces:
+        info.add_metric([iface.name, iface.local_address, iface.peer_address], 1)
+        if iface.up_since is not None:
+            since.add_metric([iface.name], iface.up_since)
+        for suffix, field, _text in COUNTERS:
+            counters[suffix].add_metric([iface.name], getattr(iface.stats, field))
+    families += [info, since, *counters.values()]
+    return families
+
+
+class PppCollector:
+    name = "ppp"
+
+    def __init__(self, source: KernelSource) -> None:
+        self._source = source
+
+    async def collect(self) -> Collection:
+        try:
+            interfaces = await self._source.ppp()
+        except (OSError, TimeoutError) as err:
+            return Collection(success=False, error=f"rtnetlink: {err or 'timeout'}")
+        return Collection(families=render_ppp(interfaces))

@@ -1,0 +1,90 @@
+"""One series per connected client: ppp interface, L2TP tunnel, IKE SA and user joined.
+
+Traffic per session is not repeated here: join on `interface` with the ppp_* series,
+e.g. `ppp_interface_receive_bytes_total * on(interface) group_left(user)
+l2tp_ipsec_session_info` (docs/kernel.md).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from exporter.collectors.base import Collection
+from exporter.collectors.limits import SeriesLimiter
+from exporter.kernel.join import join_sessions
+from exporter.kernel.l2tp import L2tpUnavailable
+from exporter.kernel.model import L2tpIpsecSession, L2tpSnapshot
+from exporter.kernel.source import KernelSource
+from exporter.strongswan.model import StrongswanSnapshot
+
+log = logging.getLogger("exporter.collectors.sessions")
+
+SESSION_LABELS = (
+    "interface",
+    "user",
+    "ppp_user",
+    "ike_user",
+    "conn",
+    "public_address",
+    "inner_address",
+    "ike_uniqueid",
+)
+
+
+def render_sessions(sessions: Sequence[L2tpIpsecSession], limiter: SeriesLimiter) -> list[Metric]:
+    count = GaugeMetricFamily(
+        "l2tp_ipsec_sessions",
+        "Connected L2TP/IPsec clients (ppp interfaces matching --collector.ppp.interfaces).",
+        value=len(sessions),
+    )
+    info = GaugeMetricFamily(
+        "l2tp_ipsec_session_info",
+        "One series per client: its ppp interface, user (PPP user, else IKE user), IKE SA, "
+        "public and inner address; always 1.",
+        labels=list(SESSION_LABELS),
+    )
+    start = GaugeMetricFamily(
+        "l2tp_ipsec_session_start_timestamp_seconds",
+        "When the client's session came up (ppp IPCP up, else the IKE SA), in seconds since "
+        "the epoch.",
+        labels=["interface"],
+    )
+    for s in limiter.take("l2tp_ipsec_session_info", sessions):
+        info.add_metric([getattr(s, label) for label in SESSION_LABELS], 1)
+        if s.started_at is not None:
+            start.add_metric([s.interface], s.started_at)
+    return [count, info, start]
+
+
+class SessionsCollector:
+    name = "sessions"
+
+    def __init__(
+        self,
+        source: KernelSource,
+        strongswan_snapshot: Callable[[], StrongswanSnapshot | None],
+        limiter: SeriesLimiter,
+    ) -> None:
+        self._source = source
+        self._strongswan = strongswan_snapshot
+        self._limiter = limiter
+
+    async def collect(self) -> Collection:
+        try:
+            interfaces = await self._source.ppp()
+        except (OSError, TimeoutError) as err:
+            return Collection(success=False, error=f"rtnetlink: {err or 'timeout'}")
+        l2tp: L2tpSnapshot | None = None
+        if interfaces:
+            try:
+                l2tp = await self._source.l2tp()
+            except L2tpUnavailable:
+                pass  # user-space L2TP: the hook's ipparam names the peer instead
+            except (OSError, TimeoutError) as err:
+                log.debug("no L2TP for the join", extra={"err": str(err)})
+        hooks = await self._source.hooks() if interfaces else {}
+        sessions = join_sessions(interfaces, l2tp, hooks, self._strongswan())
+        return Collection(families=render_sessions(sessions, self._limiter))

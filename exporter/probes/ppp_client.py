@@ -79,8 +79,13 @@ class PppClient:
         self.result = PppResult()
         self._auth: PppAuth | None = None
         self._pending: collections.deque[tuple[int, bytes]] = collections.deque()
+        #: Frames stashed during the current phase; handed to the next one when it ends.
+        self._later: list[tuple[int, bytes]] = []
         self._ids = iter(range(1, 1 << 30))
         self._lcp_acked_theirs = False
+        #: An auth method the server asked for and we declined (Nak): when LCP then opens
+        #: without authentication, the server is about to hang up on us.
+        self._refused_auth = ""
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -89,6 +94,13 @@ class PppClient:
 
     def send(self, protocol: int, packet: p.Packet) -> None:
         self.link.send_ppp(p.encode_frame(protocol, packet.encode()))
+
+    def _stash(self, protocol: int, payload: bytes) -> None:
+        self._later.append((protocol, payload))
+
+    def _end_phase(self) -> None:
+        self._pending.extend(self._later)
+        self._later.clear()
 
     async def _frame(self, until: float) -> tuple[int, bytes]:
         """The next frame: kept ones first. TimeoutError when `until` passes."""
@@ -128,6 +140,19 @@ class PppClient:
         loop = asyncio.get_running_loop()
         send()
         resend_at = loop.time() + RESTART_INTERVAL
+        try:
+            await self._exchange(until, send, handle, resend_at)
+        finally:
+            self._end_phase()
+
+    async def _exchange(
+        self,
+        until: float,
+        send: Callable[[], None],
+        handle: Callable[[int, bytes], bool],
+        resend_at: float,
+    ) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             try:
                 protocol, payload = await self._frame(min(until, resend_at))
@@ -159,7 +184,7 @@ class PppClient:
 
         def handle(protocol: int, payload: bytes) -> bool:
             if protocol != p.LCP:
-                self._pending.append((protocol, payload))
+                self._stash(protocol, payload)
                 return False
             pkt = p.Packet.decode(payload)
             if pkt.code == p.CONF_REQ:
@@ -195,6 +220,7 @@ class PppClient:
             if kind == p.AUTH_PROTOCOL:
                 method = _METHOD_BY_OPTION.get(value)
                 if method is None or method not in self.methods:
+                    self._refused_auth = method or f"protocol 0x{value.hex()}"
                     if not self.methods:
                         raise PppError("the server requires authentication, none allowed")
                     nak = [(p.AUTH_PROTOCOL, AUTH_OPTIONS[self.methods[0]])]
@@ -215,12 +241,19 @@ class PppClient:
         """Authenticate as negotiated in LCP; returns the method ("none" if not asked)."""
         method = self._auth
         self.result.auth_method = method or "none"
+        if method is None and self._refused_auth:
+            raise PppError(
+                f"the server asked for {self._refused_auth}, which the module does not allow"
+            )
         if method is None:
             return "none"
         if method == "pap":
             await self._pap(until)
         else:
-            await self._chap(until, method)
+            try:
+                await self._chap(until, method)
+            finally:
+                self._end_phase()
         return method
 
     async def _pap(self, until: float) -> None:
@@ -295,7 +328,7 @@ class PppClient:
 
     def _stash_or_reject(self, protocol: int, payload: bytes) -> bool:
         if protocol == p.IPCP:
-            self._pending.append((protocol, payload))
+            self._stash(protocol, payload)
         elif protocol not in (p.LCP, p.CHAP, p.PAP, p.IP):
             self._reject_protocol(protocol, payload)
         return False

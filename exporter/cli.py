@@ -142,6 +142,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="forget the traffic totals of a user without SAs after this long (default 3600)",
     )
     parser.add_argument(
+        "--collector.strongswan.refresh-interval",
+        dest="refresh_interval",
+        type=_non_negative_float,
+        metavar="SECONDS",
+        help="ask charon for everything (list-sas included) in the background this often; "
+        "scrapes never wait on charon; 0 = ask at every scrape (default 10)",
+    )
+    parser.add_argument(
         "--log.level",
         dest="log_level",
         choices=["debug", "info", "warn", "error"],
@@ -207,6 +215,7 @@ def apply_flags(base: Settings, flags: Mapping[str, Any]) -> Settings:
 
 
 _STRONGSWAN_FLAGS = (
+    "refresh_interval",
     "sa_details",
     "user_metrics",
     "series_limit",

@@ -97,6 +97,9 @@ class StrongswanOptions:
     reauth_grace: float = 10.0
     #: Per-user traffic totals of a user with no SA are forgotten after this long.
     user_idle_seconds: float = 3600.0
+    #: Seconds between full rounds of VICI questions in the background; scrapes render
+    #: what the last one (and events since) said. 0: every scrape asks charon itself.
+    refresh_interval: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,8 @@ class Settings:
             )
         if not self.vici_timeout > 0:
             raise SettingsError(f"--vici.timeout {self.vici_timeout}: must be above 0 seconds")
+        if self.strongswan.refresh_interval < 0:
+            raise SettingsError("--collector.strongswan.refresh-interval: must be 0 or more")
         if self.strongswan.reauth_grace < 0:
             raise SettingsError("--collector.strongswan.reauth-grace: must be 0 or more")
         if self.strongswan.user_idle_seconds <= 0:

@@ -17,6 +17,7 @@ collectors:
     events: true
     reauth_grace: 10s
     user_idle_timeout: 1h
+    refresh_interval: 10s
 privacy:
   users: keep          # keep | drop | hash
   addresses: keep
@@ -262,6 +263,7 @@ def settings_from_document(doc: Document, base: Settings | None = None) -> Setti
         events=ss.value("events", b.events, _bool),
         reauth_grace=ss.value("reauth_grace", b.reauth_grace, duration),
         user_idle_seconds=ss.value("user_idle_timeout", b.user_idle_seconds, duration),
+        refresh_interval=ss.value("refresh_interval", b.refresh_interval, duration),
     )
     ss.finish()
     # Sections of collectors that register themselves (kernel layers) are read by them.

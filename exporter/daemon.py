@@ -27,6 +27,7 @@ from exporter.probes.config import ProbeSettings
 from exporter.scrape import Scraper
 from exporter.strongswan.events import EventStream
 from exporter.strongswan.ledger import SaLedger
+from exporter.strongswan.state import StrongswanState
 from exporter.vici import ViciClient
 
 log = logging.getLogger("exporter")
@@ -48,12 +49,18 @@ class Runtime:
             self.ledger = SaLedger(
                 reauth_grace=options.reauth_grace, user_idle_seconds=options.user_idle_seconds
             )
-        self.collector = StrongswanCollector(self.client, options, self.ledger)
+        self.state = StrongswanState(self.client, self.ledger, options.refresh_interval)
+        self.collector = StrongswanCollector(self.state, options)
         if self.ledger is not None:
             # Its own connection: VICI carries one command at a time, and events arrive
             # whenever charon has them.
             self.stream = EventStream(
-                settings.vici_socket, settings.vici_timeout, self.ledger, self.collector.reconcile
+                settings.vici_socket,
+                settings.vici_timeout,
+                self.ledger,
+                self.state.reconcile,
+                consumers=[self.state.apply_event],
+                on_lost=self.state.request_refresh,
             )
             self.collector.attach_stream(self.stream)
         self.scraper = Scraper([self.collector], PrivacyFilter(settings.privacy))
@@ -98,6 +105,10 @@ class Runtime:
             old.strongswan.reauth_grace != new.strongswan.reauth_grace
         ):
             restart_needed.append("collectors.strongswan.events/reauth_grace")
+        if (old.strongswan.refresh_interval > 0) != (new.strongswan.refresh_interval > 0):
+            restart_needed.append("collectors.strongswan.refresh_interval (on/off)")
+        elif new.strongswan.refresh_interval > 0:
+            self.state.refresh_interval = new.strongswan.refresh_interval
         if self.probes is None and probes is not None:
             restart_needed.append("probe modules (none were loaded at start)")
         if restart_needed:
@@ -125,9 +136,15 @@ class Runtime:
             web_config_file=old.web_config_file,
         )
 
+    def start(self) -> None:
+        if self.stream is not None:
+            self.stream.start()
+        self.state.start()
+
     async def close(self) -> None:
         if self.stream is not None:
             await self.stream.stop()
+        await self.state.stop()
         await self.client.close()
 
 
@@ -177,8 +194,7 @@ async def serve(
         raise StartupError(
             f"cannot listen on {settings.listen_address}: {err.strerror or err}"
         ) from err
-    if runtime.stream is not None:
-        runtime.stream.start()
+    runtime.start()
     log.info(
         "listening",
         extra={

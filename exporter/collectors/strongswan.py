@@ -16,11 +16,9 @@ from exporter.collectors.limits import SeriesLimiter
 from exporter.collectors.strongswan_ledger import render_ledger, render_stream
 from exporter.config import StrongswanOptions
 from exporter.strongswan.events import EventStream
-from exporter.strongswan.fetch import fetch_ike_sas, fetch_snapshot
-from exporter.strongswan.ledger import SaLedger
-from exporter.strongswan.model import Connection, IkeSA, StrongswanSnapshot
+from exporter.strongswan.model import IkeSA, StrongswanSnapshot
 from exporter.strongswan.parse import PRIORITIES
-from exporter.vici import ViciClient, ViciError
+from exporter.strongswan.state import StrongswanState
 
 log = logging.getLogger("exporter.collectors.strongswan")
 
@@ -60,17 +58,18 @@ class StrongswanCollector:
 
     def __init__(
         self,
-        client: ViciClient,
+        state: StrongswanState,
         options: StrongswanOptions,
-        ledger: SaLedger | None = None,
         stream: EventStream | None = None,
     ) -> None:
-        self._client = client
+        self._state = state
         self._options = options
         self._limiter = SeriesLimiter(options.series_limit)
-        self._ledger = ledger
         self._stream = stream
-        self._connections: tuple[Connection, ...] = ()
+
+    @property
+    def state(self) -> StrongswanState:
+        return self._state
 
     def reconfigure(self, options: StrongswanOptions) -> None:
         self._options = options
@@ -79,36 +78,45 @@ class StrongswanCollector:
     def attach_stream(self, stream: EventStream) -> None:
         self._stream = stream
 
-    async def reconcile(self) -> None:
-        """Bring the ledger in line with charon (the event stream calls this on connect)."""
-        if self._ledger is None:
-            return
-        listed_after = self._ledger.clock()
-        sas, start_time = await fetch_ike_sas(self._client)
-        self._ledger.reconcile(sas, listed_after, start_time)
+    def _up(self) -> bool:
+        stream = self._stream
+        stream_ok = stream is None or stream.up or not stream.connected_once
+        return self._state.ok and stream_ok
 
     async def collect(self) -> Collection:
-        listed_after = self._ledger.clock() if self._ledger is not None else 0.0
-        try:
-            snapshot = await fetch_snapshot(self._client)
-        except ViciError as err:
-            # Counters keep their values while charon is away; only the state is unknown.
-            families = [up_family(False), *self._ledger_families()]
-            return Collection(families=families, success=False, error=str(err))
-        if self._ledger is not None:
-            self._ledger.reconcile(snapshot.ike_sas, listed_after, snapshot.stats.start_time)
-        self._connections = snapshot.connections
-        families = [up_family(True), *render(snapshot, self._options, self._limiter)]
-        families += self._ledger_families()
+        state = self._state
+        if not state.background or (state.refreshes == 0 and not state.ok):
+            # Synchronous mode, or nothing known yet: ask charon now.
+            await state.refresh()
+        snapshot = state.current()
+        up = self._up()
+        families: list[Metric] = [up_family(up)]
+        if up and snapshot is not None:
+            families += render(snapshot, self._options, self._limiter)
+        families += self._ledger_families(snapshot)
+        age = state.age()
+        if age is not None:
+            families.append(
+                GaugeMetricFamily(
+                    "strongswan_snapshot_age_seconds",
+                    "Seconds since charon last answered a full round of questions (stats, "
+                    "list-sas, list-conns, pools, certificates, counters); SAs coming and "
+                    "going in between are known from events.",
+                    value=age,
+                )
+            )
         families.append(dropped_family(self._limiter))
-        return Collection(families=families)
+        error = "" if up else state.error or "the event stream to charon is down"
+        return Collection(families=families, success=up, error=error)
 
-    def _ledger_families(self) -> list[Metric]:
+    def _ledger_families(self, snapshot: StrongswanSnapshot | None) -> list[Metric]:
         families: list[Metric] = []
-        if self._ledger is not None:
-            self._ledger.tick()
+        ledger = self._state.ledger
+        if ledger is not None:
+            ledger.tick()
+            connections = snapshot.connections if snapshot is not None else ()
             families += render_ledger(
-                self._ledger, self._connections, self._limiter, self._options.user_metrics
+                ledger, connections, self._limiter, self._options.user_metrics
             )
         if self._stream is not None:
             families += render_stream(self._stream)

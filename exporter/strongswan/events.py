@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
 
 from vici.protocol import Packet
 
@@ -33,16 +34,21 @@ class EventStream:
         ledger: SaLedger,
         reconcile: Callable[[], Awaitable[None]],
         backoff: Backoff | None = None,
+        consumers: Sequence[Callable[[str, Mapping[str, Any]], None]] = (),
+        on_lost: Callable[[], None] | None = None,
     ) -> None:
         self.address = address
         self.timeout = timeout
         self.ledger = ledger
         self._reconcile = reconcile
         self._backoff = backoff or Backoff()
+        #: Who else learns of every event (the SA model), after the ledger.
+        self._consumers = [ledger.apply_event, *consumers]
+        self._on_lost = on_lost
         self.up = False
         self.reconnects = 0
         self.events_received = 0
-        self._connected_once = False
+        self.connected_once = False
         self._tasks: list[asyncio.Task[None]] = []
         self._conn: ViciConnection | None = None
 
@@ -81,9 +87,9 @@ class EventStream:
                 async with asyncio.timeout(self.timeout):
                     for event in EVENTS:
                         await conn.register(event)
-                if self._connected_once:
+                if self.connected_once:
                     self.reconnects += 1
-                self._connected_once = True
+                self.connected_once = True
                 self.up = True
                 self._backoff.reset()
                 if failing:
@@ -106,6 +112,8 @@ class EventStream:
                 log.exception("event stream failed; reconnecting")
                 failing = True
             finally:
+                if self.up and self._on_lost is not None:
+                    self._on_lost()
                 self.up = False
                 self._conn = None
                 if conn is not None:
@@ -125,7 +133,8 @@ class EventStream:
             if frame.kind != Packet.EVENT:
                 continue
             self.events_received += 1
-            try:
-                self.ledger.apply_event(frame.name, frame.message)
-            except Exception:  # one odd event must not stop the stream
-                log.exception("cannot apply event", extra={"event": frame.name})
+            for consume in self._consumers:
+                try:
+                    consume(frame.name, frame.message)
+                except Exception:  # one odd event must not stop the stream
+                    log.exception("cannot apply event", extra={"event": frame.name})

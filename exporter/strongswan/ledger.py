@@ -85,6 +85,7 @@ class LiveIke:
     user: str
     remote_host: str
     seen_at: float
+    version: str = ""
 
     @property
     def key(self) -> PeerKey:
@@ -145,7 +146,8 @@ class SaLedger:
         self._ended_ike: dict[str, float] = {}
         self._ended_children: dict[str, EndedChild] = {}
         self._pending: list[PendingDown] = []
-        self._recent_ups: list[tuple[PeerKey, float]] = []
+        #: (peer, when, uniqueid) of recent ups: a replacement is another SA's up.
+        self._recent_ups: list[tuple[PeerKey, float, str]] = []
         self._baseline = False
         self._charon_start: float | None = None
         self.ike_events: dict[tuple[str, str], int] = {}
@@ -168,17 +170,19 @@ class SaLedger:
         if event != "rekey":
             self.last_change[conn] = self._wall() if wall is None else wall
 
-    def _went_up(self, key: PeerKey) -> None:
+    def _went_up(self, key: PeerKey, uniqueid: str) -> None:
         now = self.clock()
         for i, pending in enumerate(self._pending):
             if pending.key == key:
                 del self._pending[i]
                 self._count(key, "rekey")  # it came back: a reauthentication
                 return
-        self._recent_ups.append((key, now))
+        self._recent_ups.append((key, now, uniqueid))
         self._count(key, "up")
 
-    def _went_down(self, key: PeerKey, replaced: bool = False, certain: bool = False) -> None:
+    def _went_down(
+        self, key: PeerKey, uniqueid: str, replaced: bool = False, certain: bool = False
+    ) -> None:
         """`certain`: a drop no reauthentication can explain (charon restarted)."""
         now = self.clock()
         if replaced:
@@ -187,8 +191,8 @@ class SaLedger:
         if certain:
             self._count(key, "down")
             return
-        for i, (up_key, at) in enumerate(self._recent_ups):
-            if up_key == key and now - at <= self.reauth_grace:
+        for i, (up_key, at, up_id) in enumerate(self._recent_ups):
+            if up_key == key and up_id != uniqueid and now - at <= self.reauth_grace:
                 del self._recent_ups[i]
                 self._count(key, "rekey")  # a replacement came up just before
                 return
@@ -204,7 +208,7 @@ class SaLedger:
         self._pending = [p for p in self._pending if now - p.at < self.reauth_grace]
         for pending in due:
             self._count(pending.key, "down", wall=pending.wall)
-        self._recent_ups = [(k, t) for k, t in self._recent_ups if now - t <= self.reauth_grace]
+        self._recent_ups = [u for u in self._recent_ups if now - u[1] <= self.reauth_grace]
         horizon = now - self.tombstone_seconds
         self._ended_ike = {k: t for k, t in self._ended_ike.items() if t >= horizon}
         self._ended_children = {
@@ -222,10 +226,10 @@ class SaLedger:
     def _ike_up(self, sa: IkeSA, count: bool) -> None:
         if sa.uniqueid in self.ike or sa.uniqueid in self._ended_ike:
             return
-        live = LiveIke(sa.conn, sa.user, sa.remote_host, self.clock())
+        live = LiveIke(sa.conn, sa.user, sa.remote_host, self.clock(), sa.version)
         self.ike[sa.uniqueid] = live
         if count:
-            self._went_up(live.key)
+            self._went_up(live.key, sa.uniqueid)
 
     def _ike_down(self, uniqueid: str, certain: bool = False) -> None:
         live = self.ike.pop(uniqueid, None)
@@ -233,19 +237,27 @@ class SaLedger:
             return
         self._ended_ike[uniqueid] = self.clock()
         children = [cid for cid, c in self.children.items() if c.ike_uniqueid == uniqueid]
+        if live is not None and not certain:
+            successor = self._successor(uniqueid, live)
+            if successor is not None and (live.version == "1" or not children):
+                # IKEv1 reauthentication: charon moved the CHILD SAs to the newer IKE SA
+                # (the next listing shows it; if they are gone after all, it counts them).
+                for child_id in children:
+                    self.children[child_id].ike_uniqueid = successor
+                self._went_down(live.key, uniqueid, replaced=True)
+                return
         for child_id in children:
             self._child_end(child_id, None, "down", certain)
         if live is not None:
-            adopted = not certain and not children and self._adopted(uniqueid, live)
-            self._went_down(live.key, replaced=adopted, certain=certain)
+            self._went_down(live.key, uniqueid, certain=certain)
 
-    def _adopted(self, uniqueid: str, old: LiveIke) -> bool:
-        """A newer IKE SA of the same peer is up: with IKEv1, charon moves the CHILD SAs of
-        a reauthenticated IKE SA to the new one and lets the old one linger empty."""
-        return any(
-            other_id != uniqueid and other.key == old.key and other.seen_at >= old.seen_at
-            for other_id, other in self.ike.items()
-        )
+    def _successor(self, uniqueid: str, old: LiveIke) -> str | None:
+        """A newer IKE SA of the same peer that is up, if any: with IKEv1, charon moves the
+        CHILD SAs of a reauthenticated IKE SA to the new one and lets the old one linger."""
+        for other_id, other in self.ike.items():
+            if other_id != uniqueid and other.key == old.key and other.seen_at > old.seen_at:
+                return other_id
+        return None
 
     # ---- CHILD SAs ------------------------------------------------------------------
 
@@ -267,7 +279,7 @@ class SaLedger:
         self.children[child.uniqueid] = live
         self._child_traffic(live, Traffic.of(child))
         if count and not replaced:
-            self._went_up(live.key)
+            self._went_up(live.key, child.uniqueid)
 
     def _child_traffic(self, live: LiveChild, seen: Traffic) -> None:
         if not live.traffic.raise_to(seen).zero:
@@ -295,7 +307,7 @@ class SaLedger:
         if event == "rekey":
             self._count(live.key, "rekey")
         else:
-            self._went_down(live.key, certain=certain)
+            self._went_down(live.key, uniqueid, certain=certain)
 
     def _late_report(self, uniqueid: str, seen: Traffic) -> None:
         """Counts of an SA that already ended (a rekeyed SA lingers until deleted)."""

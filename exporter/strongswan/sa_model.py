@@ -1,0 +1,94 @@
+"""The daemon's picture of charon's SAs, kept current by events between listings.
+
+A full `list-sas` costs charon seconds at thousands of SAs, so the daemon asks for one
+only now and then (`--collector.strongswan.refresh-interval`); in between, the event
+stream's up/down/rekey events, which carry the SA's fields, keep this model current. A
+listing replaces the model wholesale, which also repairs anything an event missed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from exporter.strongswan.model import ChildSA, IkeSA
+from exporter.strongswan.parse import parse_ike_sas
+
+
+class SaModel:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self.sas: dict[str, IkeSA] = {}
+        #: When the last listing replaced the model (None: never).
+        self.listed_at: float | None = None
+
+    def replace(self, sas: Iterable[IkeSA], listed_at: float) -> None:
+        self.sas = {sa.uniqueid: sa for sa in sas}
+        self.listed_at = listed_at
+
+    def ike_sas(self) -> tuple[IkeSA, ...]:
+        return tuple(self.sas.values())
+
+    def apply_event(self, name: str, message: Mapping[str, Any]) -> None:
+        now = self._clock()
+        up = message.get("up") == "yes"
+        body = {k: v for k, v in message.items() if isinstance(v, Mapping)}
+        if name == "ike-updown":
+            for sa in parse_ike_sas([body], now):
+                if up:
+                    self._put(sa)
+                else:
+                    self.sas.pop(sa.uniqueid, None)
+        elif name == "child-updown":
+            for sa in parse_ike_sas([body], now):
+                for child in sa.children:
+                    if up:
+                        self._put_child(sa, child)
+                    else:
+                        self._drop_child(sa.uniqueid, child.uniqueid)
+        elif name == "ike-rekey":
+            for conn, raw in body.items():
+                old = parse_ike_sas([{conn: raw.get("old", {})}], now)
+                new = parse_ike_sas([{conn: raw.get("new", {})}], now)
+                if old and new:
+                    previous = self.sas.pop(old[0].uniqueid, None)
+                    children = new[0].children or (previous.children if previous else ())
+                    self._put(dataclasses.replace(new[0], children=children))
+        elif name == "child-rekey":
+            for conn, raw in body.items():
+                ike_fields = {k: v for k, v in raw.items() if k != "child-sas"}
+                for pair in raw.get("child-sas", {}).values():
+                    if not isinstance(pair, Mapping):
+                        continue
+                    for role in ("old", "new"):
+                        raw_child = pair.get(role)
+                        if not isinstance(raw_child, Mapping):
+                            continue
+                        sas = parse_ike_sas(
+                            [{conn: {**ike_fields, "child-sas": {role: raw_child}}}], now
+                        )
+                        if sas and sas[0].children:
+                            if role == "old":
+                                self._drop_child(sas[0].uniqueid, sas[0].children[0].uniqueid)
+                            else:
+                                self._put_child(sas[0], sas[0].children[0])
+
+    def _put(self, sa: IkeSA) -> None:
+        known = self.sas.get(sa.uniqueid)
+        if known is not None and not sa.children:
+            sa = dataclasses.replace(sa, children=known.children)
+        self.sas[sa.uniqueid] = sa
+
+    def _put_child(self, sa: IkeSA, child: ChildSA) -> None:
+        known = self.sas.get(sa.uniqueid, dataclasses.replace(sa, children=()))
+        others = tuple(c for c in known.children if c.uniqueid != child.uniqueid)
+        # The event's IKE fields are the freshest (state, identities).
+        self.sas[sa.uniqueid] = dataclasses.replace(sa, children=(*others, child))
+
+    def _drop_child(self, ike_uniqueid: str, child_uniqueid: str) -> None:
+        known = self.sas.get(ike_uniqueid)
+        if known is not None:
+            children = tuple(c for c in known.children if c.uniqueid != child_uniqueid)
+            self.sas[ike_uniqueid] = dataclasses.replace(known, children=children)

@@ -1,0 +1,113 @@
+"""What the daemon knows about charon, refreshed in the background.
+
+`/metrics` renders this state and never waits on charon (issue: a `list-sas` of
+thousands of SAs costs charon seconds). A background task asks for a full snapshot every
+`refresh_interval` seconds; between snapshots the event stream keeps the SA model and
+the ledger current. With `refresh_interval = 0` every scrape asks charon itself (small
+servers, tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from exporter.strongswan.fetch import fetch_snapshot
+from exporter.strongswan.ledger import SaLedger
+from exporter.strongswan.model import StrongswanSnapshot
+from exporter.strongswan.sa_model import SaModel
+from exporter.vici import ViciClient, ViciError
+
+log = logging.getLogger("exporter.strongswan")
+
+
+class StrongswanState:
+    def __init__(
+        self,
+        client: ViciClient,
+        ledger: SaLedger | None,
+        refresh_interval: float,
+    ) -> None:
+        self.client = client
+        self.ledger = ledger
+        self.refresh_interval = refresh_interval
+        self.model = SaModel()
+        self.snapshot: StrongswanSnapshot | None = None
+        #: Monotonic time of the last successful refresh.
+        self.refreshed_at: float | None = None
+        self.ok = False
+        self.error = "not asked yet"
+        self.refreshes = 0
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def background(self) -> bool:
+        return self.refresh_interval > 0
+
+    def apply_event(self, name: str, message: Mapping[str, Any]) -> None:
+        self.model.apply_event(name, message)
+
+    async def refresh(self) -> None:
+        """One full round of questions; the model and the ledger follow the answer."""
+        async with self._lock:
+            listed_after = self.ledger.clock() if self.ledger is not None else 0.0
+            try:
+                snapshot = await fetch_snapshot(self.client)
+            except ViciError as err:
+                self.ok = False
+                self.error = str(err)
+                return
+            self.model.replace(snapshot.ike_sas, snapshot.taken_at)
+            if self.ledger is not None:
+                self.ledger.reconcile(snapshot.ike_sas, listed_after, snapshot.stats.start_time)
+            self.snapshot = snapshot
+            self.refreshed_at = time.monotonic()
+            self.refreshes += 1
+            self.ok = True
+            self.error = ""
+
+    def request_refresh(self) -> None:
+        """Refresh now (the event stream reconnected: what did we miss?)."""
+        self._wake.set()
+
+    async def reconcile(self) -> None:
+        await self.refresh()
+
+    def current(self) -> StrongswanSnapshot | None:
+        """The latest snapshot with the SAs as the events have kept them since."""
+        if self.snapshot is None:
+            return None
+        return dataclasses.replace(self.snapshot, ike_sas=self.model.ike_sas())
+
+    def age(self) -> float | None:
+        if self.refreshed_at is None:
+            return None
+        return time.monotonic() - self.refreshed_at
+
+    def start(self) -> None:
+        if self.background:
+            self._task = asyncio.create_task(self._run(), name="strongswan-refresh")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.refresh()
+            except Exception:  # the refresher must outlive any surprise
+                log.exception("refresh failed")
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.refresh_interval):
+                    await self._wake.wait()

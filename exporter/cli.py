@@ -8,6 +8,7 @@ import dataclasses
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NoReturn
 
 from exporter import __version__
@@ -19,6 +20,7 @@ from exporter.config import (
     SettingsError,
     ViciAddress,
 )
+from exporter.kernel.options import add_kernel_flags
 from exporter.logs import setup_logging
 
 PROG = "l2tp-ipsec-exporter"
@@ -149,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="ask charon for everything (list-sas included) in the background this often; "
         "scrapes never wait on charon; 0 = ask at every scrape (default 10)",
     )
+    add_kernel_flags(parser)
     parser.add_argument(
         "--log.level",
         dest="log_level",
@@ -201,7 +204,15 @@ def apply_flags(base: Settings, flags: Mapping[str, Any]) -> Settings:
         ss,
         **{k: flags[k] for k in _STRONGSWAN_FLAGS if k in flags},
     )
-    changes: dict[str, Any] = {"strongswan": strongswan}
+    kernel = dataclasses.replace(
+        base.kernel,
+        **{field: flags[flag] for flag, field in _KERNEL_FLAGS.items() if flag in flags},
+    )
+    if "sessions_state_dir" in flags:
+        kernel = dataclasses.replace(kernel, state_dir=Path(flags["sessions_state_dir"]))
+    # One series limit for every per-SA, per-user and per-session family.
+    kernel = dataclasses.replace(kernel, series_limit=strongswan.series_limit)
+    changes: dict[str, Any] = {"strongswan": strongswan, "kernel": kernel}
     if "listen_address" in flags:
         changes["listen_address"] = ListenAddress.parse(flags["listen_address"])
     if "vici_socket" in flags:
@@ -213,6 +224,15 @@ def apply_flags(base: Settings, flags: Mapping[str, Any]) -> Settings:
             changes[key] = flags[key]
     return dataclasses.replace(base, **changes)
 
+
+_KERNEL_FLAGS = {
+    "collector_ppp": "ppp",
+    "collector_l2tp": "l2tp",
+    "collector_xfrm": "xfrm",
+    "collector_sessions": "sessions",
+    "ppp_interfaces": "ppp_interfaces",
+    "kernel_netns": "netns",
+}
 
 _STRONGSWAN_FLAGS = (
     "refresh_interval",

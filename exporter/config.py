@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import urlsplit
 
+from exporter.kernel.options import KernelOptions
 from exporter.privacy import PrivacyOptions
 
 #: Chosen from the gaps in Prometheus' default port allocations list.
@@ -113,6 +114,7 @@ class Settings:
     log_level: LogLevel = "info"
     log_format: LogFormat = "logfmt"
     strongswan: StrongswanOptions = field(default_factory=StrongswanOptions)
+    kernel: KernelOptions = field(default_factory=KernelOptions)
     privacy: PrivacyOptions = field(default_factory=PrivacyOptions)
     #: TLS and basic auth, in the exporter-toolkit web configuration format.
     web_config_file: str | None = None

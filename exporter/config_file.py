@@ -18,6 +18,11 @@ collectors:
     reauth_grace: 10s
     user_idle_timeout: 1h
     refresh_interval: 10s
+  ppp: {enabled: true, interfaces: "ppp*"}
+  l2tp: {enabled: true}
+  xfrm: {enabled: true}
+  sessions: {enabled: true, state_dir: /run/l2tp-ipsec-exporter/ppp}
+  kernel: {netns: ""}   # read another network namespace's kernel state
 privacy:
   users: keep          # keep | drop | hash
   addresses: keep
@@ -50,6 +55,7 @@ from exporter.config import (
     StrongswanOptions,
     ViciAddress,
 )
+from exporter.kernel.options import KernelOptions
 from exporter.privacy import LABEL_KINDS, PrivacyOptions, Treatment
 
 T = TypeVar("T")
@@ -231,6 +237,29 @@ def _privacy(reader: _Reader, base_dir: Path) -> PrivacyOptions:
     return options
 
 
+def _kernel(collectors: _Reader, base: KernelOptions, series_limit: int) -> KernelOptions:
+    enabled = {}
+    for name in ("ppp", "l2tp", "xfrm", "sessions"):
+        section = collectors.section(name)
+        enabled[name] = section.value("enabled", getattr(base, name), _bool)
+        if name == "ppp":
+            interfaces = section.value("interfaces", base.ppp_interfaces, _str)
+        if name == "sessions":
+            state_dir = section.value("state_dir", str(base.state_dir), _str)
+        section.finish()
+    netns_section = collectors.section("kernel")
+    netns = netns_section.value("netns", base.netns or "", _str)
+    netns_section.finish()
+    return dataclasses.replace(
+        base,
+        **enabled,
+        ppp_interfaces=interfaces,
+        state_dir=Path(state_dir),
+        netns=netns or None,
+        series_limit=series_limit,
+    )
+
+
 def settings_from_document(doc: Document, base: Settings | None = None) -> Settings:
     """The settings the file describes (starting from `base`, default: built-in)."""
     base = base or Settings()
@@ -266,9 +295,8 @@ def settings_from_document(doc: Document, base: Settings | None = None) -> Setti
         refresh_interval=ss.value("refresh_interval", b.refresh_interval, duration),
     )
     ss.finish()
-    # Sections of collectors that register themselves (kernel layers) are read by them.
-    for name in collectors.data:
-        collectors.known.add(name)
+    kernel = _kernel(collectors, base.kernel, strongswan.series_limit)
+    collectors.finish()
 
     privacy = _privacy(top.section("privacy"), base_dir)
     # Probe modules are validated by the probe package (see `probe_settings`).
@@ -285,6 +313,7 @@ def settings_from_document(doc: Document, base: Settings | None = None) -> Setti
             log_level=level,  # type: ignore[arg-type]
             log_format=fmt,  # type: ignore[arg-type]
             strongswan=strongswan,
+            kernel=kernel,
             privacy=privacy,
             config_file=doc.path,
         )

@@ -21,6 +21,7 @@ from exporter import __version__
 from exporter.collectors.strongswan import StrongswanCollector
 from exporter.config import Settings, SettingsError
 from exporter.http import RELOAD_KEY, build_app
+from exporter.kernel.options import build_kernel_collectors
 from exporter.logs import setup_logging
 from exporter.privacy import PrivacyFilter
 from exporter.probes.config import ProbeSettings
@@ -63,7 +64,10 @@ class Runtime:
                 on_lost=self.state.request_refresh,
             )
             self.collector.attach_stream(self.stream)
-        self.scraper = Scraper([self.collector], PrivacyFilter(settings.privacy))
+        kernel = build_kernel_collectors(
+            settings.kernel, self.state.current, limiter=self.collector.limiter
+        )
+        self.scraper = Scraper([self.collector, *kernel], PrivacyFilter(settings.privacy))
         self.probes = _probe_settings(settings)
         self._reload_lock = asyncio.Lock()
 
@@ -98,7 +102,7 @@ class Runtime:
         old = self.settings
         restart_needed = [
             name
-            for name in ("listen_address", "telemetry_path", "web_config_file")
+            for name in ("listen_address", "telemetry_path", "web_config_file", "kernel")
             if getattr(old, name) != getattr(new, name)
         ]
         if old.strongswan.events != new.strongswan.events or (
@@ -134,6 +138,7 @@ class Runtime:
             listen_address=old.listen_address,
             telemetry_path=old.telemetry_path,
             web_config_file=old.web_config_file,
+            kernel=old.kernel,
         )
 
     def start(self) -> None:

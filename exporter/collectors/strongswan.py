@@ -71,6 +71,11 @@ class StrongswanCollector:
     def state(self) -> StrongswanState:
         return self._state
 
+    @property
+    def limiter(self) -> SeriesLimiter:
+        """Shared with the kernel collectors: one series limit, one dropped counter."""
+        return self._limiter
+
     def reconfigure(self, options: StrongswanOptions) -> None:
         self._options = options
         self._limiter.limit = options.series_limit

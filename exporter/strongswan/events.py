@@ -100,7 +100,7 @@ class EventStream:
             except ViciError as err:
                 if not failing:
                     log.warning(
-                        "event stream lost; reconnecting",
+                        "event stream not connected; retrying in the background",
                         extra={"socket": str(self.address), "err": str(err)},
                     )
                     failing = True

@@ -1,8 +1,8 @@
 """The kernel collectors in the genuine stack: three real clients, scraped from the host.
 
 One guest per module (conftest's `guest`). The shipped pppd hook is installed in the
-guest before anyone connects; the exporter runs as tests/vmlab/kernel_runner.py (the
-strongSwan collector plus `build_kernel_collectors`) on the forwarded exporter port.
+guest before anyone connects; the exporter runs as `python3 -m exporter` with every
+collector on the forwarded exporter port.
 Tests run in file order and share the guest: the last one kills a client.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from .guest import EXPORTER_PORT, Guest
+from .guest import Guest
 
 pytestmark = pytest.mark.vmlab
 
@@ -98,11 +98,9 @@ def kernel(guest: Guest) -> Kernel:
     )
     for n in CLIENTS:
         guest.connect(n)
-    guest.stop_exporter()
-    guest.sh(
-        "cd / && PYTHONPATH=/mnt/src:/mnt/pydeps PYTHONDONTWRITEBYTECODE=1 setsid "
-        f"python3 /mnt/src/tests/vmlab/kernel_runner.py --listen 0.0.0.0:{EXPORTER_PORT} "
-        "> /tmp/vmlab/kernel-runner.log 2>&1 < /dev/null &"
+    # The real daemon with every collector; a 1 s refresh so the join sees new SAs soon.
+    guest.start_exporter(
+        extra=["--collector.strongswan.sa-details", "--collector.strongswan.refresh-interval", "1"]
     )
     k = Kernel(guest)
 
@@ -113,7 +111,7 @@ def kernel(guest: Guest) -> Kernel:
             return False
         return True
 
-    eventually(answering, 120, "kernel_runner answering", step=1.0)
+    eventually(answering, 120, "exporter answering", step=1.0)
     return k
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from exporter.strongswan.model import IkeSA, StrongswanSnapshot
+from exporter.strongswan.model import StrongswanSnapshot
 from exporter.strongswan.parse import (
     parse_certificates,
     parse_connections,
@@ -78,9 +78,3 @@ async def fetch_snapshot(client: ViciClient) -> StrongswanSnapshot:
     answers, now = await ask_charon(client)
     return assemble_snapshot(answers, now)
 
-
-async def fetch_ike_sas(client: ViciClient) -> tuple[tuple[IkeSA, ...], float | None]:
-    """Only what reconciling the ledger needs: the SAs and charon's start time."""
-    stats = await client.request("stats")
-    sas = await client.streamed_request("list-sas", "list-sa", {"noblock": "yes"})
-    return parse_ike_sas(sas, time.time()), parse_stats(stats).start_time

@@ -29,8 +29,17 @@ from exporter.logs import setup_logging
 
 log = logging.getLogger("exporter.demo")
 CLIENTS: list[ConnName] = ["nycmesh", "nycmesh", "nycmesh", "ikev2-psk", "ikev2-psk"]
-#: Where the project's alert rules are, when the demo runs from a checkout.
-RULES_DIR = Path(__file__).resolve().parent.parent / "alerts"
+#: Where the project's alert rules are: beside the package in a checkout (editable
+#: install), or in the current directory (the README runs the demo from the checkout).
+RULES_DIRS = (Path(__file__).resolve().parent.parent / "alerts", Path.cwd() / "alerts")
+
+
+def rule_files() -> list[str]:
+    for folder in RULES_DIRS:
+        found = sorted(str(p) for p in folder.glob("*.rules.yml"))
+        if found:
+            return found
+    return []
 
 
 class DemoError(Exception):
@@ -152,7 +161,9 @@ def run_demo(argv: Sequence[str]) -> int:
         settings = Settings(listen_address=listen, vici_socket=ViciAddress.parse(lab.server_uri))
         urls = [f"metrics: http://{listen}/metrics"]
         if args.with_prometheus:
-            rules = sorted(str(p) for p in RULES_DIR.glob("*.rules.yml"))
+            rules = rule_files()
+            if not rules:
+                log.warning("no alert rules found (run the demo from the checkout)")
             prometheus = PrometheusServer(scrape_config([str(listen)], "5s", rules)).start()
             urls.append(f"prometheus: {prometheus.url}")
         churn = Churn(lab, args.churn_interval, random.Random(args.seed))

@@ -54,12 +54,43 @@ def total(scrape: Scrape, name: str) -> float:
     return sum(s.value for s in scrape.samples(name))
 
 
+def check_prometheus(output: Any, deadline: float) -> None:
+    """The demo's Prometheus scrapes it and has the project's alert rules, all healthy."""
+    import json
+    import urllib.request
+
+    output.seek(0)
+    match = re.search(rb"prometheus: (http://127\.0\.0\.1:\d+)", output.read())
+    assert match, "the demo printed no Prometheus URL"
+    base = match.group(1).decode()
+    groups: list[Any] = []
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(base + "/api/v1/rules", timeout=5) as response:
+            groups = json.load(response)["data"]["groups"]
+        rules = [r for g in groups for r in g["rules"]]
+        if rules and all(r.get("lastEvaluation", "").startswith("20") for r in rules):
+            break
+        time.sleep(1)
+    rules = [r for g in groups for r in g["rules"]]
+    assert any(r["type"] == "alerting" for r in rules), "no alert rules loaded"
+    unhealthy = [(r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"]
+    assert not unhealthy, unhealthy
+    query = base + "/api/v1/query?query=strongswan_up"
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(query, timeout=5) as response:
+            if json.load(response)["data"]["result"]:
+                return
+        time.sleep(1)
+    raise AssertionError("the demo's Prometheus never scraped the exporter")
+
+
 def test_demo_serves_moving_metrics_and_cleans_up(lab_available: Any) -> None:
     before = (namespaces(), lab_processes(), temp_entries())
     port = free_port()
+    with_prometheus = shutil.which("prometheus") is not None
     args = exporter_argv(
         "demo", "--web.listen-address", f"127.0.0.1:{port}", "--churn-interval", "0.5",
-        "--seed", "7",
+        "--seed", "7", *(["--with-prometheus"] if with_prometheus else []),
     )  # fmt: skip
     with tempfile.TemporaryFile() as output:
         proc = subprocess.Popen(args, cwd=REPO, env=exporter_env(), stdout=output, stderr=output)
@@ -86,6 +117,8 @@ def test_demo_serves_moving_metrics_and_cleans_up(lab_available: Any) -> None:
                     moving = now
                     break
             assert moving is not None, "traffic and event counters did not move"
+            if with_prometheus:
+                check_prometheus(output, deadline)
         finally:
             proc.send_signal(signal.SIGTERM)
             try:

@@ -77,4 +77,3 @@ def assemble_snapshot(answers: ViciAnswers, now: float) -> StrongswanSnapshot:
 async def fetch_snapshot(client: ViciClient) -> StrongswanSnapshot:
     answers, now = await ask_charon(client)
     return assemble_snapshot(answers, now)
-

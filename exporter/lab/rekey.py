@@ -7,6 +7,7 @@ loaded with ``client.charon.load(...)`` before the client connects.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 from collections.abc import Iterable, Mapping
@@ -117,17 +118,14 @@ class ClientLedger:
         import vici
 
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        stream: Any = None
         try:
             sock.connect(str(self.charon.socket_path))
-            session = vici.Session(sock)
-            stream = session.listen(list(CHILD_EVENTS), timeout=0.2)
-            first = True
+            stream = vici.Session(sock).listen(list(CHILD_EVENTS), timeout=0.2)
             for name, message in stream:
-                if first:
-                    # listen() registers before its first receive; the first timeout or
-                    # event proves the subscription is in place.
-                    self._ready.set()
-                    first = False
+                # listen() registers before its first receive; the first timeout or event
+                # proves the subscription is in place.
+                self._ready.set()
                 if self._stop.is_set():
                     return
                 if name is None:
@@ -138,6 +136,9 @@ class ClientLedger:
             return  # the charon went away
         finally:
             self._ready.set()
+            if stream is not None:
+                with contextlib.suppress(Exception):  # unregistering from a dead charon
+                    stream.close()
             sock.close()
 
     def close(self) -> None:

@@ -77,7 +77,7 @@ class Runtime:
         if self.probes is not None:
             from exporter.probes.handler import add_probe_routes
 
-            add_probe_routes(app, self.probes)  # type: ignore[arg-type]
+            add_probe_routes(app, self.probes)  # type: ignore[arg-type]  # a live proxy
         return app
 
     async def reload(self) -> str:

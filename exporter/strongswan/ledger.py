@@ -23,6 +23,7 @@ What counts as what:
 from __future__ import annotations
 
 import time
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -143,11 +144,16 @@ class SaLedger:
         self._wall = wall_clock
         self.ike: dict[str, LiveIke] = {}
         self.children: dict[str, LiveChild] = {}
-        self._ended_ike: dict[str, float] = {}
-        self._ended_children: dict[str, EndedChild] = {}
-        self._pending: list[PendingDown] = []
-        #: (peer, when, uniqueid) of recent ups: a replacement is another SA's up.
-        self._recent_ups: list[tuple[PeerKey, float, str]] = []
+        # Indexes, so that no event costs a scan of every SA (thousands of users).
+        self._ike_by_peer: dict[PeerKey, set[str]] = defaultdict(set)
+        self._children_of: dict[str, set[str]] = defaultdict(set)
+        # Tombstones in the order they were made, so expiry pops from the front.
+        self._ended_ike: OrderedDict[str, float] = OrderedDict()
+        self._ended_children: OrderedDict[str, EndedChild] = OrderedDict()
+        self._pending: dict[PeerKey, list[PendingDown]] = defaultdict(list)
+        #: (when, uniqueid) of recent ups per peer: a replacement is another SA's up.
+        self._recent_ups: dict[PeerKey, list[tuple[float, str]]] = defaultdict(list)
+        self._last_tick = float("-inf")
         self._baseline = False
         self._charon_start: float | None = None
         self.ike_events: dict[tuple[str, str], int] = {}
@@ -171,13 +177,12 @@ class SaLedger:
             self.last_change[conn] = self._wall() if wall is None else wall
 
     def _went_up(self, key: PeerKey, uniqueid: str) -> None:
-        now = self.clock()
-        for i, pending in enumerate(self._pending):
-            if pending.key == key:
-                del self._pending[i]
-                self._count(key, "rekey")  # it came back: a reauthentication
-                return
-        self._recent_ups.append((key, now, uniqueid))
+        pending = self._pending.get(key)
+        if pending:
+            pending.pop(0)
+            self._count(key, "rekey")  # it came back: a reauthentication
+            return
+        self._recent_ups[key].append((self.clock(), uniqueid))
         self._count(key, "up")
 
     def _went_down(
@@ -191,29 +196,45 @@ class SaLedger:
         if certain:
             self._count(key, "down")
             return
-        for i, (up_key, at, up_id) in enumerate(self._recent_ups):
-            if up_key == key and up_id != uniqueid and now - at <= self.reauth_grace:
-                del self._recent_ups[i]
+        ups = self._recent_ups.get(key, [])
+        for i, (at, up_id) in enumerate(ups):
+            if up_id != uniqueid and now - at <= self.reauth_grace:
+                del ups[i]
                 self._count(key, "rekey")  # a replacement came up just before
                 return
         if self.reauth_grace <= 0:
             self._count(key, "down")
         else:
-            self._pending.append(PendingDown(key, now, self._wall()))
+            self._pending[key].append(PendingDown(key, now, self._wall()))
+
+    def _maybe_tick(self) -> None:
+        # Once a second is enough: ticking after every event made a storm quadratic.
+        if self.clock() - self._last_tick >= 1.0:
+            self.tick()
 
     def tick(self) -> None:
         """Count the drops whose grace time is over; forget what is too old to matter."""
-        now = self.clock()
-        due = [p for p in self._pending if now - p.at >= self.reauth_grace]
-        self._pending = [p for p in self._pending if now - p.at < self.reauth_grace]
-        for pending in due:
-            self._count(pending.key, "down", wall=pending.wall)
-        self._recent_ups = [u for u in self._recent_ups if now - u[1] <= self.reauth_grace]
+        now = self._last_tick = self.clock()
+        for key in list(self._pending):
+            entries = self._pending[key]
+            while entries and now - entries[0].at >= self.reauth_grace:
+                due = entries.pop(0)
+                self._count(key, "down", wall=due.wall)
+            if not entries:
+                del self._pending[key]
+        for key in list(self._recent_ups):
+            fresh = [u for u in self._recent_ups[key] if now - u[0] <= self.reauth_grace]
+            if fresh:
+                self._recent_ups[key] = fresh
+            else:
+                del self._recent_ups[key]
         horizon = now - self.tombstone_seconds
-        self._ended_ike = {k: t for k, t in self._ended_ike.items() if t >= horizon}
-        self._ended_children = {
-            k: e for k, e in self._ended_children.items() if e.ended_at >= horizon
-        }
+        while self._ended_ike and next(iter(self._ended_ike.values())) < horizon:
+            self._ended_ike.popitem(last=False)
+        while (
+            self._ended_children and next(iter(self._ended_children.values())).ended_at < horizon
+        ):
+            self._ended_children.popitem(last=False)
         idle = now - self.user_idle_seconds
         live_users = {(c.conn, c.user) for c in self.children.values()}
         for user, last in list(self._user_active.items()):
@@ -228,22 +249,23 @@ class SaLedger:
             return
         live = LiveIke(sa.conn, sa.user, sa.remote_host, self.clock(), sa.version)
         self.ike[sa.uniqueid] = live
+        self._ike_by_peer[live.key].add(sa.uniqueid)
         if count:
             self._went_up(live.key, sa.uniqueid)
 
     def _ike_down(self, uniqueid: str, certain: bool = False) -> None:
-        live = self.ike.pop(uniqueid, None)
+        live = self._pop_ike(uniqueid)
         if uniqueid in self._ended_ike:
             return
         self._ended_ike[uniqueid] = self.clock()
-        children = [cid for cid, c in self.children.items() if c.ike_uniqueid == uniqueid]
+        children = sorted(self._children_of.get(uniqueid, ()))
         if live is not None and not certain:
             successor = self._successor(uniqueid, live)
             if successor is not None and (live.version == "1" or not children):
                 # IKEv1 reauthentication: charon moved the CHILD SAs to the newer IKE SA
                 # (the next listing shows it; if they are gone after all, it counts them).
                 for child_id in children:
-                    self.children[child_id].ike_uniqueid = successor
+                    self._move_child(child_id, successor)
                 self._went_down(live.key, uniqueid, replaced=True)
                 return
         for child_id in children:
@@ -254,10 +276,35 @@ class SaLedger:
     def _successor(self, uniqueid: str, old: LiveIke) -> str | None:
         """A newer IKE SA of the same peer that is up, if any: with IKEv1, charon moves the
         CHILD SAs of a reauthenticated IKE SA to the new one and lets the old one linger."""
-        for other_id, other in self.ike.items():
-            if other_id != uniqueid and other.key == old.key and other.seen_at > old.seen_at:
+        for other_id in self._ike_by_peer.get(old.key, ()):
+            other = self.ike[other_id]
+            if other_id != uniqueid and other.seen_at > old.seen_at:
                 return other_id
         return None
+
+    def _pop_ike(self, uniqueid: str) -> LiveIke | None:
+        live = self.ike.pop(uniqueid, None)
+        if live is not None:
+            peers = self._ike_by_peer[live.key]
+            peers.discard(uniqueid)
+            if not peers:
+                del self._ike_by_peer[live.key]
+        return live
+
+    def _move_child(self, child_id: str, ike_uniqueid: str) -> None:
+        live = self.children[child_id]
+        if live.ike_uniqueid == ike_uniqueid:
+            return
+        self._unindex_child(child_id, live)
+        live.ike_uniqueid = ike_uniqueid
+        self._children_of[ike_uniqueid].add(child_id)
+
+    def _unindex_child(self, child_id: str, live: LiveChild) -> None:
+        siblings = self._children_of.get(live.ike_uniqueid)
+        if siblings is not None:
+            siblings.discard(child_id)
+            if not siblings:
+                del self._children_of[live.ike_uniqueid]
 
     # ---- CHILD SAs ------------------------------------------------------------------
 
@@ -265,7 +312,7 @@ class SaLedger:
         replaced = child.state == "REKEYED"
         live = self.children.get(child.uniqueid)
         if live is not None:
-            live.ike_uniqueid = sa.uniqueid  # adopted by a reauthenticated IKE SA
+            self._move_child(child.uniqueid, sa.uniqueid)  # adopted by a reauthenticated SA
             self._child_traffic(live, Traffic.of(child))
             if replaced and not live.replaced:
                 live.replaced = True  # its rekey event was missed
@@ -277,6 +324,7 @@ class SaLedger:
         live = LiveChild(sa.conn, child.name, sa.uniqueid, sa.user, sa.remote_host, self.clock())
         live.replaced = replaced
         self.children[child.uniqueid] = live
+        self._children_of[sa.uniqueid].add(child.uniqueid)
         self._child_traffic(live, Traffic.of(child))
         if count and not replaced:
             self._went_up(live.key, child.uniqueid)
@@ -296,6 +344,7 @@ class SaLedger:
         live = self.children.pop(uniqueid, None)
         if live is None:
             return
+        self._unindex_child(uniqueid, live)
         if final is not None:
             live.traffic.raise_to(final)
         self._ended_children[uniqueid] = EndedChild(
@@ -346,7 +395,7 @@ class SaLedger:
             self._apply_ike_rekey(body, now)
         elif name == "child-rekey":
             self._apply_child_rekey(body, now)
-        self.tick()
+        self._maybe_tick()
 
     def _apply_ike_rekey(self, body: Mapping[str, Any], now: float) -> None:
         for conn, raw in body.items():
@@ -355,14 +404,13 @@ class SaLedger:
             if not old or not new:
                 continue
             old_id, new_sa = old[0].uniqueid, new[0]
-            previous = self.ike.pop(old_id, None)
+            previous = self._pop_ike(old_id)
             self._ended_ike[old_id] = self.clock()
             self._ike_up(new_sa, count=False)
             if previous is not None and new_sa.uniqueid in self.ike:
                 self.ike[new_sa.uniqueid].seen_at = previous.seen_at
-            for child in self.children.values():
-                if child.ike_uniqueid == old_id:
-                    child.ike_uniqueid = new_sa.uniqueid
+            for child_id in sorted(self._children_of.get(old_id, ())):
+                self._move_child(child_id, new_sa.uniqueid)
             self._count((conn, "", new_sa.user, new_sa.remote_host), "rekey")
 
     def _apply_child_rekey(self, body: Mapping[str, Any], now: float) -> None:

@@ -190,13 +190,12 @@ def test_wrong_password_fails_at_ppp_auth(host: ProbeHost) -> None:
     assert "probe-login-" not in host.charon_state()
 
 
-def test_chap_md5_is_negotiated_when_the_server_allows_it(host: ProbeHost) -> None:
-    """xl2tpd's "require chap = yes" puts require-chap on pppd's command line, so this
-    server takes CHAP-MD5 as well as MS-CHAPv2 (pppd's refuse-* options only limit how
-    it authenticates itself): the probe's Nak steers LCP to CHAP-MD5 and logs in."""
+def test_chap_md5_only_fails_at_auth_on_an_mschapv2_server(host: ProbeHost) -> None:
+    """The guest's server requires MS-CHAPv2 alone (as NYC Mesh's endpoint is described):
+    a module that allows only CHAP-MD5 must fail at authentication, not get in."""
     answer, log = host.probe("login_chap_md5_only")
-    assert answer.value("probe_success") == 1, _explain(answer, log)
-    assert answer.labels("probe_login_ppp_auth_info")["method"] == "chap_md5"
+    assert answer.value("probe_success") == 0, _explain(answer, log)
+    assert answer.failed_phase() == "ppp_auth", _explain(answer, log)
 
 
 def test_auth_method_the_server_refuses_fails_at_auth(host: ProbeHost) -> None:

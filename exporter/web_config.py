@@ -117,8 +117,8 @@ BCRYPT_HASH = re.compile(r"^\$2[abxy]\$(\d\d)\$[./A-Za-z0-9]{53}$")
 BCRYPT_MAX_PASSWORD = 72
 #: Verified (user, password) pairs remembered, so a scrape does not pay bcrypt's cost.
 AUTH_CACHE_SIZE = 256
-#: Credentials waiting for a bcrypt check at once; beyond this, 429 without a check, so a
-#: flood of wrong passwords cannot queue unbounded CPU work.
+#: Distinct credentials waiting for a bcrypt check at once; beyond this, 429 without a
+#: check, so a flood of wrong passwords cannot queue unbounded CPU work.
 MAX_PENDING_CHECKS = 32
 
 
@@ -230,7 +230,7 @@ class BasicAuth:
         self._key = secrets.token_bytes(32)
         self._cache: OrderedDict[bytes, bool] = OrderedDict()
         self._lock = asyncio.Lock()
-        self._pending = 0
+        self._inflight: dict[bytes, asyncio.Future[bool]] = {}
         self._dummy: bytes | None = None
         self.checks = 0  # bcrypt verifications done, for tests and debugging
 
@@ -275,21 +275,26 @@ class BasicAuth:
         if cached is not None:
             self._cache.move_to_end(key)
             return Verdict.OK if cached else Verdict.DENIED
-        if self._pending >= MAX_PENDING_CHECKS:
-            return Verdict.BUSY
-        self._pending += 1
-        try:
-            async with self._lock:
-                cached = self._cache.get(key)  # another request may have checked it
-                if cached is None:
-                    hashed = self._lookup(user)
-                    cached = await asyncio.to_thread(self._verify, password, hashed)
-                    self._cache[key] = cached
-                    if len(self._cache) > AUTH_CACHE_SIZE:
-                        self._cache.popitem(last=False)
-        finally:
-            self._pending -= 1
-        return Verdict.OK if cached else Verdict.DENIED
+        # Requests with the same credentials share one check (and one place in the queue):
+        # a burst of scrapes after a restart is one bcrypt run, not a 429.
+        shared = self._inflight.get(key)
+        if shared is None:
+            if len(self._inflight) >= MAX_PENDING_CHECKS:
+                return Verdict.BUSY
+            shared = asyncio.ensure_future(self._check_new(key, user, password))
+            self._inflight[key] = shared
+            shared.add_done_callback(lambda _: self._inflight.pop(key, None))
+        # shield: a client that hangs up must not cancel the check others wait for.
+        return Verdict.OK if await asyncio.shield(shared) else Verdict.DENIED
+
+    async def _check_new(self, key: bytes, user: str, password: bytes) -> bool:
+        async with self._lock:
+            hashed = self._lookup(user)
+            ok = await asyncio.to_thread(self._verify, password, hashed)
+        self._cache[key] = ok
+        if len(self._cache) > AUTH_CACHE_SIZE:
+            self._cache.popitem(last=False)
+        return ok
 
 
 def parse_basic_authorization(header: str | None) -> tuple[str, bytes] | None:

@@ -24,6 +24,7 @@ from exporter.http import build_app
 from exporter.scrape import Scraper
 from exporter.web_config import (
     BasicAuth,
+    LiveWebConfig,
     Verdict,
     WebConfig,
     WebConfigError,
@@ -78,6 +79,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     _leaf("server", "ca", "IP:127.0.0.1,DNS:localhost", "serverAuth", d)
     _leaf("prometheus", "ca", "DNS:prometheus.example.test", "clientAuth", d)
     _leaf("intruder", "rogue-ca", "DNS:prometheus.example.test", "clientAuth", d)
+    _leaf("server2", "ca", "IP:127.0.0.1,DNS:localhost", "serverAuth", d)
     hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()
     return Pki(
         d, d / "ca.crt", d / "server.crt", d / "server.key", d / "prometheus.crt",
@@ -395,6 +397,69 @@ async def test_empty_file_changes_nothing(pki: Pki, serve: Serve) -> None:
     config = load_web_config(write_config(pki, "# nothing configured\n", "empty.yml"))
     assert config.ssl_context() is None and not config.users
     assert (await get(await serve(config) + "/-/healthy"))[0] == 200
+
+
+# ---- reload: LiveWebConfig ------------------------------------------------------------
+
+
+async def served_certificate_cn(url: str, ctx: ssl.SSLContext) -> str:
+    host, port = url.removeprefix("https://").split(":")
+    _reader, writer = await asyncio.open_connection(host, int(port), ssl=ctx)
+    cert = writer.get_extra_info("peercert")
+    writer.close()
+    await writer.wait_closed()
+    return str(dict(x[0] for x in cert["subject"])["commonName"])
+
+
+async def test_reload_swaps_certificate_users_and_headers(pki: Pki) -> None:
+    other = bcrypt.hashpw(b"new password", bcrypt.gensalt(4)).decode()
+    body = """\
+        tls_server_config: {{cert_file: {cert}.crt, key_file: {cert}.key}}
+        http_server_config: {{headers: {{X-Frame-Options: {frame}}}}}
+        basic_auth_users: {{prometheus: '{hashed}'}}
+        """
+    text = body.format(cert="server", frame="deny", hashed=pki.hashed)
+    first = load_web_config(write_config(pki, text, "r1.yml"))
+    live = LiveWebConfig(first)
+    app = build_app(Scraper([]), "/metrics")
+    app.middlewares.append(live.middleware())
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=live.ssl_context())
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    url = f"https://127.0.0.1:{port}"
+    ctx = client_context(pki)
+    try:
+        assert await served_certificate_cn(url, ctx) == "server"
+        status, headers, _ = await get(url + "/-/healthy", ctx, basic("prometheus", PASSWORD))
+        assert (status, headers["X-Frame-Options"]) == (200, "deny")
+
+        text = body.format(cert="server2", frame="sameorigin", hashed=other)
+        second = load_web_config(write_config(pki, text, "r2.yml"))
+        assert live.replace(second) == []
+        assert await served_certificate_cn(url, ctx) == "server2"
+        assert (await get(url + "/-/healthy", ctx, basic("prometheus", PASSWORD)))[0] == 401
+        status, headers, _ = await get(url + "/-/healthy", ctx, basic("prometheus", "new password"))
+        assert (status, headers["X-Frame-Options"]) == (200, "sameorigin")
+    finally:
+        await runner.cleanup()
+
+
+def test_reload_names_what_waits_for_a_restart(pki: Pki) -> None:
+    tls = load_web_config(write_config(pki, "tls_server_config: {cert_file: server.crt, "
+                                            "key_file: server.key}\n", "t1.yml"))  # fmt: skip
+    tls13 = load_web_config(write_config(pki, "tls_server_config: {cert_file: server2.crt, "
+                                              "key_file: server2.key, min_version: TLS13}\n",
+                                         "t2.yml"))  # fmt: skip
+    plain = load_web_config(
+        write_config(pki, f"basic_auth_users: {{u: '{pki.hashed}'}}\n", "t3.yml")
+    )
+    live = LiveWebConfig(tls)
+    assert live.replace(tls13) == ["tls_server_config.min_version"]
+    assert live.config.tls is not None and live.config.tls.cert_file.name == "server2.crt"
+    assert live.replace(plain) == ["tls_server_config"]
+    assert live.config.users and live.config.ssl_context() is tls.ssl_context()
 
 
 # ---- bad files: one clear message naming the key ----------------------------------------

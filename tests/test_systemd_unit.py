@@ -296,7 +296,8 @@ import asyncio, json, logging, sys
 lines = []
 class Keep(logging.Handler):
     def emit(self, record):
-        lines.append((record.levelname, record.getMessage(), bool(record.exc_info)))
+        text = record.getMessage() + " " + str(getattr(record, "err", ""))
+        lines.append((record.levelname, text, bool(record.exc_info)))
 logging.getLogger().addHandler(Keep())
 from exporter.collectors.limits import SeriesLimiter
 from exporter.collectors.xfrm import XfrmCollector
@@ -318,12 +319,6 @@ asyncio.run(main())
 
 @needs_root
 @pytest.mark.skipif(not _xfrm_netlink_available(), reason="no XFRM netlink in this kernel")
-@pytest.mark.xfail(
-    strict=True,
-    reason="kernel/xfrm.py lets pyroute2's NetlinkError(EPERM) out, which is no OSError: "
-    "XfrmCollector's `except (OSError, TimeoutError)` misses it and the scraper logs "
-    "'collector crashed' with a traceback at every scrape",
-)
 def test_without_net_admin_the_xfrm_collector_says_so_once() -> None:
     import json
 
@@ -337,3 +332,4 @@ def test_without_net_admin_the_xfrm_collector_says_so_once() -> None:
     problems = [line for line in report["lines"] if line[0] in ("WARNING", "ERROR")]
     assert len(problems) == 1, problems
     assert not problems[0][2], "a traceback for a missing capability"
+    assert "CAP_NET_ADMIN" in problems[0][1], problems

@@ -19,7 +19,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.generic.l2tp import L2TP_GENL_NAME, AsyncL2tp, l2tpmsg
 
 from exporter.kernel.model import L2tpSession, L2tpSnapshot, L2tpStats, L2tpTunnel
-from exporter.kernel.netlink import check_errors, collect_dump
+from exporter.kernel.netlink import check_errors, collect_dump, int_attr, struct_attr, text_attr
 
 PPPOL2TP = Path("/proc/net/pppol2tp")
 ENCAPS = {0: "udp", 1: "ip"}
@@ -63,12 +63,12 @@ class L2tpSocket(AsyncL2tp):  # type: ignore[misc]
 
 
 def _stats(msg: Any) -> L2tpStats:
-    stats = msg.get_attr("L2TP_ATTR_STATS")
+    stats = struct_attr(msg, "L2TP_ATTR_STATS")
     if stats is None:
         return L2tpStats()
 
     def get(name: str) -> int:
-        return int(stats.get_attr(name) or 0)
+        return int_attr(stats, name)
 
     return L2tpStats(
         rx_bytes=get("L2TP_ATTR_RX_BYTES"),
@@ -84,16 +84,17 @@ def decode_tunnels(msgs: Iterable[Any]) -> list[L2tpTunnel]:
     """Tunnels of an L2TP_CMD_TUNNEL_GET dump answer (pyroute2 `l2tp_msg` messages)."""
     tunnels = []
     for msg in check_errors(msgs):
-        get = msg.get_attr
         tunnels.append(
             L2tpTunnel(
-                tunnel_id=get("L2TP_ATTR_CONN_ID") or 0,
-                peer_tunnel_id=get("L2TP_ATTR_PEER_CONN_ID") or 0,
-                encap=ENCAPS.get(get("L2TP_ATTR_ENCAP_TYPE") or 0, "unknown"),
-                local_address=get("L2TP_ATTR_IP_SADDR") or get("L2TP_ATTR_IP6_SADDR") or "",
-                local_port=get("L2TP_ATTR_UDP_SPORT") or 0,
-                peer_address=get("L2TP_ATTR_IP_DADDR") or get("L2TP_ATTR_IP6_DADDR") or "",
-                peer_port=get("L2TP_ATTR_UDP_DPORT") or 0,
+                tunnel_id=int_attr(msg, "L2TP_ATTR_CONN_ID"),
+                peer_tunnel_id=int_attr(msg, "L2TP_ATTR_PEER_CONN_ID"),
+                encap=ENCAPS.get(int_attr(msg, "L2TP_ATTR_ENCAP_TYPE"), "unknown"),
+                local_address=text_attr(msg, "L2TP_ATTR_IP_SADDR")
+                or text_attr(msg, "L2TP_ATTR_IP6_SADDR"),
+                local_port=int_attr(msg, "L2TP_ATTR_UDP_SPORT"),
+                peer_address=text_attr(msg, "L2TP_ATTR_IP_DADDR")
+                or text_attr(msg, "L2TP_ATTR_IP6_DADDR"),
+                peer_port=int_attr(msg, "L2TP_ATTR_UDP_DPORT"),
                 stats=_stats(msg),
             )
         )
@@ -112,16 +113,15 @@ def decode_sessions(
     interfaces = interfaces or {}
     sessions = []
     for msg in check_errors(msgs):
-        get = msg.get_attr
-        tid, sid = get("L2TP_ATTR_CONN_ID") or 0, get("L2TP_ATTR_SESSION_ID") or 0
+        tid, sid = int_attr(msg, "L2TP_ATTR_CONN_ID"), int_attr(msg, "L2TP_ATTR_SESSION_ID")
         if sid == 0:
             continue
         sessions.append(
             L2tpSession(
                 tunnel_id=tid,
                 session_id=sid,
-                peer_session_id=get("L2TP_ATTR_PEER_SESSION_ID") or 0,
-                interface=get("L2TP_ATTR_IFNAME") or interfaces.get((tid, sid), ""),
+                peer_session_id=int_attr(msg, "L2TP_ATTR_PEER_SESSION_ID"),
+                interface=text_attr(msg, "L2TP_ATTR_IFNAME") or interfaces.get((tid, sid), ""),
                 stats=_stats(msg),
             )
         )

@@ -31,3 +31,23 @@ def check_errors(msgs: Iterable[Any]) -> Iterator[Any]:
         if msg["header"]["type"] in (NLMSG_ERROR, NLMSG_DONE):
             continue
         yield msg
+
+
+# pyroute2 leaves an attribute it cannot decode (cut short, wrong size) as raw bytes. The
+# readers below turn such an attribute into "missing" instead of a crash further on.
+
+
+def struct_attr(msg: Any, name: str) -> Any | None:
+    """A structured attribute (nested attributes, a C struct), or None."""
+    value = msg.get_attr(name)
+    return None if value is None or isinstance(value, bytes | bytearray | str) else value
+
+
+def text_attr(msg: Any, name: str) -> str:
+    value = msg.get_attr(name)
+    return value if isinstance(value, str) else ""
+
+
+def int_attr(msg: Any, name: str) -> int:
+    value = msg.get_attr(name)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0

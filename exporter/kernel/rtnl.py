@@ -13,7 +13,7 @@ from typing import Any
 from pyroute2 import AsyncIPRoute
 
 from exporter.kernel.model import LinkStats, PppInterface
-from exporter.kernel.netlink import check_errors, collect_dump
+from exporter.kernel.netlink import check_errors, collect_dump, struct_attr, text_attr
 
 RTM_NEWLINK = 16
 RTM_NEWADDR = 20
@@ -54,10 +54,10 @@ def decode_links(msgs: Iterable[Any]) -> list[Link]:
     for msg in check_errors(msgs):
         if msg["header"]["type"] != RTM_NEWLINK:
             continue
-        stats = msg.get_attr("IFLA_STATS64") or {}
+        stats = struct_attr(msg, "IFLA_STATS64") or {}
         links.append(
             Link(
-                name=msg.get_attr("IFLA_IFNAME") or "",
+                name=text_attr(msg, "IFLA_IFNAME"),
                 index=msg["index"],
                 kind=msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") or "",
                 link_type=msg["ifi_type"],
@@ -82,11 +82,11 @@ def decode_addresses(msgs: Iterable[Any]) -> list[Address]:
     for msg in check_errors(msgs):
         if msg["header"]["type"] != RTM_NEWADDR:
             continue
-        peer = msg.get_attr("IFA_ADDRESS") or ""
+        peer = text_attr(msg, "IFA_ADDRESS")
         # On a point-to-point link IFA_LOCAL is ours and IFA_ADDRESS the peer's; without
         # IFA_LOCAL, IFA_ADDRESS is our own.
-        local = msg.get_attr("IFA_LOCAL") or peer
-        cache = msg.get_attr("IFA_CACHEINFO")
+        local = text_attr(msg, "IFA_LOCAL") or peer
+        cache = struct_attr(msg, "IFA_CACHEINFO")
         addresses.append(
             Address(
                 index=msg["index"],

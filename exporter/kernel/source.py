@@ -8,9 +8,12 @@ the error) is handed to everyone who asked while it was in flight or shortly aft
 from __future__ import annotations
 
 import asyncio
+import errno
 import time
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
+
+from pyroute2.netlink.exceptions import NetlinkError
 
 from exporter.kernel.hook import read_state_dir
 from exporter.kernel.l2tp import dump_l2tp
@@ -41,7 +44,18 @@ class Shared(Generic[T]):
         return await asyncio.shield(self._task)
 
     async def _run(self) -> T:
-        return await self._fetch()
+        try:
+            return await self._fetch()
+        except NetlinkError as err:
+            raise as_os_error(err) from None
+
+
+def as_os_error(err: NetlinkError) -> OSError:
+    """pyroute2's NetlinkError is no OSError; the collectors handle OSError, and a missing
+    capability deserves words an operator can act on."""
+    if err.code in (errno.EPERM, errno.EACCES):
+        return PermissionError(err.code, "netlink dump refused: the exporter needs CAP_NET_ADMIN")
+    return OSError(err.code, f"netlink: {err}")
 
 
 class KernelSource:

@@ -17,7 +17,7 @@ from pyroute2.netlink import NETLINK_XFRM, NLM_F_DUMP, NLM_F_REQUEST, nla, nlmsg
 from pyroute2.netlink.nlsocket import AsyncNetlinkSocket, Marshal
 
 from exporter.kernel.model import XfrmPolicy, XfrmSnapshot, XfrmState
-from exporter.kernel.netlink import check_errors, collect_dump
+from exporter.kernel.netlink import check_errors, collect_dump, struct_attr
 
 XFRM_MSG_NEWSA = 0x10
 XFRM_MSG_GETSA = 0x12
@@ -234,7 +234,7 @@ def decode_states(msgs: Iterable[Any]) -> list[XfrmState]:
         if msg["header"]["type"] != XFRM_MSG_NEWSA:
             continue
         family = msg["family"]
-        encap = msg.get_attr("XFRMA_ENCAP")
+        encap = struct_attr(msg, "XFRMA_ENCAP")
         states.append(
             XfrmState(
                 src=address(msg["saddr"], family),

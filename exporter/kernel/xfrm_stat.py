@@ -12,7 +12,7 @@ def parse_xfrm_stat(text: str) -> dict[str, int]:
     out: dict[str, int] = {}
     for line in text.splitlines():
         parts = line.split()
-        if len(parts) == 2 and parts[1].isdigit():
+        if len(parts) == 2 and parts[1].isascii() and parts[1].isdecimal():
             out[parts[0]] = int(parts[1])
     return out
 

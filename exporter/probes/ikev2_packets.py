@@ -128,8 +128,8 @@ def _accepted(data: bytes) -> AcceptedProposal:
         if pos + 8 > len(data):
             raise IkeDecodeError("transform runs past the SA payload")
         _last, _r2, tlen, kind, _r3, ident = struct.unpack_from("!BBHBBH", data, pos)
-        if tlen < 8:
-            raise IkeDecodeError("transform length below 8")
+        if tlen < 8 or pos + tlen > len(data):
+            raise IkeDecodeError("transform length below 8 or past the SA payload")
         key_bits = None
         if tlen >= 12:
             attr, value = struct.unpack_from("!HH", data, pos + 8)

@@ -231,9 +231,7 @@ class SaLedger:
         horizon = now - self.tombstone_seconds
         while self._ended_ike and next(iter(self._ended_ike.values())) < horizon:
             self._ended_ike.popitem(last=False)
-        while (
-            self._ended_children and next(iter(self._ended_children.values())).ended_at < horizon
-        ):
+        while self._ended_children and next(iter(self._ended_children.values())).ended_at < horizon:
             self._ended_children.popitem(last=False)
         idle = now - self.user_idle_seconds
         live_users = {(c.conn, c.user) for c in self.children.values()}
@@ -416,7 +414,8 @@ class SaLedger:
     def _apply_child_rekey(self, body: Mapping[str, Any], now: float) -> None:
         for conn, raw in body.items():
             ike_fields = {k: v for k, v in raw.items() if k != "child-sas"}
-            for pair in raw.get("child-sas", {}).values():
+            pairs = raw.get("child-sas")
+            for pair in pairs.values() if isinstance(pairs, Mapping) else ():
                 if not isinstance(pair, Mapping):
                     continue
                 old = _one_child(conn, ike_fields, pair.get("old"), now)

@@ -7,7 +7,6 @@ charon versions differ in what they report.
 
 from __future__ import annotations
 
-import base64
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -24,8 +23,6 @@ from exporter.strongswan.model import (
 from exporter.strongswan.x509 import CertificateError, read_certificate
 
 PRIORITIES = ("critical", "high", "medium", "low")
-#: How recordings store binary values (certificate DER) in JSON.
-RECORDED_BYTES_PREFIX = "base64:"
 
 
 def _int(value: Any, default: int = 0) -> int:
@@ -190,12 +187,10 @@ def parse_pools(answer: Mapping[str, Any]) -> tuple[Pool, ...]:
 
 
 def certificate_bytes(value: Any) -> bytes:
-    """Undo the codec's text decoding for binary `data` (recordings may hold base64)."""
+    """Undo the codec's lossless text decoding for binary `data`."""
     if isinstance(value, bytes):
         return value
     if isinstance(value, str):
-        if value.startswith(RECORDED_BYTES_PREFIX):
-            return base64.b64decode(value[len(RECORDED_BYTES_PREFIX) :])
         return value.encode("utf-8", errors="surrogateescape")
     return b""
 

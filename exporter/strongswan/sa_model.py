@@ -59,7 +59,8 @@ class SaModel:
         elif name == "child-rekey":
             for conn, raw in body.items():
                 ike_fields = {k: v for k, v in raw.items() if k != "child-sas"}
-                for pair in raw.get("child-sas", {}).values():
+                pairs = raw.get("child-sas")
+                for pair in pairs.values() if isinstance(pairs, Mapping) else ():
                     if not isinstance(pair, Mapping):
                         continue
                     for role in ("old", "new"):

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import example, given, reject
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from exporter.strongswan import parse
@@ -66,13 +66,6 @@ anything: st.SearchStrategy[Any] = st.recursive(
 sections = st.dictionaries(keys, vici_shaped, max_size=5)
 
 
-def known_bug(err: Exception) -> bool:
-    """Failures the xfail tests below pin down; the properties skip them to keep hunting."""
-    if type(err).__name__ == "Error" and type(err).__module__ == "binascii":
-        return True  # certificate_bytes, see test_certificate_data_…_not_base64
-    return isinstance(err, AttributeError) and "has no attribute 'values'" in str(err)
-
-
 @HOSTILE_STRUCTURED
 @given(sections)
 def test_parse_functions_on_vici_shaped_nonsense(answer: dict[str, Any]) -> None:
@@ -84,19 +77,9 @@ def test_parse_functions_on_vici_shaped_nonsense(answer: dict[str, Any]) -> None
         parse_counters(answer)
         parse_ike_sas([answer], now)
         parse_connections([answer])
-        try:
-            parse_certificates([answer])
-        except Exception as err:
-            if not known_bug(err):
-                raise
-            reject()
+        parse_certificates([answer])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="parse.certificate_bytes lets binascii.Error out of a 'base64:' value that is "
-    "not valid base64 (a list-certs answer can carry any bytes in `data`)",
-)
 def test_certificate_data_that_looks_recorded_but_is_not_base64() -> None:
     assert parse_certificates([{"type": "X509", "data": "base64:a"}]) == ((), 1)
 
@@ -119,18 +102,11 @@ def test_ledger_events_of_the_wrong_shape(events: list[tuple[str, dict[str, Any]
             try:
                 ledger.apply_event(name, message)
             except Exception as err:
-                if known_bug(err):
-                    reject()
                 pytest.fail(f"apply_event({name!r}, {message!r}) raised {err!r}")
         ledger.traffic_totals()
         ledger.user_totals()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ledger._apply_child_rekey calls .values() on child-sas whatever its type: "
-    "a text child-sas raises AttributeError (events.py logs it and goes on)",
-)
 def test_child_rekey_with_text_child_sas() -> None:
     ledger = SaLedger()
     ledger.apply_event("child-rekey", {"rw": {"child-sas": "x"}})
@@ -148,8 +124,6 @@ def test_ledger_events_of_any_type(events: list[tuple[str, Any]]) -> None:
             try:
                 ledger.apply_event(name, message)
             except Exception as err:
-                if known_bug(err):
-                    reject()
                 pytest.fail(f"apply_event({name!r}, {message!r}) raised {err!r}")
 
 

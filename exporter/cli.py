@@ -268,6 +268,10 @@ def parse_command_line(argv: Sequence[str] | None = None) -> CommandLine:
     config_check = bool(args.pop("config_check", False))
     try:
         settings = load_settings(config_file, args)
+        if settings.web_config_file:
+            from exporter.web_config import load_web_config
+
+            load_web_config(settings.web_config_file)  # a bad file stops us now
         if config_file:
             from exporter.probe_config import probe_settings_for
 

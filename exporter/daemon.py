@@ -30,6 +30,7 @@ from exporter.strongswan.events import EventStream
 from exporter.strongswan.ledger import SaLedger
 from exporter.strongswan.state import StrongswanState
 from exporter.vici import ViciClient
+from exporter.web_config import LiveWebConfig, load_web_config
 
 log = logging.getLogger("exporter")
 
@@ -69,10 +70,14 @@ class Runtime:
         )
         self.scraper = Scraper([self.collector, *kernel], PrivacyFilter(settings.privacy))
         self.probes = _probe_settings(settings)
+        self.web: LiveWebConfig | None = None
+        if settings.web_config_file:
+            self.web = LiveWebConfig(load_web_config(settings.web_config_file))
         self._reload_lock = asyncio.Lock()
 
     def app(self) -> web.Application:
-        app = build_app(self.scraper, self.settings.telemetry_path)
+        middlewares = [self.web.middleware()] if self.web is not None else []
+        app = build_app(self.scraper, self.settings.telemetry_path, middlewares)
         app[RELOAD_KEY] = self.reload
         if self.probes is not None:
             from exporter.probes.handler import add_probe_routes
@@ -88,6 +93,10 @@ class Runtime:
             try:
                 new = load_settings(self.settings.config_file, self.flags)
                 probes = _probe_settings(new)
+                web_config = None
+                path = self.settings.web_config_file
+                if self.web is not None and path and new.web_config_file == path:
+                    web_config = load_web_config(path)
             except SettingsError as err:
                 log.error(
                     "reload rejected; keeping the running configuration",
@@ -95,6 +104,13 @@ class Runtime:
                 )
                 raise
             self._apply(new, probes)
+            if self.web is not None and web_config is not None:
+                pending = self.web.replace(web_config)
+                if pending:
+                    log.warning(
+                        "these web settings take effect at the next restart",
+                        extra={"settings": ", ".join(pending)},
+                    )
             log.info("configuration reloaded", extra={"config_file": new.config_file})
             return "configuration reloaded"
 
@@ -182,7 +198,7 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(_reload(runtime)))
 
-    ssl_context = None
+    ssl_context = runtime.web.ssl_context() if runtime.web is not None else None
     runner = web.AppRunner(runtime.app(), access_log=None)
     await runner.setup()
     site = web.TCPSite(

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import gzip
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from html import escape
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from prometheus_client import exposition
 
 from exporter import __version__
@@ -76,8 +77,10 @@ async def ready(_: web.Request) -> web.Response:
     return web.Response(text="Ready\n")
 
 
-def build_app(scraper: Scraper, telemetry_path: str) -> web.Application:
-    app = web.Application()
+def build_app(
+    scraper: Scraper, telemetry_path: str, middlewares: Sequence[Middleware] = ()
+) -> web.Application:
+    app = web.Application(middlewares=list(middlewares))
     app[SCRAPER_KEY] = scraper
     landing = LANDING.format(version=escape(__version__), metrics=escape(telemetry_path))
 

@@ -279,7 +279,9 @@ class Row:
     bring_up: float = float("nan")
 
 
-def charon_window(pid: int, seconds: float, every: float, action: Callable[[], Any] | None) -> float:
+def charon_window(
+    pid: int, seconds: float, every: float, action: Callable[[], Any] | None
+) -> float:
     """charon's CPU seconds per minute over ``seconds``, running ``action`` at the start
     and then every ``every`` seconds (None: nobody asks)."""
     t0 = time.monotonic()

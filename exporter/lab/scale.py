@@ -231,9 +231,7 @@ class ScaleLab:
             self._add_lo_addresses(self.server_ns, (server_ts(i) for i in range(self.capacity)))
             for ini in self.initiators:
                 self._namespace(ini.netns)
-                netns.add_veth(
-                    self.server_ns, f"i{ini.index}", ini.netns, "eth0", bridge_a=BRIDGE
-                )
+                netns.add_veth(self.server_ns, f"i{ini.index}", ini.netns, "eth0", bridge_a=BRIDGE)
                 netns.add_address(ini.netns, "eth0", f"{initiator_addr(ini.index)}/{SUBNET_PREFIX}")
                 self._add_lo_addresses(
                     ini.netns, (client_ts(i) for i in range(ini.first, ini.first + ini.count))
@@ -294,9 +292,7 @@ class ScaleLab:
         ikesas = stats.get("ikesas", {})
         return int(ikesas.get("total", 0)), int(ikesas.get("half-open", 0))
 
-    def load(
-        self, indexes: Iterable[int], *, version: Version = 2, start: bool = True
-    ) -> None:
+    def load(self, indexes: Iterable[int], *, version: Version = 2, start: bool = True) -> None:
         """Load the connections of SAs ``indexes`` on their initiators (``start``: and
         initiate them right away)."""
         by_initiator: dict[int, list[int]] = {}

@@ -38,7 +38,7 @@ class SaModel:
         if name == "ike-updown":
             for sa in parse_ike_sas([body], now):
                 if up:
-                    self._put(sa)
+                    self._put(self._adopt(sa))
                 else:
                     self.sas.pop(sa.uniqueid, None)
         elif name == "child-updown":
@@ -71,10 +71,35 @@ class SaModel:
                             [{conn: {**ike_fields, "child-sas": {role: raw_child}}}], now
                         )
                         if sas and sas[0].children:
-                            if role == "old":
-                                self._drop_child(sas[0].uniqueid, sas[0].children[0].uniqueid)
+                            old_child = sas[0].children[0]
+                            if role == "new":
+                                self._put_child(sas[0], old_child)
+                            elif sas[0].version == "1":
+                                # IKEv1 keeps the old CHILD SA listed as REKEYED until it
+                                # expires (charon's delete_rekeyed = no).
+                                rekeyed = dataclasses.replace(old_child, state="REKEYED")
+                                self._put_child(sas[0], rekeyed)
                             else:
-                                self._put_child(sas[0], sas[0].children[0])
+                                self._drop_child(sas[0].uniqueid, old_child.uniqueid)
+
+    def _adopt(self, sa: IkeSA) -> IkeSA:
+        """An IKEv1 reauthentication: charon moves the CHILD SAs of the peer's older IKE SA
+        to the new one without any event ("detected reauth of existing IKE_SA, adopting")
+        and leaves the old one listed, empty."""
+        if sa.version != "1" or sa.children:
+            return sa
+        adopted: list[ChildSA] = []
+        for other in list(self.sas.values()):
+            if (
+                other.uniqueid != sa.uniqueid
+                and other.version == "1"
+                and (other.conn, other.remote_host, other.remote_id, other.user)
+                == (sa.conn, sa.remote_host, sa.remote_id, sa.user)
+                and other.children
+            ):
+                adopted += other.children
+                self.sas[other.uniqueid] = dataclasses.replace(other, children=())
+        return dataclasses.replace(sa, children=tuple(adopted)) if adopted else sa
 
     def _put(self, sa: IkeSA) -> None:
         known = self.sas.get(sa.uniqueid)

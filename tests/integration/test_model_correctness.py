@@ -11,11 +11,9 @@ uniqueid) and counts by state.
 The lab is ``exporter.lab.scale``: one initiator charon holding many connections with
 distinct identities (IKEv2 and IKEv1), and a second initiator that gets killed.
 
-Two IKEv1 cases break the equality and are pinned as strict xfails below, each with the
-exact event sequence charon 5.9.8 sends (so they flip to failures once the model is fixed):
-a Quick Mode rekey (the old CHILD SA stays listed as REKEYED; the model drops it) and a
-reauthentication (charon moves the CHILD SAs to the new IKE SA without any event; the model
-keeps them under the old one, then loses them when the old one goes down).
+Two IKEv1 cases once broke the equality and have tests of their own, each with the event
+sequence charon 5.9.8 sends: a Quick Mode rekey (the old CHILD SA stays listed as REKEYED)
+and a reauthentication (charon moves the CHILD SAs to the new IKE SA without any event).
 """
 
 from __future__ import annotations
@@ -257,12 +255,6 @@ def test_model_equals_fresh_list_sas_after_a_storm(scale_lab: Any, start_exporte
     assert_model_matches(exp, listed, storm_started)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SaModel drops an IKEv1 CHILD SA at its child-rekey event, but charon keeps "
-    "listing it as REKEYED until it expires (charon.delete_rekeyed = no, the default); "
-    "events on the responder: child-rekey {old: REKEYING, new: INSTALLED}, nothing after",
-)
 def test_model_after_ikev1_quick_mode_rekey(scale_lab: Any, start_exporter: Any) -> None:
     from exporter.lab.scale import conn_name
 
@@ -275,14 +267,6 @@ def test_model_after_ikev1_quick_mode_rekey(scale_lab: Any, start_exporter: Any)
     assert_model_matches(exp, wait_quiet(lab, set()), since)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="IKEv1 reauthentication: charon sends ike-updown up for the new IKE SA without "
-    "CHILD SAs and then moves the old IKE SA's CHILD SAs to it with no event at all "
-    "('detected reauth of existing IKE_SA, adopting'); the old IKE SA later goes down "
-    "with no CHILD SAs. SaModel keeps the CHILD SAs under the old IKE SA, and drops them "
-    "with it; the ledger handles this (_successor), the model does not",
-)
 def test_model_after_ikev1_reauthentication(scale_lab: Any, start_exporter: Any) -> None:
     from exporter.lab.scale import conn_name
 

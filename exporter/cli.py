@@ -153,6 +153,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_kernel_flags(parser)
     parser.add_argument(
+        "--collector.strongswan.sa-refresh-interval",
+        dest="sa_refresh_interval",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="ask charon for list-sas (CHILD SA byte counts, reconciling the SA model) in "
+        "the background this often; events keep SAs current in between (default 60)",
+    )
+    parser.add_argument(
         "--log.level",
         dest="log_level",
         choices=["debug", "info", "warn", "error"],
@@ -236,6 +244,7 @@ _KERNEL_FLAGS = {
 
 _STRONGSWAN_FLAGS = (
     "refresh_interval",
+    "sa_refresh_interval",
     "sa_details",
     "user_metrics",
     "series_limit",

@@ -101,6 +101,9 @@ class StrongswanOptions:
     #: Seconds between full rounds of VICI questions in the background; scrapes render
     #: what the last one (and events since) said. 0: every scrape asks charon itself.
     refresh_interval: float = 10.0
+    #: Seconds between background `list-sas` (reconcile, CHILD SA byte counts): the
+    #: costly question at thousands of SAs; events keep SAs current in between.
+    sa_refresh_interval: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,8 @@ class Settings:
             )
         if not self.vici_timeout > 0:
             raise SettingsError(f"--vici.timeout {self.vici_timeout}: must be above 0 seconds")
+        if self.strongswan.sa_refresh_interval <= 0:
+            raise SettingsError("--collector.strongswan.sa-refresh-interval: must be above 0")
         if self.strongswan.refresh_interval < 0:
             raise SettingsError("--collector.strongswan.refresh-interval: must be 0 or more")
         if self.strongswan.reauth_grace < 0:

@@ -18,6 +18,7 @@ collectors:
     reauth_grace: 10s
     user_idle_timeout: 1h
     refresh_interval: 10s
+    sa_refresh_interval: 60s
   ppp: {enabled: true, interfaces: "ppp*"}
   l2tp: {enabled: true}
   xfrm: {enabled: true}
@@ -293,6 +294,7 @@ def settings_from_document(doc: Document, base: Settings | None = None) -> Setti
         reauth_grace=ss.value("reauth_grace", b.reauth_grace, duration),
         user_idle_seconds=ss.value("user_idle_timeout", b.user_idle_seconds, duration),
         refresh_interval=ss.value("refresh_interval", b.refresh_interval, duration),
+        sa_refresh_interval=ss.value("sa_refresh_interval", b.sa_refresh_interval, duration),
     )
     ss.finish()
     kernel = _kernel(collectors, base.kernel, strongswan.series_limit)

@@ -51,7 +51,9 @@ class Runtime:
             self.ledger = SaLedger(
                 reauth_grace=options.reauth_grace, user_idle_seconds=options.user_idle_seconds
             )
-        self.state = StrongswanState(self.client, self.ledger, options.refresh_interval)
+        self.state = StrongswanState(
+            self.client, self.ledger, options.refresh_interval, options.sa_refresh_interval
+        )
         self.collector = StrongswanCollector(self.state, options)
         if self.ledger is not None:
             # Its own connection: VICI carries one command at a time, and events arrive
@@ -129,6 +131,7 @@ class Runtime:
             restart_needed.append("collectors.strongswan.refresh_interval (on/off)")
         elif new.strongswan.refresh_interval > 0:
             self.state.refresh_interval = new.strongswan.refresh_interval
+        self.state.sa_refresh_interval = new.strongswan.sa_refresh_interval
         if self.probes is None and probes is not None:
             restart_needed.append("probe modules (none were loaded at start)")
         if restart_needed:

@@ -9,6 +9,7 @@ from html import escape
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 from prometheus_client import exposition
+from prometheus_client.core import Metric
 
 from exporter import __version__
 from exporter.config import SettingsError
@@ -48,14 +49,36 @@ def render_exposition(
     return body, headers
 
 
+class RenderCache:
+    """Encoded answers of the latest collection, per format: scrapers that share one
+    collection also share its rendering, the costly part at thousands of series."""
+
+    def __init__(self) -> None:
+        self._families: object = None
+        self._bodies: dict[tuple[str, bool], tuple[bytes, dict[str, str]]] = {}
+
+    def get(
+        self, families: list[Metric], accept: str | None, accept_encoding: str | None
+    ) -> tuple[bytes, dict[str, str]]:
+        if families is not self._families:
+            self._families = families
+            self._bodies = {}
+        _, content_type = exposition.choose_encoder(accept or "")
+        key = (content_type, bool(accept_encoding and "gzip" in accept_encoding))
+        if key not in self._bodies:
+            self._bodies[key] = render_exposition(Families(families), accept, accept_encoding)
+        return self._bodies[key]
+
+
+RENDER_KEY = web.AppKey("render-cache", RenderCache)
+
+
 async def metrics(request: web.Request) -> web.Response:
     families = await request.app[SCRAPER_KEY].scrape()
-    body, headers = render_exposition(
-        Families(families),
-        request.headers.get("Accept"),
-        request.headers.get("Accept-Encoding"),
+    body, headers = request.app[RENDER_KEY].get(
+        families, request.headers.get("Accept"), request.headers.get("Accept-Encoding")
     )
-    return web.Response(body=body, headers=headers)
+    return web.Response(body=body, headers=dict(headers))
 
 
 async def reload(request: web.Request) -> web.Response:
@@ -82,6 +105,7 @@ def build_app(
 ) -> web.Application:
     app = web.Application(middlewares=list(middlewares))
     app[SCRAPER_KEY] = scraper
+    app[RENDER_KEY] = RenderCache()
     landing = LANDING.format(version=escape(__version__), metrics=escape(telemetry_path))
 
     async def index(_: web.Request) -> web.Response:

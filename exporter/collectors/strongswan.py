@@ -104,10 +104,20 @@ class StrongswanCollector:
             families.append(
                 GaugeMetricFamily(
                     "strongswan_snapshot_age_seconds",
-                    "Seconds since charon last answered a full round of questions (stats, "
-                    "list-sas, list-conns, pools, certificates, counters); SAs coming and "
-                    "going in between are known from events.",
+                    "Seconds since charon last answered the background questions (stats, "
+                    "connections, pools, certificates, counters); SAs coming and going in "
+                    "between are known from events.",
                     value=age,
+                )
+            )
+        listing_age = state.listing_age()
+        if listing_age is not None:
+            families.append(
+                GaugeMetricFamily(
+                    "strongswan_sa_listing_age_seconds",
+                    "Seconds since charon last listed every SA (list-sas): how old the CHILD "
+                    "SA byte and packet counts of live SAs can be.",
+                    value=listing_age,
                 )
             )
         families.append(dropped_family(self._limiter))

@@ -36,16 +36,19 @@ class ViciAnswers:
     get_counters: ViciMessage | None = None
 
 
-async def ask_charon(client: ViciClient) -> tuple[ViciAnswers, float]:
+async def ask_charon(client: ViciClient, list_sas: bool = True) -> tuple[ViciAnswers, float]:
     """Ask charon everything one scrape needs, one command after another.
 
     Returns the answers and the time list-sas was answered (SA ages are relative to it).
+    Without `list_sas` the costly listing is skipped (its answer is then empty).
     Raises `ViciError` when charon cannot be asked; a missing counters plugin is not an
     error.
     """
     version = await client.request("version")
     stats = await client.request("stats")
-    sas = await client.streamed_request("list-sas", "list-sa", {"noblock": "yes"})
+    sas = []
+    if list_sas:
+        sas = await client.streamed_request("list-sas", "list-sa", {"noblock": "yes"})
     now = time.time()
     conns = await client.streamed_request("list-conns", "list-conn")
     pools = await client.request("get-pools")
@@ -74,6 +77,6 @@ def assemble_snapshot(answers: ViciAnswers, now: float) -> StrongswanSnapshot:
     )
 
 
-async def fetch_snapshot(client: ViciClient) -> StrongswanSnapshot:
-    answers, now = await ask_charon(client)
+async def fetch_snapshot(client: ViciClient, list_sas: bool = True) -> StrongswanSnapshot:
+    answers, now = await ask_charon(client, list_sas)
     return assemble_snapshot(answers, now)

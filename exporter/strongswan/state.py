@@ -1,10 +1,12 @@
 """What the daemon knows about charon, refreshed in the background.
 
-`/metrics` renders this state and never waits on charon (issue: a `list-sas` of
-thousands of SAs costs charon seconds). A background task asks for a full snapshot every
-`refresh_interval` seconds; between snapshots the event stream keeps the SA model and
-the ledger current. With `refresh_interval = 0` every scrape asks charon itself (small
-servers, tests).
+`/metrics` renders this state and never waits on charon: a `list-sas` of thousands of
+SAs costs charon seconds. A background task asks for the cheap parts (stats, connections,
+pools, certificates, counters) every `refresh_interval` seconds and for `list-sas`
+(reconciling the SA model and the ledger, and the CHILD SA byte counts) every
+`sa_refresh_interval` seconds and right after the event stream reconnects; between
+listings the event stream keeps the SA model and the ledger current. With
+`refresh_interval = 0` every scrape asks charon for everything (small servers, tests).
 """
 
 from __future__ import annotations
@@ -32,10 +34,14 @@ class StrongswanState:
         client: ViciClient,
         ledger: SaLedger | None,
         refresh_interval: float,
+        sa_refresh_interval: float = 60.0,
     ) -> None:
         self.client = client
         self.ledger = ledger
         self.refresh_interval = refresh_interval
+        self.sa_refresh_interval = sa_refresh_interval
+        #: Monotonic time of the last successful list-sas.
+        self.listed_at: float | None = None
         self.model = SaModel()
         self.snapshot: StrongswanSnapshot | None = None
         #: Monotonic time of the last successful refresh.
@@ -54,19 +60,22 @@ class StrongswanState:
     def apply_event(self, name: str, message: Mapping[str, Any]) -> None:
         self.model.apply_event(name, message)
 
-    async def refresh(self) -> None:
-        """One full round of questions; the model and the ledger follow the answer."""
+    async def refresh(self, list_sas: bool = True) -> None:
+        """One round of questions (`list_sas`: with the listing, and the model and the
+        ledger follow its answer)."""
         async with self._lock:
             listed_after = self.ledger.clock() if self.ledger is not None else 0.0
             try:
-                snapshot = await fetch_snapshot(self.client)
+                snapshot = await fetch_snapshot(self.client, list_sas)
             except ViciError as err:
                 self.ok = False
                 self.error = str(err)
                 return
-            self.model.replace(snapshot.ike_sas, snapshot.taken_at)
-            if self.ledger is not None:
-                self.ledger.reconcile(snapshot.ike_sas, listed_after, snapshot.stats.start_time)
+            if list_sas:
+                self.model.replace(snapshot.ike_sas, snapshot.taken_at)
+                if self.ledger is not None:
+                    self.ledger.reconcile(snapshot.ike_sas, listed_after, snapshot.stats.start_time)
+                self.listed_at = time.monotonic()
             self.snapshot = snapshot
             self.refreshed_at = time.monotonic()
             self.refreshes += 1
@@ -91,6 +100,15 @@ class StrongswanState:
             return None
         return time.monotonic() - self.refreshed_at
 
+    def listing_age(self) -> float | None:
+        if self.listed_at is None:
+            return None
+        return time.monotonic() - self.listed_at
+
+    def _listing_due(self) -> bool:
+        age = self.listing_age()
+        return age is None or age >= self.sa_refresh_interval or self._wake.is_set()
+
     def start(self) -> None:
         if self.background:
             self._task = asyncio.create_task(self._run(), name="strongswan-refresh")
@@ -104,7 +122,7 @@ class StrongswanState:
     async def _run(self) -> None:
         while True:
             try:
-                await self.refresh()
+                await self.refresh(list_sas=self._listing_due())
             except Exception:  # the refresher must outlive any surprise
                 log.exception("refresh failed")
             self._wake.clear()

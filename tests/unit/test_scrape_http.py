@@ -98,3 +98,17 @@ async def test_health_ready_and_landing_page() -> None:
         landing = await client.get("/")
         assert landing.headers["Content-Type"].startswith("text/html")
         assert 'href="/metrics"' in await landing.text()
+
+
+def test_render_cache_renders_each_collection_once_per_format() -> None:
+    from exporter.http import RenderCache
+
+    cache = RenderCache()
+    families = [GaugeMetricFamily("demo_value", "A value.", value=1)]
+    om = "application/openmetrics-text; version=1.0.0"
+    first = cache.get(families, None, None)
+    assert cache.get(families, None, None) is first  # shared, not rendered again
+    assert cache.get(families, om, None) is not first
+    assert cache.get(families, None, "gzip")[1]["Content-Encoding"] == "gzip"
+    fresh = [GaugeMetricFamily("demo_value", "A value.", value=2)]
+    assert b"demo_value 2.0" in cache.get(fresh, None, None)[0]

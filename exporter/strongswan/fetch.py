@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from exporter.strongswan.model import StrongswanSnapshot
+from exporter.strongswan.model import IkeSA, StrongswanSnapshot
 from exporter.strongswan.parse import (
     parse_certificates,
     parse_connections,
@@ -36,19 +36,27 @@ class ViciAnswers:
     get_counters: ViciMessage | None = None
 
 
-async def ask_charon(client: ViciClient, list_sas: bool = True) -> tuple[ViciAnswers, float]:
+async def ask_charon(
+    client: ViciClient, list_sas: bool = True
+) -> tuple[ViciAnswers, float, tuple[IkeSA, ...]]:
     """Ask charon everything one scrape needs, one command after another.
 
-    Returns the answers and the time list-sas was answered (SA ages are relative to it).
-    Without `list_sas` the costly listing is skipped (its answer is then empty).
+    Returns the answers, the time list-sas was answered, and the listed SAs, parsed as each
+    one arrived (so the raw answer of thousands of SAs is never held at once; the
+    answers' `list_sas` stays empty). Without `list_sas` the listing is skipped.
     Raises `ViciError` when charon cannot be asked; a missing counters plugin is not an
     error.
     """
     version = await client.request("version")
     stats = await client.request("stats")
-    sas = []
+    sas: list[tuple[IkeSA, ...]] = []
     if list_sas:
-        sas = await client.streamed_request("list-sas", "list-sa", {"noblock": "yes"})
+        sas = await client.streamed_request(
+            "list-sas",
+            "list-sa",
+            {"noblock": "yes"},
+            each=lambda event: parse_ike_sas([event], time.time()),
+        )
     now = time.time()
     conns = await client.streamed_request("list-conns", "list-conn")
     pools = await client.request("get-pools")
@@ -58,17 +66,19 @@ async def ask_charon(client: ViciClient, list_sas: bool = True) -> tuple[ViciAns
         counters = await client.request("get-counters")
     except ViciCommandError:
         counters = None  # the counters plugin is optional
-    answers = ViciAnswers(version, stats, sas, conns, pools, certs, counters)
-    return answers, now
+    answers = ViciAnswers(version, stats, [], conns, pools, certs, counters)
+    return answers, now, tuple(sa for event in sas for sa in event)
 
 
-def assemble_snapshot(answers: ViciAnswers, now: float) -> StrongswanSnapshot:
+def assemble_snapshot(
+    answers: ViciAnswers, now: float, ike_sas: tuple[IkeSA, ...] | None = None
+) -> StrongswanSnapshot:
     certificates, unreadable = parse_certificates(answers.list_certs)
     return StrongswanSnapshot(
         taken_at=now,
         version=parse_version(answers.version),
         stats=parse_stats(answers.stats),
-        ike_sas=parse_ike_sas(answers.list_sas, now),
+        ike_sas=parse_ike_sas(answers.list_sas, now) if ike_sas is None else ike_sas,
         connections=parse_connections(answers.list_conns),
         pools=parse_pools(answers.get_pools),
         certificates=certificates,
@@ -78,5 +88,5 @@ def assemble_snapshot(answers: ViciAnswers, now: float) -> StrongswanSnapshot:
 
 
 async def fetch_snapshot(client: ViciClient, list_sas: bool = True) -> StrongswanSnapshot:
-    answers, now = await ask_charon(client, list_sas)
-    return assemble_snapshot(answers, now)
+    answers, now, ike_sas = await ask_charon(client, list_sas)
+    return assemble_snapshot(answers, now, ike_sas)

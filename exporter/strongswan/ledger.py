@@ -44,7 +44,7 @@ START_TIME_JITTER_SECONDS = 2.0
 PeerKey = tuple[str, str, str, str]
 
 
-@dataclass
+@dataclass(slots=True)
 class Traffic:
     bytes_in: int = 0
     bytes_out: int = 0
@@ -80,7 +80,7 @@ class Traffic:
         return cls(child.bytes_in, child.bytes_out, child.packets_in, child.packets_out)
 
 
-@dataclass
+@dataclass(slots=True)
 class LiveIke:
     conn: str
     user: str
@@ -93,7 +93,7 @@ class LiveIke:
         return (self.conn, "", self.user, self.remote_host)
 
 
-@dataclass
+@dataclass(slots=True)
 class LiveChild:
     conn: str
     child: str
@@ -110,7 +110,7 @@ class LiveChild:
         return (self.conn, self.child, self.user, self.remote_host)
 
 
-@dataclass
+@dataclass(slots=True)
 class EndedChild:
     """A CHILD SA that is over, kept a while so late reports of it are recognised."""
 
@@ -121,7 +121,7 @@ class EndedChild:
     traffic: Traffic
 
 
-@dataclass
+@dataclass(slots=True)
 class PendingDown:
     key: PeerKey
     at: float

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Version:
     daemon: str
     version: str
@@ -18,7 +18,7 @@ class Version:
     machine: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DaemonStats:
     start_time: float | None
     workers_total: int
@@ -30,7 +30,7 @@ class DaemonStats:
     ike_sas_half_open: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ChildSA:
     name: str
     uniqueid: str
@@ -48,7 +48,7 @@ class ChildSA:
     installed_at: float | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class IkeSA:
     conn: str
     uniqueid: str
@@ -68,7 +68,7 @@ class IkeSA:
     children: tuple[ChildSA, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Connection:
     name: str
     #: "IKEv1", "IKEv2" or "IKEv1/2" as charon names it.
@@ -78,7 +78,7 @@ class Connection:
     children: tuple[str, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Pool:
     name: str
     base: str
@@ -87,7 +87,7 @@ class Pool:
     offline: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Certificate:
     type: str
     flag: str
@@ -98,7 +98,7 @@ class Certificate:
     has_private_key: bool
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StrongswanSnapshot:
     taken_at: float
     version: Version

@@ -116,9 +116,13 @@ class ViciClient:
         return await self.call(lambda conn: conn.request(command, message))
 
     async def streamed_request(
-        self, command: str, event: str, message: dict[str, Any] | None = None
-    ) -> list[ViciMessage]:
-        return await self.call(lambda conn: conn.streamed_request(command, event, message))
+        self,
+        command: str,
+        event: str,
+        message: dict[str, Any] | None = None,
+        each: Callable[[ViciMessage], Any] | None = None,
+    ) -> list[Any]:
+        return await self.call(lambda conn: conn.streamed_request(command, event, message, each))
 
     def reconfigure(self, address: ViciAddress, timeout: float) -> None:
         """Use another socket or timeout from the next call on."""

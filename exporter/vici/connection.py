@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 from vici.protocol import Packet
@@ -100,27 +101,38 @@ class ViciConnection:
         return reply
 
     async def streamed_request(
-        self, command: str, event: str, message: dict[str, Any] | None = None
-    ) -> list[ViciMessage]:
-        """Run a command that streams its answer as events, e.g. list-sas → list-sa."""
+        self,
+        command: str,
+        event: str,
+        message: dict[str, Any] | None = None,
+        each: Callable[[ViciMessage], Any] | None = None,
+    ) -> list[Any]:
+        """Run a command that streams its answer as events, e.g. list-sas → list-sa.
+
+        `each` turns every event into what the caller keeps, as it arrives: thousands of
+        decoded SAs then never sit in memory all at once.
+        """
         await self.register(event)
-        items: list[ViciMessage] = []
+        items: list[Any] = []
         await self._send(encode_request(command, message))
+        failure: ViciCommandError | None = None
         while True:
             frame = await self.receive()
             if frame.kind == Packet.EVENT and frame.name == event:
-                items.append(frame.message)
+                items.append(each(frame.message) if each is not None else frame.message)
                 continue
             if frame.kind == Packet.CMD_UNKNOWN:
-                raise ViciCommandError(f"charon does not know the command {command!r}")
-            if frame.kind != Packet.CMD_RESPONSE:
+                failure = ViciCommandError(f"charon does not know the command {command!r}")
+            elif frame.kind != Packet.CMD_RESPONSE:
                 raise ViciProtocolError(f"unexpected packet {frame.kind} during {command!r}")
-            if frame.message.get("success") == "no":
-                raise ViciCommandError(
-                    f"{command} failed: {frame.message.get('errmsg', 'no reason given')}"
-                )
+            elif frame.message.get("success") == "no":
+                reason = frame.message.get("errmsg", "no reason given")
+                failure = ViciCommandError(f"{command} failed: {reason}")
             break
+        # Unregister also after a refused command, so the connection stays usable.
         await self.unregister(event)
+        if failure is not None:
+            raise failure
         return items
 
     async def register(self, event: str) -> None:

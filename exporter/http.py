@@ -13,6 +13,7 @@ from prometheus_client.core import Metric
 
 from exporter import __version__
 from exporter.config import SettingsError
+from exporter.exposition import render_openmetrics, render_text
 from exporter.scrape import Families, Scraper
 
 SCRAPER_KEY = web.AppKey("scraper", Scraper)
@@ -40,8 +41,11 @@ def render_exposition(
     families: Families, accept: str | None, accept_encoding: str | None
 ) -> tuple[bytes, dict[str, str]]:
     """Encode for what the client asked: OpenMetrics or text 0.0.4, gzip when accepted."""
-    encoder, content_type = exposition.choose_encoder(accept or "")
-    body: bytes = encoder(families)  # type: ignore[arg-type]
+    _, content_type = exposition.choose_encoder(accept or "")
+    if content_type.startswith("application/openmetrics-text"):
+        body = render_openmetrics(families.collect())
+    else:
+        body = render_text(families.collect())
     headers = {"Content-Type": content_type}
     if accept_encoding and "gzip" in accept_encoding:
         body = gzip.compress(body, compresslevel=6)

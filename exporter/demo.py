@@ -23,7 +23,13 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from exporter.config import ListenAddress, Settings, SettingsError, ViciAddress
+from exporter.config import (
+    ListenAddress,
+    Settings,
+    SettingsError,
+    StrongswanOptions,
+    ViciAddress,
+)
 from exporter.lab.configs import ConnName
 from exporter.logs import setup_logging
 
@@ -158,7 +164,12 @@ def run_demo(argv: Sequence[str]) -> int:
     try:
         lab.start()
         log.info("lab started", extra={"lab": lab.prefix, "workdir": str(lab.workdir)})
-        settings = Settings(listen_address=listen, vici_socket=ViciAddress.parse(lab.server_uri))
+        settings = Settings(
+            listen_address=listen,
+            vici_socket=ViciAddress.parse(lab.server_uri),
+            # A small server: list every SA often, so traffic moves on the graphs at once.
+            strongswan=StrongswanOptions(sa_refresh_interval=5.0),
+        )
         urls = [f"metrics: http://{listen}/metrics"]
         if args.with_prometheus:
             rules = rule_files()

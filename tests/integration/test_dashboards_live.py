@@ -191,6 +191,9 @@ def stack(make_lab: Any, start_exporter: Any, tmp_path: Path) -> Iterator[dict[s
         lab.server_uri,
         "--collector.strongswan.sa-details",
         "--collector.strongswan.reauth-grace", "0",  # count a drop at once
+        # Live CHILD SA counts move at every listing (default 60 s): the panels' short
+        # windows here need them every second.
+        "--collector.strongswan.sa-refresh-interval", "1",
     )  # fmt: skip
     rules = generate_rules(tmp_path / "rules")
     with probe_namespace(lab) as (netns_name, _):

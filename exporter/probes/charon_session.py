@@ -116,8 +116,10 @@ class CharonSession:
         try:
             async with asyncio.timeout(CALL_TIMEOUT):
                 return await self._cmd.request(command, message)
-        except TimeoutError:
-            await self._cmd.close()
+        except BaseException:
+            # Timed out or cancelled (the probe's deadline): charon may still answer this
+            # request, and that answer must not be read as the next one's.
+            self._cmd.abort()
             raise
 
     async def load(self, opts: LoginOptions, address: str) -> None:
@@ -149,8 +151,8 @@ class CharonSession:
         try:
             async with asyncio.timeout(timeout + 1):
                 logs = await cmd.streamed_request("initiate", "control-log", message)
-        except TimeoutError:
-            await cmd.close()
+        except BaseException:
+            cmd.abort()  # an answer may still come: never read it as another's
             raise
         self.updown.messages = [str(entry.get("msg", "")) for entry in logs][-20:]
 
@@ -158,8 +160,13 @@ class CharonSession:
         """Our IKE SA as list-sas shows it (empty when there is none)."""
         if self._cmd is None or self._cmd.closed:
             self._cmd = await ViciConnection.open(self.address, CALL_TIMEOUT)
-        async with asyncio.timeout(CALL_TIMEOUT):
-            events = await self._cmd.streamed_request("list-sas", "list-sa", {"ike": self.name})
+        cmd = self._cmd
+        try:
+            async with asyncio.timeout(CALL_TIMEOUT):
+                events = await cmd.streamed_request("list-sas", "list-sa", {"ike": self.name})
+        except BaseException:
+            cmd.abort()
+            raise
         for event in events:
             if self.name in event:
                 sa: dict[str, Any] = event[self.name]

@@ -32,21 +32,22 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _positive_float(text: str) -> float:
+def _seconds(text: str) -> float:
     try:
-        value = float(text.rstrip("s"))
+        return float(text.rstrip("s"))
     except ValueError as err:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from err
+
+
+def _positive_float(text: str) -> float:
+    value = _seconds(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be above 0")
     return value
 
 
 def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text.rstrip("s"))
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from err
+    value = _seconds(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
     return value

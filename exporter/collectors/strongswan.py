@@ -19,6 +19,7 @@ from exporter.strongswan.events import EventStream
 from exporter.strongswan.model import IkeSA, StrongswanSnapshot
 from exporter.strongswan.parse import PRIORITIES
 from exporter.strongswan.state import StrongswanState
+from exporter.table_family import gauge_table
 
 log = logging.getLogger("exporter.collectors.strongswan")
 
@@ -268,13 +269,12 @@ def _connections(snap: StrongswanSnapshot) -> Iterable[Metric]:
 
 def _users(snap: StrongswanSnapshot, limiter: SeriesLimiter) -> Iterable[Metric]:
     sessions = Counter((sa.conn, sa.user) for sa in snap.ike_sas if sa.state == "ESTABLISHED")
-    family = GaugeMetricFamily(
+    family = gauge_table(
         "strongswan_user_sessions",
         "Established IKE SAs per connection and user (XAuth/EAP identity, else remote id).",
-        labels=["conn", "user"],
+        ["conn", "user"],
     )
-    for (conn, user), count in limiter.take("strongswan_user_sessions", sorted(sessions.items())):
-        family.add_metric([conn, user], count)
+    family.extend(limiter.take("strongswan_user_sessions", sorted(sessions.items())))
     yield family
 
 
@@ -283,29 +283,31 @@ def _sa_sort_key(sa: IkeSA) -> tuple[str, int, str]:
 
 
 def _sa_details(snap: StrongswanSnapshot, limiter: SeriesLimiter) -> Iterable[Metric]:
-    info = GaugeMetricFamily(
+    info = gauge_table(
         "strongswan_ike_sa_info",
         "One series per IKE SA with its peer, identity and algorithms; always 1.",
-        labels=list(IKE_SA_LABELS),
+        IKE_SA_LABELS,
     )
-    since = GaugeMetricFamily(
+    since = gauge_table(
         "strongswan_ike_sa_established_timestamp_seconds",
         "When the IKE SA was established, in seconds since the epoch.",
-        labels=list(IKE_SA_LABELS),
+        IKE_SA_LABELS,
     )
-    child_bytes = GaugeMetricFamily(
+    child_bytes = gauge_table(
         "strongswan_child_sa_current_bytes",
         "Bytes through the current CHILD SA; restarts with every rekey.",
-        labels=["conn", "child", "ike_uniqueid", "uniqueid", "direction"],
+        ["conn", "child", "ike_uniqueid", "uniqueid", "direction"],
     )
-    child_packets = GaugeMetricFamily(
+    child_packets = gauge_table(
         "strongswan_child_sa_current_packets",
         "Packets through the current CHILD SA; restarts with every rekey.",
-        labels=["conn", "child", "ike_uniqueid", "uniqueid", "direction"],
+        ["conn", "child", "ike_uniqueid", "uniqueid", "direction"],
     )
+    info_rows, since_rows = info.rows, since.rows
+    byte_rows, packet_rows = child_bytes.rows, child_packets.rows
     sas = limiter.take("strongswan_ike_sa_info", sorted(snap.ike_sas, key=_sa_sort_key))
     for sa in sas:
-        labels = [
+        labels = (
             sa.conn,
             sa.uniqueid,
             sa.version,
@@ -316,16 +318,17 @@ def _sa_details(snap: StrongswanSnapshot, limiter: SeriesLimiter) -> Iterable[Me
             sa.integ_alg,
             sa.prf_alg,
             sa.dh_group,
-        ]
-        info.add_metric(labels, 1)
+        )
+        info_rows.append((labels, 1))
         if sa.established_at is not None:
-            since.add_metric(labels, sa.established_at)
+            since_rows.append((labels, sa.established_at))
         for c in sa.children:
-            ids = [sa.conn, c.name, sa.uniqueid, c.uniqueid]
-            child_bytes.add_metric([*ids, "in"], c.bytes_in)
-            child_bytes.add_metric([*ids, "out"], c.bytes_out)
-            child_packets.add_metric([*ids, "in"], c.packets_in)
-            child_packets.add_metric([*ids, "out"], c.packets_out)
+            inbound = (sa.conn, c.name, sa.uniqueid, c.uniqueid, "in")
+            outbound = (sa.conn, c.name, sa.uniqueid, c.uniqueid, "out")
+            byte_rows.append((inbound, c.bytes_in))
+            byte_rows.append((outbound, c.bytes_out))
+            packet_rows.append((inbound, c.packets_in))
+            packet_rows.append((outbound, c.packets_out))
     yield from (info, since, child_bytes, child_packets)
 
 

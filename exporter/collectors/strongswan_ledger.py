@@ -10,6 +10,7 @@ from exporter.collectors.limits import SeriesLimiter
 from exporter.strongswan.events import EventStream
 from exporter.strongswan.ledger import SaLedger, Traffic
 from exporter.strongswan.model import Connection
+from exporter.table_family import counter_table
 
 EVENT_KINDS = ("up", "down", "rekey")
 
@@ -76,15 +77,14 @@ def _traffic(
     labels: list[str],
     totals: Iterable[tuple[tuple[str, str], Traffic]],
 ) -> list[Metric]:
-    octets = CounterMetricFamily(f"{prefix}_bytes", f"Bytes {what}.", labels=[*labels, "direction"])
-    packets = CounterMetricFamily(
-        f"{prefix}_packets", f"Packets {what}.", labels=[*labels, "direction"]
-    )
-    for key, t in totals:
-        octets.add_metric([*key, "in"], t.bytes_in)
-        octets.add_metric([*key, "out"], t.bytes_out)
-        packets.add_metric([*key, "in"], t.packets_in)
-        packets.add_metric([*key, "out"], t.packets_out)
+    octets = counter_table(f"{prefix}_bytes", f"Bytes {what}.", [*labels, "direction"])
+    packets = counter_table(f"{prefix}_packets", f"Packets {what}.", [*labels, "direction"])
+    octet_rows, packet_rows = octets.rows, packets.rows
+    for (a, b), t in totals:
+        octet_rows.append(((a, b, "in"), t.bytes_in))
+        octet_rows.append(((a, b, "out"), t.bytes_out))
+        packet_rows.append(((a, b, "in"), t.packets_in))
+        packet_rows.append(((a, b, "out"), t.packets_out))
     return [octets, packets]
 
 

@@ -234,9 +234,12 @@ class SaLedger:
         while self._ended_children and next(iter(self._ended_children.values())).ended_at < horizon:
             self._ended_children.popitem(last=False)
         idle = now - self.user_idle_seconds
+        stale = [user for user, last in self._user_active.items() if last < idle]
+        if not stale:  # the usual case; no need to gather thousands of live users
+            return
         live_users = {(c.conn, c.user) for c in self.children.values()}
-        for user, last in list(self._user_active.items()):
-            if last < idle and user not in live_users:
+        for user in stale:
+            if user not in live_users:
                 del self._user_active[user]
                 self._user_ended.pop(user, None)
 
@@ -484,15 +487,25 @@ class SaLedger:
         """Per (conn, child): traffic of ended CHILD SAs plus the live ones' counts."""
         totals = {key: t.copy() for key, t in self._ended_traffic.items()}
         for child in self.children.values():
-            totals.setdefault((child.conn, child.child), Traffic()).add(child.traffic)
+            _add_to(totals, (child.conn, child.child), child.traffic)
         return totals
 
     def user_totals(self) -> dict[tuple[str, str], Traffic]:
         """Per (conn, user), the same sum; users idle for `user_idle_seconds` are gone."""
         totals = {key: t.copy() for key, t in self._user_ended.items()}
         for child in self.children.values():
-            totals.setdefault((child.conn, child.user), Traffic()).add(child.traffic)
+            _add_to(totals, (child.conn, child.user), child.traffic)
         return totals
+
+
+def _add_to(totals: dict[tuple[str, str], Traffic], key: tuple[str, str], t: Traffic) -> None:
+    # Called once per live CHILD SA per scrape: no throw-away Traffic for the usual
+    # first (and only) SA of a key.
+    total = totals.get(key)
+    if total is None:
+        totals[key] = t.copy()
+    else:
+        total.add(t)
 
 
 def _one_child(

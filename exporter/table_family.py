@@ -1,0 +1,61 @@
+"""A gauge or counter family kept as rows of label values, for the per-SA and per-user
+families that grow with the number of users.
+
+prometheus_client's families hold one `Sample` (a named tuple with a label dict) per
+series; at thousands of users building those and then reading the dicts back costs more
+than everything else in a scrape. A `TableFamily` keeps `(label values, value)` rows with
+one label-name tuple for the whole family, and `exporter.exposition` writes the rows
+straight to text. It is still a `Metric`: anything else that reads `samples` (the privacy
+filter, prometheus_client's own writer in the tests) gets them, built on demand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from prometheus_client.core import Metric
+from prometheus_client.samples import Sample
+
+Row = tuple[tuple[str, ...], float]
+
+_SAMPLE_SUFFIX = {"counter": "_total", "gauge": ""}
+
+
+class TableFamily(Metric):
+    def __init__(self, name: str, documentation: str, typ: str, labels: Sequence[str]) -> None:
+        if typ not in _SAMPLE_SUFFIX:
+            raise ValueError(f"a TableFamily is a gauge or a counter, not {typ!r}")
+        if name.endswith("_total"):
+            raise ValueError("a counter's family name goes without _total")
+        self.rows: list[Row] = []
+        super().__init__(name, documentation, typ)
+        self.labels = tuple(labels)
+        self.sample_name = name + _SAMPLE_SUFFIX[typ]
+
+    def add(self, values: tuple[str, ...], value: float) -> None:
+        self.rows.append((values, value))
+
+    def extend(self, rows: Iterable[Row]) -> None:
+        self.rows.extend(rows)
+
+    @property  # type: ignore[override]
+    def samples(self) -> list[Sample]:
+        names = self.labels
+        return [
+            Sample(self.sample_name, dict(zip(names, values, strict=True)), value)
+            for values, value in self.rows
+        ]
+
+    @samples.setter
+    def samples(self, value: list[Sample]) -> None:
+        # Metric.__init__ sets an empty list; rows are the only way in after that.
+        if value:
+            raise TypeError("a TableFamily takes rows through add()")
+
+
+def gauge_table(name: str, documentation: str, labels: Sequence[str]) -> TableFamily:
+    return TableFamily(name, documentation, "gauge", labels)
+
+
+def counter_table(name: str, documentation: str, labels: Sequence[str]) -> TableFamily:
+    return TableFamily(name, documentation, "counter", labels)

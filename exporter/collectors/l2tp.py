@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 from exporter.collectors.base import Collection
+from exporter.collectors.limits import SeriesLimiter
 from exporter.kernel.l2tp import L2tpUnavailable
 from exporter.kernel.model import L2tpSnapshot
 from exporter.kernel.source import KernelSource
+from exporter.table_family import counter_table, gauge_table
 
 log = logging.getLogger("exporter.collectors.l2tp")
 
@@ -32,7 +34,7 @@ def available_family(available: bool) -> GaugeMetricFamily:
     )
 
 
-def render_l2tp(snap: L2tpSnapshot) -> list[Metric]:
+def render_l2tp(snap: L2tpSnapshot, limiter: SeriesLimiter) -> list[Metric]:
     families: list[Metric] = [
         available_family(True),
         GaugeMetricFamily("l2tp_tunnels", "Kernel L2TP tunnels.", value=len(snap.tunnels)),
@@ -42,10 +44,10 @@ def render_l2tp(snap: L2tpSnapshot) -> list[Metric]:
             value=len(snap.sessions),
         ),
     ]
-    tunnel_info = GaugeMetricFamily(
+    tunnel_info = gauge_table(
         "l2tp_tunnel_info",
         "One series per kernel L2TP tunnel with its ids and endpoints; always 1.",
-        labels=[
+        [
             "tunnel_id",
             "peer_tunnel_id",
             "local_address",
@@ -55,16 +57,19 @@ def render_l2tp(snap: L2tpSnapshot) -> list[Metric]:
             "encap",
         ],
     )
-    tunnel_counters = {
-        suffix: CounterMetricFamily(
-            f"l2tp_tunnel_{suffix}", f"{what} by the kernel L2TP tunnel.", labels=["tunnel_id"]
+    tunnel_counters = [
+        (
+            counter_table(
+                f"l2tp_tunnel_{suffix}", f"{what} by the kernel L2TP tunnel.", ["tunnel_id"]
+            ),
+            field,
         )
-        for suffix, _field, what in COUNTERS
-    }
-    for t in snap.tunnels:
+        for suffix, field, what in COUNTERS
+    ]
+    for t in limiter.take("l2tp_tunnel_info", snap.tunnels):
         tid = str(t.tunnel_id)
-        tunnel_info.add_metric(
-            [
+        tunnel_info.add(
+            (
                 tid,
                 str(t.peer_tunnel_id),
                 t.local_address,
@@ -72,39 +77,43 @@ def render_l2tp(snap: L2tpSnapshot) -> list[Metric]:
                 t.peer_address,
                 str(t.peer_port),
                 t.encap,
-            ],
+            ),
             1,
         )
-        for suffix, field, _what in COUNTERS:
-            tunnel_counters[suffix].add_metric([tid], getattr(t.stats, field))
-    session_info = GaugeMetricFamily(
+        for family, field in tunnel_counters:
+            family.add((tid,), getattr(t.stats, field))
+    session_info = gauge_table(
         "l2tp_session_info",
         "One series per kernel L2TP session with its ids and ppp interface; always 1.",
-        labels=["tunnel_id", "session_id", "peer_session_id", "interface"],
+        ["tunnel_id", "session_id", "peer_session_id", "interface"],
     )
-    session_counters = {
-        suffix: CounterMetricFamily(
-            f"l2tp_session_{suffix}",
-            f"{what} by the kernel L2TP session.",
-            labels=["tunnel_id", "session_id"],
+    session_counters = [
+        (
+            counter_table(
+                f"l2tp_session_{suffix}",
+                f"{what} by the kernel L2TP session.",
+                ["tunnel_id", "session_id"],
+            ),
+            field,
         )
-        for suffix, _field, what in COUNTERS
-    }
-    for s in snap.sessions:
-        ids = [str(s.tunnel_id), str(s.session_id)]
-        session_info.add_metric([*ids, str(s.peer_session_id), s.interface], 1)
-        for suffix, field, _what in COUNTERS:
-            session_counters[suffix].add_metric(ids, getattr(s.stats, field))
-    families += [tunnel_info, *tunnel_counters.values(), session_info]
-    families += session_counters.values()
+        for suffix, field, what in COUNTERS
+    ]
+    for s in limiter.take("l2tp_session_info", snap.sessions):
+        ids = (str(s.tunnel_id), str(s.session_id))
+        session_info.add((*ids, str(s.peer_session_id), s.interface), 1)
+        for family, field in session_counters:
+            family.add(ids, getattr(s.stats, field))
+    families += [tunnel_info, *(family for family, _field in tunnel_counters), session_info]
+    families += [family for family, _field in session_counters]
     return families
 
 
 class L2tpCollector:
     name = "l2tp"
 
-    def __init__(self, source: KernelSource) -> None:
+    def __init__(self, source: KernelSource, limiter: SeriesLimiter) -> None:
         self._source = source
+        self._limiter = limiter
         self._available: bool | None = None
 
     async def collect(self) -> Collection:
@@ -124,4 +133,4 @@ class L2tpCollector:
         if self._available is False:
             log.info("the kernel has L2TP now")
         self._available = True
-        return Collection(families=render_l2tp(snap))
+        return Collection(families=render_l2tp(snap, self._limiter))

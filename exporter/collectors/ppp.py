@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 from exporter.collectors.base import Collection
+from exporter.collectors.limits import SeriesLimiter
 from exporter.kernel.model import PppInterface
 from exporter.kernel.source import KernelSource
+from exporter.table_family import counter_table, gauge_table
 
 log = logging.getLogger("exporter.collectors.ppp")
 
@@ -26,7 +28,7 @@ COUNTERS = (
 )
 
 
-def render_ppp(interfaces: Sequence[PppInterface]) -> list[Metric]:
+def render_ppp(interfaces: Sequence[PppInterface], limiter: SeriesLimiter) -> list[Metric]:
     families: list[Metric] = [
         GaugeMetricFamily(
             "ppp_interfaces",
@@ -34,39 +36,41 @@ def render_ppp(interfaces: Sequence[PppInterface]) -> list[Metric]:
             value=len(interfaces),
         )
     ]
-    info = GaugeMetricFamily(
+    info = gauge_table(
         "ppp_interface_info",
         "One series per ppp interface with our and the client's inner address; always 1.",
-        labels=["interface", "local_address", "peer_address"],
+        ["interface", "local_address", "peer_address"],
     )
-    since = GaugeMetricFamily(
+    since = gauge_table(
         "ppp_interface_up_since_timestamp_seconds",
         "When the ppp interface got its IPv4 address (IPCP up), in seconds since the epoch.",
-        labels=["interface"],
+        ["interface"],
     )
-    counters = {
-        suffix: CounterMetricFamily(f"ppp_interface_{suffix}", text, labels=["interface"])
-        for suffix, _field, text in COUNTERS
-    }
-    for iface in interfaces:
-        info.add_metric([iface.name, iface.local_address, iface.peer_address], 1)
+    counters = [
+        (counter_table(f"ppp_interface_{suffix}", text, ["interface"]), field)
+        for suffix, field, text in COUNTERS
+    ]
+    for iface in limiter.take("ppp_interface_info", interfaces):
+        name = (iface.name,)
+        info.add((iface.name, iface.local_address, iface.peer_address), 1)
         if iface.up_since is not None:
-            since.add_metric([iface.name], iface.up_since)
-        for suffix, field, _text in COUNTERS:
-            counters[suffix].add_metric([iface.name], getattr(iface.stats, field))
-    families += [info, since, *counters.values()]
+            since.add(name, iface.up_since)
+        for family, field in counters:
+            family.add(name, getattr(iface.stats, field))
+    families += [info, since, *(family for family, _field in counters)]
     return families
 
 
 class PppCollector:
     name = "ppp"
 
-    def __init__(self, source: KernelSource) -> None:
+    def __init__(self, source: KernelSource, limiter: SeriesLimiter) -> None:
         self._source = source
+        self._limiter = limiter
 
     async def collect(self) -> Collection:
         try:
             interfaces = await self._source.ppp()
         except (OSError, TimeoutError) as err:
             return Collection(success=False, error=f"rtnetlink: {err or 'timeout'}")
-        return Collection(families=render_ppp(interfaces))
+        return Collection(families=render_ppp(interfaces, self._limiter))

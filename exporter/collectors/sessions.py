@@ -19,6 +19,7 @@ from exporter.kernel.l2tp import L2tpUnavailable
 from exporter.kernel.model import L2tpIpsecSession, L2tpSnapshot
 from exporter.kernel.source import KernelSource
 from exporter.strongswan.model import StrongswanSnapshot
+from exporter.table_family import gauge_table
 
 log = logging.getLogger("exporter.collectors.sessions")
 
@@ -40,22 +41,22 @@ def render_sessions(sessions: Sequence[L2tpIpsecSession], limiter: SeriesLimiter
         "Connected L2TP/IPsec clients (ppp interfaces matching --collector.ppp.interfaces).",
         value=len(sessions),
     )
-    info = GaugeMetricFamily(
+    info = gauge_table(
         "l2tp_ipsec_session_info",
         "One series per client: its ppp interface, user (PPP user, else IKE user), IKE SA, "
         "public and inner address; always 1.",
-        labels=list(SESSION_LABELS),
+        SESSION_LABELS,
     )
-    start = GaugeMetricFamily(
+    start = gauge_table(
         "l2tp_ipsec_session_start_timestamp_seconds",
         "When the client's session came up (ppp IPCP up, else the IKE SA), in seconds since "
         "the epoch.",
-        labels=["interface"],
+        ["interface"],
     )
     for s in limiter.take("l2tp_ipsec_session_info", sessions):
-        info.add_metric([getattr(s, label) for label in SESSION_LABELS], 1)
+        info.add(tuple([getattr(s, label) for label in SESSION_LABELS]), 1)
         if s.started_at is not None:
-            start.add_metric([s.interface], s.started_at)
+            start.add((s.interface,), s.started_at)
     return [count, info, start]
 
 

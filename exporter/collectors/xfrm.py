@@ -11,6 +11,7 @@ from exporter.collectors.base import Collection
 from exporter.collectors.limits import SeriesLimiter
 from exporter.kernel.model import XfrmSnapshot, XfrmState
 from exporter.kernel.source import KernelSource
+from exporter.table_family import counter_table, gauge_table
 
 log = logging.getLogger("exporter.collectors.xfrm")
 
@@ -59,21 +60,20 @@ def render_xfrm(snap: XfrmSnapshot, limiter: SeriesLimiter) -> list[Metric]:
     by_dir.update(p.direction for p in snap.policies)
     for direction, count in sorted(by_dir.items()):
         policies.add_metric([direction], count)
-    info = GaugeMetricFamily(
+    info = gauge_table(
         "xfrm_state_info",
         "One series per kernel SA with its endpoints, protocol, mode and reqid; always 1.",
-        labels=["spi", "src", "dst", "proto", "mode", "reqid"],
+        ["spi", "src", "dst", "proto", "mode", "reqid"],
     )
-    counters = {
-        name: CounterMetricFamily(name, text, labels=["spi", "dst"])
-        for name, _field, text in PER_SA_COUNTERS
-    }
+    counters = [
+        (counter_table(name, text, ["spi", "dst"]), field) for name, field, text in PER_SA_COUNTERS
+    ]
     for s in limiter.take("xfrm_state_info", sorted(snap.states, key=_sa_key)):
         spi = s.spi_hex
-        info.add_metric([spi, s.src, s.dst, s.proto, s.mode, str(s.reqid)], 1)
-        for name, field, _text in PER_SA_COUNTERS:
-            counters[name].add_metric([spi, s.dst], getattr(s, field))
-    return [states, policies, info, *counters.values()]
+        info.add((spi, s.src, s.dst, s.proto, s.mode, str(s.reqid)), 1)
+        for family, field in counters:
+            family.add((spi, s.dst), getattr(s, field))
+    return [states, policies, info, *(family for family, _field in counters)]
 
 
 def render_xfrm_stat(stat: dict[str, int]) -> Metric:

@@ -112,9 +112,9 @@ def build_kernel_collectors(
     limiter = limiter if limiter is not None else SeriesLimiter(options.series_limit)
     collectors: list[Collector] = []
     if options.ppp:
-        collectors.append(PppCollector(source))
+        collectors.append(PppCollector(source, limiter))
     if options.l2tp:
-        collectors.append(L2tpCollector(source))
+        collectors.append(L2tpCollector(source, limiter))
     if options.xfrm:
         collectors.append(XfrmCollector(source, limiter))
     if options.sessions:

@@ -281,12 +281,27 @@ def test_stale_hook_record_is_ignored() -> None:
 
 def test_golden_ppp() -> None:
     """Real link/address dump bytes → the exact ppp exposition."""
-    check_golden("ppp", exposition(render_ppp(ppp_fixture())))
+    check_golden("ppp", exposition(render_ppp(ppp_fixture(), SeriesLimiter(100))))
 
 
 def test_golden_l2tp() -> None:
     """Real L2TP genl dump bytes → the exact l2tp exposition."""
-    check_golden("l2tp", exposition(render_l2tp(l2tp_fixture())))
+    check_golden("l2tp", exposition(render_l2tp(l2tp_fixture(), SeriesLimiter(100))))
+
+
+def test_ppp_and_l2tp_series_are_bounded() -> None:
+    """The series limit bounds the per-interface, per-tunnel and per-session families too
+    (3 recorded ppp interfaces and L2TP sessions, limit 2)."""
+    limiter = SeriesLimiter(2)
+    ppp = {f.name: f for f in render_ppp(ppp_fixture(), limiter)}
+    l2tp = {f.name: f for f in render_l2tp(l2tp_fixture(), limiter)}
+    assert ppp["ppp_interfaces"].samples[0].value == 3  # the count is not cut
+    assert len(ppp["ppp_interface_info"].samples) == 2
+    assert len(ppp["ppp_interface_receive_bytes"].samples) == 2
+    assert len(l2tp["l2tp_session_info"].samples) == 2
+    assert len(l2tp["l2tp_session_transmit_packets"].samples) == 2
+    assert limiter.dropped["ppp_interface_info"] == 1
+    assert limiter.dropped["l2tp_session_info"] == 1
 
 
 def test_golden_xfrm() -> None:

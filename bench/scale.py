@@ -13,7 +13,13 @@ identities, each CHILD SA its own /32 on both sides):
    seconds per scrape (utime+stime from /proc over the batch, minus its idle rate measured
    just before); charon's CPU seconds per minute while one scraper scrapes every 15 s,
    against the same with the naive peer (a ``list_sas()`` every 15 s) and with nobody
-   asking (idle).
+   asking (idle);
+4. charon's CPU seconds per request, over back-to-back requests (at least
+   ``--cost-seconds``, minus charon's idle rate): a ``list_sas()``, and the exporter's own
+   background rounds (its ``ask_charon`` with and without list-sas); from those, charon's
+   CPU per minute for the naive peer and for the exporter at its default intervals. The
+   60 s windows of 3. cannot resolve differences below charon's idle noise (at 1,000 SAs
+   a listing costs charon a few tens of ms); these can.
 
 Run as root (namespaces, charon):
 
@@ -26,6 +32,7 @@ Prints a Markdown table and the ratios against the issue's targets. Everything i
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import ctypes
 import gzip
@@ -53,8 +60,11 @@ if str(ROOT) not in sys.path:
 
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
+from exporter.config import StrongswanOptions, ViciAddress  # noqa: E402
 from exporter.lab import netns  # noqa: E402
 from exporter.lab.scale import SERVER_CONNS, ScaleLab  # noqa: E402
+from exporter.strongswan.fetch import ask_charon  # noqa: E402
+from exporter.vici import ViciClient  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 CLONE_NEWNET = 0x40000000
@@ -277,6 +287,19 @@ class Row:
     charon_extra: float = float("nan")  # exporter with --extra-refresh
     charon_rss_kb: int = 0
     bring_up: float = float("nan")
+    # charon CPU seconds per request, over many back-to-back requests (no tick noise):
+    cost_naive: float = float("nan")  # one list_sas() through the vici package
+    cost_listing: float = float("nan")  # the exporter's round with list-sas
+    cost_cheap: float = float("nan")  # the exporter's round without it
+
+    def modelled(self, interval: float, options: StrongswanOptions) -> tuple[float, float]:
+        """charon CPU s/min for a scrape every ``interval`` s: the naive peer (a list_sas
+        per scrape) and the exporter (a listing round every sa-refresh-interval, a cheap
+        round every refresh-interval in between), from the per-request costs."""
+        naive = 60.0 / interval * self.cost_naive
+        listings = 60.0 / options.sa_refresh_interval
+        cheap = max(0.0, 60.0 / options.refresh_interval - listings)
+        return naive, listings * self.cost_listing + cheap * self.cost_cheap
 
 
 def charon_window(
@@ -298,6 +321,34 @@ def charon_window(
     time.sleep(max(0.0, t0 + seconds - time.monotonic()))
     used = cpu_seconds(pid) - c0
     return used * 60.0 / (time.monotonic() - t0)
+
+
+def charon_cost(pid: int, idle_per_s: float, action: Callable[[], Any], seconds: float) -> float:
+    """charon's CPU seconds per call of ``action``: calls back to back for at least
+    ``seconds`` (and 3 calls), so the total is far above /proc's 10 ms tick, minus what
+    charon spends idle in that time."""
+    t0, c0, calls = time.monotonic(), cpu_seconds(pid), 0
+    while calls < 3 or time.monotonic() - t0 < seconds:
+        action()
+        calls += 1
+    used = cpu_seconds(pid) - c0 - idle_per_s * (time.monotonic() - t0)
+    return max(0.0, used) / calls
+
+
+class ExporterQuestions:
+    """The exporter's own background questions (``ask_charon``, its VICI client) asked
+    from here, so their cost to charon can be measured per round."""
+
+    def __init__(self, lab: ScaleLab) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._client = ViciClient(ViciAddress.parse(lab.server_uri), timeout=300)
+
+    def round(self, list_sas: bool) -> None:
+        self._loop.run_until_complete(ask_charon(self._client, list_sas))
+
+    def close(self) -> None:
+        self._loop.run_until_complete(self._client.close())
+        self._loop.close()
 
 
 def vici_list_sas(lab: ScaleLab) -> tuple[float, int]:
@@ -331,6 +382,22 @@ def measure(lab: ScaleLab, n: int, args: argparse.Namespace, logdir: Path) -> Ro
     row.charon_idle = charon_window(pid, args.idle_window, args.window, None)
     row.charon_naive = charon_window(pid, args.window, args.interval, lambda: vici_list_sas(lab))
     log(f"N={n}: charon idle {row.charon_idle:.3f} naive {row.charon_naive:.3f} CPU s/min")
+    idle_per_s = row.charon_idle / 60.0
+    row.cost_naive = charon_cost(pid, idle_per_s, lambda: vici_list_sas(lab), args.cost_seconds)
+    questions = ExporterQuestions(lab)
+    try:
+        row.cost_listing = charon_cost(
+            pid, idle_per_s, lambda: questions.round(list_sas=True), args.cost_seconds
+        )
+        row.cost_cheap = charon_cost(
+            pid, idle_per_s, lambda: questions.round(list_sas=False), args.cost_seconds
+        )
+    finally:
+        questions.close()
+    log(
+        f"N={n}: charon CPU per request: list_sas {ms(row.cost_naive)} ms, exporter listing "
+        f"round {ms(row.cost_listing)} ms, cheap round {ms(row.cost_cheap)} ms"
+    )
 
     exp = Exporter(lab, logdir)
     try:
@@ -443,6 +510,25 @@ def ratios(rows: list[Row], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+def costs(rows: list[Row], args: argparse.Namespace) -> str:
+    options = StrongswanOptions()
+    lines = [
+        "| N SAs | charon CPU per request: vici `list_sas()` / exporter round with list-sas "
+        "/ without | charon CPU s/min from those, a scrape every "
+        f"{args.interval:g} s: naive / exporter (list-sas every "
+        f"{options.sa_refresh_interval:g} s, the rest every {options.refresh_interval:g} s) "
+        "| naive ÷ exporter (target ≥ 4) |",
+        "|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        naive, exporter = r.modelled(args.interval, options)
+        lines.append(
+            f"| {r.n:,} | {ms(r.cost_naive)} / {ms(r.cost_listing)} / {ms(r.cost_cheap)} ms "
+            f"| {naive:.3f} / {exporter:.3f} | {div(naive, exporter):.2f} |"
+        )
+    return "\n".join(lines)
+
+
 def machine() -> str:
     cpu = "?"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -504,6 +590,12 @@ def main(argv: list[str] | None = None) -> int:
         default=0.0,
         help="also measure charon CPU with the exporter at this refresh interval (0: skip)",
     )
+    parser.add_argument(
+        "--cost-seconds",
+        type=float,
+        default=5.0,
+        help="back-to-back requests for at least this long per charon CPU-per-request figure",
+    )
     parser.add_argument("--wave", type=int, default=250, help="SAs initiated at once")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
@@ -539,6 +631,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table(rows, args))
     print()
     print(ratios(rows, args))
+    print()
+    print(costs(rows, args))
     print()
     for r in rows:
         print(

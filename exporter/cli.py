@@ -149,8 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
         dest="refresh_interval",
         type=_non_negative_float,
         metavar="SECONDS",
-        help="ask charon for everything (list-sas included) in the background this often; "
-        "scrapes never wait on charon; 0 = ask at every scrape (default 10)",
+        help="ask charon the cheap questions (stats, connections, pools, certificates, "
+        "counters) in the background this often; scrapes never wait on charon; 0 = ask "
+        "everything, list-sas included, at every scrape (default 10)",
     )
     add_kernel_flags(parser)
     parser.add_argument(
@@ -159,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_float,
         metavar="SECONDS",
         help="ask charon for list-sas (CHILD SA byte counts, reconciling the SA model) in "
-        "the background this often; events keep SAs current in between (default 60)",
+        "the background this often; events keep SAs current in between (default 120)",
     )
     parser.add_argument(
         "--log.level",

@@ -18,7 +18,7 @@ collectors:
     reauth_grace: 10s
     user_idle_timeout: 1h
     refresh_interval: 10s
-    sa_refresh_interval: 60s
+    sa_refresh_interval: 120s
   ppp: {enabled: true, interfaces: "ppp*"}
   l2tp: {enabled: true}
   xfrm: {enabled: true}

@@ -13,6 +13,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from exporter.collectors.base import Collection
 from exporter.collectors.limits import SeriesLimiter
+from exporter.collectors.order import SeriesOrders, rows_in_order
 from exporter.collectors.strongswan_ledger import render_ledger, render_stream
 from exporter.config import StrongswanOptions
 from exporter.strongswan.events import EventStream
@@ -67,6 +68,7 @@ class StrongswanCollector:
         self._options = options
         self._limiter = SeriesLimiter(options.series_limit)
         self._stream = stream
+        self._orders = SeriesOrders()
 
     @property
     def state(self) -> StrongswanState:
@@ -98,7 +100,7 @@ class StrongswanCollector:
         up = self._up()
         families: list[Metric] = [up_family(up)]
         if up and snapshot is not None:
-            families += render(snapshot, self._options, self._limiter)
+            families += render(snapshot, self._options, self._limiter, self._orders)
         families += self._ledger_families(snapshot)
         age = state.age()
         if age is not None:
@@ -132,7 +134,11 @@ class StrongswanCollector:
             ledger.tick()
             connections = snapshot.connections if snapshot is not None else ()
             families += render_ledger(
-                ledger, connections, self._limiter, self._options.user_metrics
+                ledger,
+                connections,
+                self._limiter,
+                self._options.user_metrics,
+                self._orders.user_traffic,
             )
         if self._stream is not None:
             families += render_stream(self._stream)
@@ -152,17 +158,22 @@ def dropped_family(limiter: SeriesLimiter) -> CounterMetricFamily:
 
 
 def render(
-    snapshot: StrongswanSnapshot, options: StrongswanOptions, limiter: SeriesLimiter
+    snapshot: StrongswanSnapshot,
+    options: StrongswanOptions,
+    limiter: SeriesLimiter,
+    orders: SeriesOrders | None = None,
 ) -> list[Metric]:
-    """All strongSwan families for one snapshot (except `strongswan_up`)."""
+    """All strongSwan families for one snapshot (except `strongswan_up`). `orders` keeps
+    the sorted order of the big families from one scrape to the next."""
+    orders = orders or SeriesOrders()
     families: list[Metric] = []
     families += _daemon(snapshot)
     families += _sa_counts(snapshot)
     families += _connections(snapshot)
     if options.user_metrics:
-        families += _users(snapshot, limiter)
+        families += _users(snapshot, limiter, orders)
     if options.sa_details:
-        families += _sa_details(snapshot, limiter)
+        families += _sa_details(snapshot, limiter, orders)
     families += _pools(snapshot)
     families += _certificates(snapshot)
     if snapshot.counters is not None:
@@ -220,16 +231,13 @@ def _daemon(snap: StrongswanSnapshot) -> Iterable[Metric]:
 
 
 def _sa_counts(snap: StrongswanSnapshot) -> Iterable[Metric]:
-    ike: Counter[tuple[str, str]] = Counter()
-    child: Counter[tuple[str, str, str]] = Counter()
+    # Counted from generators: Counter does that in C, several times faster per SA.
+    ike = Counter((sa.conn, sa.state) for sa in snap.ike_sas)
+    child = Counter((sa.conn, c.name, c.state) for sa in snap.ike_sas for c in sa.children)
     for conn in snap.connections:
-        ike[(conn.name, "ESTABLISHED")] += 0
+        ike.setdefault((conn.name, "ESTABLISHED"), 0)
         for child_name in conn.children:
-            child[(conn.name, child_name, "INSTALLED")] += 0
-    for sa in snap.ike_sas:
-        ike[(sa.conn, sa.state)] += 1
-        for c in sa.children:
-            child[(sa.conn, c.name, c.state)] += 1
+            child.setdefault((conn.name, child_name, "INSTALLED"), 0)
     ike_family = GaugeMetricFamily(
         "strongswan_ike_sas",
         "IKE SAs by connection and state (ESTABLISHED is shown for every loaded connection).",
@@ -267,14 +275,17 @@ def _connections(snap: StrongswanSnapshot) -> Iterable[Metric]:
     yield established
 
 
-def _users(snap: StrongswanSnapshot, limiter: SeriesLimiter) -> Iterable[Metric]:
+def _users(
+    snap: StrongswanSnapshot, limiter: SeriesLimiter, orders: SeriesOrders
+) -> Iterable[Metric]:
     sessions = Counter((sa.conn, sa.user) for sa in snap.ike_sas if sa.state == "ESTABLISHED")
     family = gauge_table(
         "strongswan_user_sessions",
         "Established IKE SAs per connection and user (XAuth/EAP identity, else remote id).",
         ["conn", "user"],
     )
-    family.extend(limiter.take("strongswan_user_sessions", sorted(sessions.items())))
+    ordered = rows_in_order(orders.user_sessions, sessions)
+    family.extend(limiter.take("strongswan_user_sessions", ordered))
     yield family
 
 
@@ -282,7 +293,9 @@ def _sa_sort_key(sa: IkeSA) -> tuple[str, int, str]:
     return (sa.conn, int(sa.uniqueid) if sa.uniqueid.isdigit() else 0, sa.uniqueid)
 
 
-def _sa_details(snap: StrongswanSnapshot, limiter: SeriesLimiter) -> Iterable[Metric]:
+def _sa_details(
+    snap: StrongswanSnapshot, limiter: SeriesLimiter, orders: SeriesOrders
+) -> Iterable[Metric]:
     info = gauge_table(
         "strongswan_ike_sa_info",
         "One series per IKE SA with its peer, identity and algorithms; always 1.",
@@ -305,7 +318,10 @@ def _sa_details(snap: StrongswanSnapshot, limiter: SeriesLimiter) -> Iterable[Me
     )
     info_rows, since_rows = info.rows, since.rows
     byte_rows, packet_rows = child_bytes.rows, child_packets.rows
-    sas = limiter.take("strongswan_ike_sa_info", sorted(snap.ike_sas, key=_sa_sort_key))
+    by_key = {_sa_sort_key(sa): sa for sa in snap.ike_sas}
+    sas = limiter.take(
+        "strongswan_ike_sa_info", [sa for _key, sa in rows_in_order(orders.ike_sas, by_key)]
+    )
     for sa in sas:
         labels = (
             sa.conn,

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from exporter.collectors.limits import SeriesLimiter
+from exporter.collectors.order import SortedKeys, rows_in_order
 from exporter.strongswan.events import EventStream
 from exporter.strongswan.ledger import SaLedger, Traffic
 from exporter.strongswan.model import Connection
@@ -20,6 +21,7 @@ def render_ledger(
     connections: Iterable[Connection],
     limiter: SeriesLimiter,
     user_metrics: bool,
+    user_order: SortedKeys[tuple[str, str]] | None = None,
 ) -> list[Metric]:
     """`connections` (the loaded ones) get zero series, so the first drop is an increase."""
     conns = list(connections)
@@ -61,7 +63,9 @@ def render_ledger(
         sorted(ledger.traffic_totals().items()),
     )
     if user_metrics:
-        users = limiter.take("strongswan_user_bytes_total", sorted(ledger.user_totals().items()))
+        totals = ledger.user_totals()
+        ordered = rows_in_order(user_order or SortedKeys(), totals)
+        users = limiter.take("strongswan_user_bytes_total", ordered)
         families += _traffic(
             "strongswan_user",
             "through the user's CHILD SAs, rekeys and reconnects included",

@@ -34,7 +34,7 @@ class StrongswanState:
         client: ViciClient,
         ledger: SaLedger | None,
         refresh_interval: float,
-        sa_refresh_interval: float = 60.0,
+        sa_refresh_interval: float = 120.0,
     ) -> None:
         self.client = client
         self.ledger = ledger

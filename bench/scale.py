@@ -6,14 +6,14 @@ identities, each CHILD SA its own /32 on both sides):
 
 1. charon's own listing: ``swanctl --list-sas --raw`` (wall time, median of ``--repeats``);
 2. the naive peer: a full ``list_sas()`` through the blocking ``vici`` package (the same);
-3. this exporter, a real ``python -m exporter`` subprocess with default settings
-   (background refresh every 10 s, events on) in the responder's namespace: ``/metrics``
-   latency (median, p95) with 1 and with 10 concurrent scrapers sending what Prometheus
-   sends (OpenMetrics, gzip) back to back; resident memory (VmRSS, VmHWM); exporter CPU
-   seconds per scrape (utime+stime from /proc over the batch, minus its idle rate measured
-   just before); charon's CPU seconds per minute while one scraper scrapes every 15 s,
-   against the same with the naive peer (a ``list_sas()`` every 15 s) and with nobody
-   asking (idle);
+3. this exporter, a real ``python -m exporter`` subprocess with default settings (cheap
+   questions every 10 s, list-sas every 120 s, events on) in the responder's namespace:
+   ``/metrics`` latency (median, p95) with 1 and with 10 concurrent scrapers sending what
+   Prometheus sends (OpenMetrics, gzip) back to back; resident memory (VmRSS, VmHWM);
+   exporter CPU seconds per scrape (utime+stime from /proc over the batch, minus its idle
+   rate measured just before); charon's CPU seconds per minute while one scraper scrapes
+   every 15 s, against the same with the naive peer (a ``list_sas()`` every 15 s) and with
+   nobody asking (idle);
 4. charon's CPU seconds per request, over back-to-back requests (at least
    ``--cost-seconds``, minus charon's idle rate): a ``list_sas()``, and the exporter's own
    background rounds (its ``ask_charon`` with and without list-sas); from those, charon's

@@ -13,6 +13,8 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from exporter.collectors.limits import SeriesLimiter
+
 #: Keys are tuples of label values (and numbers), which sort and hash.
 K = TypeVar("K", bound=tuple[Any, ...])
 
@@ -52,8 +54,14 @@ class SortedKeys(Generic[K]):
         return order
 
 
-def rows_in_order(order: SortedKeys[K], values: dict[K, Any]) -> list[tuple[K, Any]]:
-    return [(key, values[key]) for key in order.of(values)]
+V = TypeVar("V")
+
+
+def take_in_order(
+    limiter: SeriesLimiter, family: str, order: SortedKeys[K], values: dict[K, V]
+) -> list[tuple[K, V]]:
+    """The first `limiter.limit` items of `values` by key (the rest counted as dropped)."""
+    return [(key, values[key]) for key in limiter.take(family, order.of(values))]
 
 
 @dataclass

@@ -13,7 +13,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from exporter.collectors.base import Collection
 from exporter.collectors.limits import SeriesLimiter
-from exporter.collectors.order import SeriesOrders, rows_in_order
+from exporter.collectors.order import SeriesOrders, take_in_order
 from exporter.collectors.strongswan_ledger import render_ledger, render_stream
 from exporter.config import StrongswanOptions
 from exporter.strongswan.events import EventStream
@@ -284,8 +284,8 @@ def _users(
         "Established IKE SAs per connection and user (XAuth/EAP identity, else remote id).",
         ["conn", "user"],
     )
-    ordered = rows_in_order(orders.user_sessions, sessions)
-    family.extend(limiter.take("strongswan_user_sessions", ordered))
+    rows = take_in_order(limiter, "strongswan_user_sessions", orders.user_sessions, sessions)
+    family.extend(rows)
     yield family
 
 
@@ -319,9 +319,9 @@ def _sa_details(
     info_rows, since_rows = info.rows, since.rows
     byte_rows, packet_rows = child_bytes.rows, child_packets.rows
     by_key = {_sa_sort_key(sa): sa for sa in snap.ike_sas}
-    sas = limiter.take(
-        "strongswan_ike_sa_info", [sa for _key, sa in rows_in_order(orders.ike_sas, by_key)]
-    )
+    sas = [
+        sa for _key, sa in take_in_order(limiter, "strongswan_ike_sa_info", orders.ike_sas, by_key)
+    ]
     for sa in sas:
         labels = (
             sa.conn,

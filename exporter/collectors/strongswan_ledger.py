@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from exporter.collectors.limits import SeriesLimiter
-from exporter.collectors.order import SortedKeys, rows_in_order
+from exporter.collectors.order import SortedKeys, take_in_order
 from exporter.strongswan.events import EventStream
 from exporter.strongswan.ledger import SaLedger, Traffic
 from exporter.strongswan.model import Connection
@@ -63,9 +63,8 @@ def render_ledger(
         sorted(ledger.traffic_totals().items()),
     )
     if user_metrics:
-        totals = ledger.user_totals()
-        ordered = rows_in_order(user_order or SortedKeys(), totals)
-        users = limiter.take("strongswan_user_bytes_total", ordered)
+        order = user_order or SortedKeys()
+        users = take_in_order(limiter, "strongswan_user_bytes_total", order, ledger.user_totals())
         families += _traffic(
             "strongswan_user",
             "through the user's CHILD SAs, rekeys and reconnects included",

@@ -33,6 +33,10 @@ SEL = 'job=~"$job", instance=~"$instance"'
 CONN = f'{SEL}, conn=~"$conn"'
 PROBE = 'job=~"$job", instance=~"$instance", module=~"$module"'
 RATE = "[$__rate_interval]"
+#: Panels over counters that only move at each background list-sas (every 120 s by
+#: default): a shorter step would draw zeros between listings and spikes at them.
+LISTED_STEP = "4m"
+LISTED_NOTE = " Live SAs' counts move at each background listing (every 2 min by default), so the panel steps by at least 4 min."
 
 
 @dataclass
@@ -64,6 +68,8 @@ class Panel:
     defaults: dict[str, Any] = field(default_factory=dict)
     overrides: list[dict[str, Any]] = field(default_factory=list)
     transformations: list[dict[str, Any]] = field(default_factory=list)
+    #: Grafana's "Min interval": the smallest step (and $__interval) of the queries.
+    min_interval: str = ""
 
 
 def row(title: str) -> Panel:
@@ -191,12 +197,13 @@ def overview() -> tuple[dict[str, Any], list[Panel]]:
             "Throughput per server",
             q(f'sum by (instance) (rate(strongswan_child_sa_bytes_total{{{SEL}, direction="in"}}{RATE})) * 8', "{{instance}} in"),
             q(f'-sum by (instance) (rate(strongswan_child_sa_bytes_total{{{SEL}, direction="out"}}{RATE})) * 8', "{{instance}} out"),
-            unit=bits, description="Through all CHILD SAs, rekeys included; out is drawn below zero.",
+            unit=bits, description="Through all CHILD SAs, rekeys included; out is drawn below zero." + LISTED_NOTE,
+            min_interval=LISTED_STEP,
         ),
         timeseries(
             "Throughput per connection",
             q(f"sum by (instance, conn, direction) (rate(strongswan_child_sa_bytes_total{{{SEL}}}{RATE})) * 8", "{{conn}} {{direction}} ({{instance}})"),
-            unit=bits,
+            unit=bits, description=LISTED_NOTE.strip(), min_interval=LISTED_STEP,
         ),
         timeseries(
             "Users and tunnels",
@@ -357,7 +364,8 @@ def users_and_sessions() -> tuple[dict[str, Any], list[Panel]]:
         timeseries(
             "Traffic per IPsec user",
             q(f"topk(20, sum by (conn, user, direction) (rate(strongswan_user_bytes_total{{{CONN}}}{RATE})) * 8)", "{{user}} {{direction}} ({{conn}})"),
-            unit="bps", description="The 20 busiest at each point in time.",
+            unit="bps", description="The 20 busiest at each point in time." + LISTED_NOTE,
+            min_interval=LISTED_STEP,
         ),
         timeseries(
             "Traffic per ppp session",
@@ -405,7 +413,7 @@ def users_and_sessions() -> tuple[dict[str, Any], list[Panel]]:
         timeseries(
             "Throughput per connection",
             q(f"sum by (conn, child, direction) (rate(strongswan_child_sa_bytes_total{{{CONN}}}{RATE})) * 8", "{{conn}}/{{child}} {{direction}}"),
-            width=24, unit="bps",
+            width=24, unit="bps", description=LISTED_NOTE.strip(), min_interval=LISTED_STEP,
         ),
     ]  # fmt: skip
     variables = [
@@ -529,6 +537,8 @@ def render_panel(panel: Panel, panel_id: int, x: int, y: int) -> dict[str, Any]:
     if panel.description:
         out["description"] = panel.description
     out["datasource"] = DATASOURCE
+    if panel.min_interval:
+        out["interval"] = panel.min_interval
     targets = []
     for index, query in enumerate(panel.queries):
         target: dict[str, Any] = {

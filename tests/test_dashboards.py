@@ -251,6 +251,33 @@ def test_queries_use_only_the_dashboards_variables(path: Path) -> None:
         assert used <= set(VARIABLE_VALUES), f"{where}: add {used} to VARIABLE_VALUES"
 
 
+#: Counters that only move at each background list-sas.
+LISTED_COUNTERS = re.compile(r"rate\((strongswan_child_sa|strongswan_user)_(bytes|packets)_total\b")
+
+
+def seconds(duration: str) -> float:
+    number, unit = re.fullmatch(r"(\d+)([smh])", duration).groups()  # type: ignore[union-attr]
+    return float(number) * {"s": 1, "m": 60, "h": 3600}[unit]
+
+
+@pytest.mark.parametrize("path", DASHBOARD_FILES, ids=lambda p: p.name)
+def test_rates_of_listed_counters_step_wider_than_two_listings(path: Path) -> None:
+    """A rate over a counter that moves once per listing needs two listings in its window,
+    else the panel draws zeros and spikes: the panel's min interval must be at least twice
+    the default --collector.strongswan.sa-refresh-interval."""
+    from exporter.config import StrongswanOptions
+
+    listing = StrongswanOptions().sa_refresh_interval
+    found = 0
+    for panel in panels(load(path)):
+        if any(LISTED_COUNTERS.search(t["expr"]) for t in panel.get("targets", [])):
+            found += 1
+            interval = panel.get("interval", "")
+            assert interval and seconds(interval) >= 2 * listing, panel["title"]
+    if path.name in ("overview.json", "users-and-sessions.json"):
+        assert found, "the traffic panels moved?"
+
+
 @pytest.mark.parametrize(
     ("dashboard", "where", "expr"), all_queries(), ids=[f"{d}:{w}" for d, w, _ in all_queries()]
 )

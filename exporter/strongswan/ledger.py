@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from exporter.strongswan.model import ChildSA, IkeSA
-from exporter.strongswan.parse import parse_ike_sas
+from exporter.strongswan.parse import parse_child_rekeys, parse_ike_rekeys, parse_ike_sas
 
 #: States in which an SA counts as up once seen in a listing.
 IKE_UP_STATES = frozenset({"ESTABLISHED", "REKEYING", "REKEYED"})
@@ -399,12 +399,8 @@ class SaLedger:
         self._maybe_tick()
 
     def _apply_ike_rekey(self, body: Mapping[str, Any], now: float) -> None:
-        for conn, raw in body.items():
-            old = parse_ike_sas([{conn: raw.get("old", {})}], now)
-            new = parse_ike_sas([{conn: raw.get("new", {})}], now)
-            if not old or not new:
-                continue
-            old_id, new_sa = old[0].uniqueid, new[0]
+        for old, new_sa in parse_ike_rekeys(body, now):
+            old_id = old.uniqueid
             previous = self._pop_ike(old_id)
             self._ended_ike[old_id] = self.clock()
             self._ike_up(new_sa, count=False)
@@ -412,26 +408,19 @@ class SaLedger:
                 self.ike[new_sa.uniqueid].seen_at = previous.seen_at
             for child_id in sorted(self._children_of.get(old_id, ())):
                 self._move_child(child_id, new_sa.uniqueid)
-            self._count((conn, "", new_sa.user, new_sa.remote_host), "rekey")
+            self._count((new_sa.conn, "", new_sa.user, new_sa.remote_host), "rekey")
 
     def _apply_child_rekey(self, body: Mapping[str, Any], now: float) -> None:
-        for conn, raw in body.items():
-            ike_fields = {k: v for k, v in raw.items() if k != "child-sas"}
-            pairs = raw.get("child-sas")
-            for pair in pairs.values() if isinstance(pairs, Mapping) else ():
-                if not isinstance(pair, Mapping):
-                    continue
-                old = _one_child(conn, ike_fields, pair.get("old"), now)
-                new = _one_child(conn, ike_fields, pair.get("new"), now)
-                if old is None or new is None:
-                    continue
-                sa, old_child = old
-                self._ike_up(sa, count=False)
-                if old_child.uniqueid not in self.children:
-                    # Rekey of a CHILD SA we had not seen yet: track it to account its bytes.
-                    self._child_up(sa, old_child, count=False)
-                self._child_end(old_child.uniqueid, Traffic.of(old_child), "rekey")
-                self._child_up(new[0], new[1], count=False)
+        for old, new in parse_child_rekeys(body, now):
+            if old is None or new is None:
+                continue
+            sa, old_child = old
+            self._ike_up(sa, count=False)
+            if old_child.uniqueid not in self.children:
+                # Rekey of a CHILD SA we had not seen yet: track it to account its bytes.
+                self._child_up(sa, old_child, count=False)
+            self._child_end(old_child.uniqueid, Traffic.of(old_child), "rekey")
+            self._child_up(new[0], new[1], count=False)
 
     def reconcile(
         self, sas: Iterable[IkeSA], listed_after: float, charon_start: float | None = None
@@ -506,14 +495,3 @@ def _add_to(totals: dict[tuple[str, str], Traffic], key: tuple[str, str], t: Tra
         totals[key] = t.copy()
     else:
         total.add(t)
-
-
-def _one_child(
-    conn: str, ike_fields: Mapping[str, Any], child: Any, now: float
-) -> tuple[IkeSA, ChildSA] | None:
-    if not isinstance(child, Mapping):
-        return None
-    sas = parse_ike_sas([{conn: {**ike_fields, "child-sas": {"rekeyed": child}}}], now)
-    if not sas or not sas[0].children:
-        return None
-    return sas[0], sas[0].children[0]

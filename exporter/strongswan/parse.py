@@ -8,7 +8,7 @@ charon versions differ in what they report.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from exporter.strongswan.model import (
@@ -149,6 +149,45 @@ def parse_ike_sas(events: Iterable[Mapping[str, Any]], now: float) -> tuple[IkeS
                 )
             )
     return tuple(sas)
+
+
+#: One SA of a rekey event: the IKE SA's fields with the one CHILD SA, or None when
+#: that half of the event could not be read.
+RekeyedChild = tuple[IkeSA, ChildSA] | None
+
+
+def parse_ike_rekeys(body: Mapping[str, Any], now: float) -> Iterator[tuple[IkeSA, IkeSA]]:
+    """The (old, new) IKE SAs of an `ike-rekey` event; unreadable pairs are left out."""
+    for conn, raw in body.items():
+        old = parse_ike_sas([{conn: _section(raw).get("old", {})}], now)
+        new = parse_ike_sas([{conn: _section(raw).get("new", {})}], now)
+        if old and new:
+            yield old[0], new[0]
+
+
+def parse_child_rekeys(
+    body: Mapping[str, Any], now: float
+) -> Iterator[tuple[RekeyedChild, RekeyedChild]]:
+    """The (old, new) CHILD SAs of a `child-rekey` event, each with its IKE SA."""
+    for conn, raw in body.items():
+        ike_fields = {k: v for k, v in _section(raw).items() if k != "child-sas"}
+        for pair in _section(_section(raw).get("child-sas")).values():
+            if isinstance(pair, Mapping):
+                yield (
+                    _rekeyed_child(conn, ike_fields, pair.get("old"), now),
+                    _rekeyed_child(conn, ike_fields, pair.get("new"), now),
+                )
+
+
+def _rekeyed_child(
+    conn: str, ike_fields: Mapping[str, Any], child: Any, now: float
+) -> RekeyedChild:
+    if not isinstance(child, Mapping):
+        return None
+    sas = parse_ike_sas([{conn: {**ike_fields, "child-sas": {"rekeyed": child}}}], now)
+    if not sas or not sas[0].children:
+        return None
+    return sas[0], sas[0].children[0]
 
 
 def parse_connections(events: Iterable[Mapping[str, Any]]) -> tuple[Connection, ...]:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from exporter.strongswan.model import ChildSA, IkeSA
-from exporter.strongswan.parse import parse_ike_sas
+from exporter.strongswan.parse import parse_child_rekeys, parse_ike_rekeys, parse_ike_sas
 
 
 class SaModel:
@@ -49,38 +49,22 @@ class SaModel:
                     else:
                         self._drop_child(sa.uniqueid, child.uniqueid)
         elif name == "ike-rekey":
-            for conn, raw in body.items():
-                old = parse_ike_sas([{conn: raw.get("old", {})}], now)
-                new = parse_ike_sas([{conn: raw.get("new", {})}], now)
-                if old and new:
-                    previous = self.sas.pop(old[0].uniqueid, None)
-                    children = new[0].children or (previous.children if previous else ())
-                    self._put(dataclasses.replace(new[0], children=children))
+            for old, new in parse_ike_rekeys(body, now):
+                previous = self.sas.pop(old.uniqueid, None)
+                children = new.children or (previous.children if previous else ())
+                self._put(dataclasses.replace(new, children=children))
         elif name == "child-rekey":
-            for conn, raw in body.items():
-                ike_fields = {k: v for k, v in raw.items() if k != "child-sas"}
-                pairs = raw.get("child-sas")
-                for pair in pairs.values() if isinstance(pairs, Mapping) else ():
-                    if not isinstance(pair, Mapping):
-                        continue
-                    for role in ("old", "new"):
-                        raw_child = pair.get(role)
-                        if not isinstance(raw_child, Mapping):
-                            continue
-                        sas = parse_ike_sas(
-                            [{conn: {**ike_fields, "child-sas": {role: raw_child}}}], now
-                        )
-                        if sas and sas[0].children:
-                            old_child = sas[0].children[0]
-                            if role == "new":
-                                self._put_child(sas[0], old_child)
-                            elif sas[0].version == "1":
-                                # IKEv1 keeps the old CHILD SA listed as REKEYED until it
-                                # expires (charon's delete_rekeyed = no).
-                                rekeyed = dataclasses.replace(old_child, state="REKEYED")
-                                self._put_child(sas[0], rekeyed)
-                            else:
-                                self._drop_child(sas[0].uniqueid, old_child.uniqueid)
+            for old_half, new_half in parse_child_rekeys(body, now):
+                if old_half is not None:
+                    sa, old_child = old_half
+                    if sa.version == "1":
+                        # IKEv1 keeps the old CHILD SA listed as REKEYED until it expires
+                        # (charon's delete_rekeyed = no).
+                        self._put_child(sa, dataclasses.replace(old_child, state="REKEYED"))
+                    else:
+                        self._drop_child(sa.uniqueid, old_child.uniqueid)
+                if new_half is not None:
+                    self._put_child(*new_half)
 
     def _adopt(self, sa: IkeSA) -> IkeSA:
         """An IKEv1 reauthentication: charon moves the CHILD SAs of the peer's older IKE SA

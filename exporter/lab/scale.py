@@ -24,20 +24,16 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import shutil
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal
 
 from exporter.lab import netns
+from exporter.lab.base import BRIDGE, NamespaceLab
 from exporter.lab.charon import Charon, CharonError
 from exporter.lab.configs import ESP_PROPOSALS, IKE_PROPOSALS, PSK, SERVER_ADDR, SUBNET_PREFIX
 
-BRIDGE = "br0"
 CLIENT_NET = ipaddress.ip_network("10.128.0.0/16")
 SERVER_NET = ipaddress.ip_network("10.129.0.0/16")
 MAX_SAS = CLIENT_NET.num_addresses - 2
@@ -161,7 +157,7 @@ class Initiator:
         return self.first <= i < self.first + self.count
 
 
-class ScaleLab:
+class ScaleLab(NamespaceLab):
     """A responder charon and ``len(sizes)`` initiator charons; initiator ``k`` can hold up
     to ``sizes[k]`` SAs (their addresses are added before any charon starts).
 
@@ -179,17 +175,9 @@ class ScaleLab:
     ) -> None:
         if not sizes or sum(sizes) > MAX_SAS:
             raise ValueError(f"between 1 and {MAX_SAS} SAs in all")
+        super().__init__(server_kernel="kernel-libipsec", keep_workdir=keep_workdir)
         self.sizes = list(sizes)
         self.dpd_delay = dpd_delay
-        self.keep_workdir = keep_workdir
-        self.id = netns.new_lab_id()
-        self.prefix = f"{netns.LAB_PREFIX}{self.id}-"
-        self.workdir = Path(tempfile.mkdtemp(prefix=self.prefix))
-        netns.claim(self.workdir)
-        self.server_ns = f"{self.prefix}srv"
-        self.server = Charon(
-            "server", self.server_ns, self.workdir / "server", kernel="kernel-libipsec", server=True
-        )
         self.initiators: list[Initiator] = []
         first = 0
         for k, size in enumerate(self.sizes):
@@ -202,12 +190,6 @@ class ScaleLab:
         #: SA indexes whose connection is loaded on their initiator.
         self.loaded: set[int] = set()
         self.versions: dict[int, Version] = {}
-        self._namespaces: list[str] = []
-        self.timings: dict[str, float] = {}
-
-    @property
-    def server_uri(self) -> str:
-        return self.server.uri
 
     @property
     def capacity(self) -> int:
@@ -221,61 +203,27 @@ class ScaleLab:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def start(self) -> ScaleLab:
-        try:
-            t0 = time.monotonic()
-            netns.remove_leftovers()
-            self._namespace(self.server_ns)
-            netns.add_bridge(self.server_ns, BRIDGE)
-            netns.add_address(self.server_ns, BRIDGE, f"{SERVER_ADDR}/{SUBNET_PREFIX}")
-            self._add_lo_addresses(self.server_ns, (server_ts(i) for i in range(self.capacity)))
-            for ini in self.initiators:
-                self._namespace(ini.netns)
-                netns.add_veth(self.server_ns, f"i{ini.index}", ini.netns, "eth0", bridge_a=BRIDGE)
-                netns.add_address(ini.netns, "eth0", f"{initiator_addr(ini.index)}/{SUBNET_PREFIX}")
-                self._add_lo_addresses(
-                    ini.netns, (client_ts(i) for i in range(ini.first, ini.first + ini.count))
-                )
-            self.timings["addresses"] = time.monotonic() - t0
-            self.server.start()
-            self.server.load(server_swanctl_conf(self.dpd_delay))
-            for ini in self.initiators:
-                ini.charon.start()
-                ini.charon.load(INITIATOR_SWANCTL_CONF)
-            self.timings["start"] = time.monotonic() - t0
-        except BaseException:
-            self.close()
-            raise
-        return self
+    def charons(self) -> list[Charon]:
+        return [ini.charon for ini in self.initiators] + [self.server]
 
-    def close(self) -> None:
-        """Kill every charon, delete every namespace and (unless kept) the work folder."""
-        for charon in [ini.charon for ini in self.initiators] + [self.server]:
-            with contextlib.suppress(Exception):
-                charon.kill()
-        for name in reversed(self._namespaces):
-            with contextlib.suppress(Exception):
-                netns.delete_namespace(name)
-        self._namespaces.clear()
-        if not self.keep_workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-        else:
-            (self.workdir / netns.OWNER_FILE).unlink(missing_ok=True)
-
-    def __enter__(self) -> ScaleLab:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def _namespace(self, name: str) -> None:
-        self._namespaces.append(name)  # before creating: a half-made one must go too
-        netns.create_namespace(name)
+    def _build(self) -> None:
+        t0 = time.monotonic()
+        self._server_bridge()
+        self._add_lo_addresses(self.server_ns, (server_ts(i) for i in range(self.capacity)))
+        for ini in self.initiators:
+            self._namespace(ini.netns)
+            netns.add_veth(self.server_ns, f"i{ini.index}", ini.netns, "eth0", bridge_a=BRIDGE)
+            netns.add_address(ini.netns, "eth0", f"{initiator_addr(ini.index)}/{SUBNET_PREFIX}")
+            self._add_lo_addresses(
+                ini.netns, (client_ts(i) for i in range(ini.first, ini.first + ini.count))
+            )
+        self.timings["addresses"] = time.monotonic() - t0
+        self.server.start()
+        self.server.load(server_swanctl_conf(self.dpd_delay))
+        for ini in self.initiators:
+            ini.charon.start()
+            ini.charon.load(INITIATOR_SWANCTL_CONF)
+        self.timings["start"] = time.monotonic() - t0
 
     def _add_lo_addresses(self, ns: str, addresses: Iterable[str]) -> None:
         """All /32s on ``lo`` in one ``ip -batch`` (thousands of ``ip`` runs take minutes)."""

@@ -5,20 +5,16 @@ Usable from pytest and from the ``demo`` command alike; it imports nothing from 
 
 from __future__ import annotations
 
-import contextlib
-import shutil
-import tempfile
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 
 from exporter.lab import certs, netns, traffic
+from exporter.lab.base import BRIDGE, NamespaceLab
 from exporter.lab.charon import Charon, CharonError
 from exporter.lab.configs import (
-    SERVER_ADDR,
     SUBNET_PREFIX,
     TUNNEL_TARGET,
     ClientShape,
@@ -27,8 +23,6 @@ from exporter.lab.configs import (
     client_swanctl_conf,
     server_swanctl_conf,
 )
-
-BRIDGE = "br0"
 
 
 @dataclass
@@ -73,7 +67,7 @@ class Client:
         return self.charon.child_bytes()
 
 
-class Lab:
+class Lab(NamespaceLab):
     """A server charon on 10.99.0.1 and clients on 10.99.0.10+i, each in its own netns.
 
     ``clients`` names the server connection each client initiates (``nycmesh`` or
@@ -91,26 +85,12 @@ class Lab:
         connect: bool = True,
         keep_workdir: bool = False,
     ) -> None:
-        self.id = netns.new_lab_id()
-        self.prefix = f"{netns.LAB_PREFIX}{self.id}-"
+        super().__init__(server_kernel=server_kernel, keep_workdir=keep_workdir)
         self.server_kernel: Kernel = server_kernel
         self.with_cert = with_cert
-        self.keep_workdir = keep_workdir
         self._initial_clients = list(clients)
         self._connect = connect
-        self.workdir = Path(tempfile.mkdtemp(prefix=self.prefix))
-        netns.claim(self.workdir)
-        self.server_ns = f"{self.prefix}srv"
-        self.server = Charon(
-            "server", self.server_ns, self.workdir / "server", kernel=server_kernel, server=True
-        )
         self.clients: list[Client] = []
-        self._namespaces: list[str] = []
-        self.timings: dict[str, float] = {}
-
-    @property
-    def server_uri(self) -> str:
-        return self.server.uri
 
     @property
     def server_socket(self) -> Path:
@@ -118,60 +98,25 @@ class Lab:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def start(self) -> Lab:
+    def charons(self) -> list[Charon]:
+        return [c.charon for c in self.clients] + [self.server]
+
+    def _build(self) -> None:
         """Build the network, start and configure the server, add and connect clients."""
-        try:
-            t0 = time.monotonic()
-            netns.remove_leftovers()
-            self._namespace(self.server_ns)
-            netns.add_bridge(self.server_ns, BRIDGE)
-            netns.add_address(self.server_ns, BRIDGE, f"{SERVER_ADDR}/{SUBNET_PREFIX}")
-            netns.add_loopback_address(self.server_ns, TUNNEL_TARGET)
-            self.server.start()
-            self.load_server()
-            for conn in self._initial_clients:
-                self.add_client(conn)
-            self.timings["start"] = time.monotonic() - t0
-            if self._connect:
-                t1 = time.monotonic()
-                self.connect_all(check=self.server_kernel == "kernel-libipsec")
-                self.timings["connect"] = time.monotonic() - t1
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def close(self) -> None:
-        """Kill every charon, delete every namespace and (unless kept) the work folder."""
-        for charon in [c.charon for c in self.clients] + [self.server]:
-            # Teardown goes on whatever one step does; deleting the netns kills leftovers.
-            with contextlib.suppress(Exception):
-                charon.kill()
-        for name in reversed(self._namespaces):
-            netns.delete_namespace(name)
-        self._namespaces.clear()
-        if not self.keep_workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-        else:
-            (self.workdir / netns.OWNER_FILE).unlink(missing_ok=True)
-
-    def __enter__(self) -> Lab:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+        t0 = time.monotonic()
+        self._server_bridge()
+        netns.add_loopback_address(self.server_ns, TUNNEL_TARGET)
+        self.server.start()
+        self.load_server()
+        for conn in self._initial_clients:
+            self.add_client(conn)
+        self.timings["start"] = time.monotonic() - t0
+        if self._connect:
+            t1 = time.monotonic()
+            self.connect_all(check=self.server_kernel == "kernel-libipsec")
+            self.timings["connect"] = time.monotonic() - t1
 
     # -- parts -------------------------------------------------------------------------------
-
-    def _namespace(self, name: str) -> None:
-        # Remember it before creating it: a half-made namespace must still be deleted.
-        self._namespaces.append(name)
-        netns.create_namespace(name)
 
     def load_server(self) -> None:
         """(Re)load the server's connections, pools and secrets (plus a certificate)."""

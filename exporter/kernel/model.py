@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
-class LinkStats:
-    """An interface's 64-bit counters (IFLA_STATS64)."""
+class TrafficStats:
+    """The counters interfaces and L2TP tunnels and sessions all have."""
 
     rx_bytes: int = 0
     tx_bytes: int = 0
@@ -18,6 +18,12 @@ class LinkStats:
     tx_packets: int = 0
     rx_errors: int = 0
     tx_errors: int = 0
+
+
+@dataclass(frozen=True)
+class LinkStats(TrafficStats):
+    """An interface's 64-bit counters (IFLA_STATS64)."""
+
     rx_dropped: int = 0
     tx_dropped: int = 0
 
@@ -37,13 +43,8 @@ class PppInterface:
 
 
 @dataclass(frozen=True)
-class L2tpStats:
-    rx_bytes: int = 0
-    tx_bytes: int = 0
-    rx_packets: int = 0
-    tx_packets: int = 0
-    rx_errors: int = 0
-    tx_errors: int = 0
+class L2tpStats(TrafficStats):
+    """A kernel L2TP tunnel's or session's counters (L2TP_ATTR_STATS)."""
 
 
 @dataclass(frozen=True)

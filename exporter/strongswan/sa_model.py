@@ -16,17 +16,50 @@ from typing import Any
 from exporter.strongswan.model import ChildSA, IkeSA
 from exporter.strongswan.parse import parse_child_rekeys, parse_ike_rekeys, parse_ike_sas
 
+#: What an IKEv1 reauthentication keeps: (connection, remote host, remote id, user).
+Peer = tuple[str, str, str, str]
+
+
+def _peer(sa: IkeSA) -> Peer:
+    return (sa.conn, sa.remote_host, sa.remote_id, sa.user)
+
 
 class SaModel:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self.sas: dict[str, IkeSA] = {}
+        # The uniqueids of each peer's IKE SAs (a dict as an ordered set, in the order of
+        # `sas`), so an IKEv1 up does not scan thousands of SAs for the one it replaces.
+        self._by_peer: dict[Peer, dict[str, None]] = {}
         #: When the last listing replaced the model (None: never).
         self.listed_at: float | None = None
 
     def replace(self, sas: Iterable[IkeSA], listed_at: float) -> None:
-        self.sas = {sa.uniqueid: sa for sa in sas}
+        self.sas, self._by_peer = {}, {}
+        for sa in sas:
+            self._set(sa)
         self.listed_at = listed_at
+
+    def _set(self, sa: IkeSA) -> None:
+        """The one way into `sas`, keeping `_by_peer` in step."""
+        known = self.sas.get(sa.uniqueid)
+        if known is not None and _peer(known) != _peer(sa):
+            self._unindex(known)
+        self.sas[sa.uniqueid] = sa
+        self._by_peer.setdefault(_peer(sa), {})[sa.uniqueid] = None
+
+    def _remove(self, uniqueid: str) -> IkeSA | None:
+        """The one way out of `sas`."""
+        sa = self.sas.pop(uniqueid, None)
+        if sa is not None:
+            self._unindex(sa)
+        return sa
+
+    def _unindex(self, sa: IkeSA) -> None:
+        peers = self._by_peer.get(_peer(sa), {})
+        peers.pop(sa.uniqueid, None)
+        if not peers:
+            self._by_peer.pop(_peer(sa), None)
 
     def ike_sas(self) -> tuple[IkeSA, ...]:
         return tuple(self.sas.values())
@@ -40,7 +73,7 @@ class SaModel:
                 if up:
                     self._put(self._adopt(sa))
                 else:
-                    self.sas.pop(sa.uniqueid, None)
+                    self._remove(sa.uniqueid)
         elif name == "child-updown":
             for sa in parse_ike_sas([body], now):
                 for child in sa.children:
@@ -50,7 +83,7 @@ class SaModel:
                         self._drop_child(sa.uniqueid, child.uniqueid)
         elif name == "ike-rekey":
             for old, new in parse_ike_rekeys(body, now):
-                previous = self.sas.pop(old.uniqueid, None)
+                previous = self._remove(old.uniqueid)
                 children = new.children or (previous.children if previous else ())
                 self._put(dataclasses.replace(new, children=children))
         elif name == "child-rekey":
@@ -73,32 +106,27 @@ class SaModel:
         if sa.version != "1" or sa.children:
             return sa
         adopted: list[ChildSA] = []
-        for other in list(self.sas.values()):
-            if (
-                other.uniqueid != sa.uniqueid
-                and other.version == "1"
-                and (other.conn, other.remote_host, other.remote_id, other.user)
-                == (sa.conn, sa.remote_host, sa.remote_id, sa.user)
-                and other.children
-            ):
+        for other_id in list(self._by_peer.get(_peer(sa), ())):
+            other = self.sas[other_id]
+            if other_id != sa.uniqueid and other.version == "1" and other.children:
                 adopted += other.children
-                self.sas[other.uniqueid] = dataclasses.replace(other, children=())
+                self._set(dataclasses.replace(other, children=()))
         return dataclasses.replace(sa, children=tuple(adopted)) if adopted else sa
 
     def _put(self, sa: IkeSA) -> None:
         known = self.sas.get(sa.uniqueid)
         if known is not None and not sa.children:
             sa = dataclasses.replace(sa, children=known.children)
-        self.sas[sa.uniqueid] = sa
+        self._set(sa)
 
     def _put_child(self, sa: IkeSA, child: ChildSA) -> None:
         known = self.sas.get(sa.uniqueid, dataclasses.replace(sa, children=()))
         others = tuple(c for c in known.children if c.uniqueid != child.uniqueid)
         # The event's IKE fields are the freshest (state, identities).
-        self.sas[sa.uniqueid] = dataclasses.replace(sa, children=(*others, child))
+        self._set(dataclasses.replace(sa, children=(*others, child)))
 
     def _drop_child(self, ike_uniqueid: str, child_uniqueid: str) -> None:
         known = self.sas.get(ike_uniqueid)
         if known is not None:
             children = tuple(c for c in known.children if c.uniqueid != child_uniqueid)
-            self.sas[ike_uniqueid] = dataclasses.replace(known, children=children)
+            self._set(dataclasses.replace(known, children=children))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import gzip
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from html import escape
 
 from aiohttp import web
@@ -14,7 +14,7 @@ from prometheus_client.core import Metric
 from exporter import __version__
 from exporter.config import SettingsError
 from exporter.exposition import render_openmetrics, render_text
-from exporter.scrape import Families, Scraper
+from exporter.scrape import Scraper
 
 SCRAPER_KEY = web.AppKey("scraper", Scraper)
 #: Re-reads the configuration; raises SettingsError (with the reason) to reject it.
@@ -37,22 +37,33 @@ LANDING = """<!DOCTYPE html>
 """
 
 
-def render_exposition(
-    families: Families, accept: str | None, accept_encoding: str | None
-) -> tuple[bytes, dict[str, str]]:
-    """Encode for what the client asked: OpenMetrics or text 0.0.4, gzip when accepted."""
+def negotiate(accept: str | None, accept_encoding: str | None) -> tuple[str, bool]:
+    """(content type, gzip?) for what the client asked: OpenMetrics or text 0.0.4."""
     _, content_type = exposition.choose_encoder(accept or "")
+    return content_type, bool(accept_encoding and "gzip" in accept_encoding)
+
+
+def encode(
+    families: Sequence[Metric], content_type: str, gzipped: bool
+) -> tuple[bytes, dict[str, str]]:
     if content_type.startswith("application/openmetrics-text"):
-        body = render_openmetrics(families.collect())
+        body = render_openmetrics(families)
     else:
-        body = render_text(families.collect())
+        body = render_text(families)
     headers = {"Content-Type": content_type}
-    if accept_encoding and "gzip" in accept_encoding:
+    if gzipped:
         # Level 1: a quarter of level 6's time for a third more bytes (measured on a
         # 420 KB answer: 1.0 vs 4.2 ms, 31 vs 23 KB); at thousands of users it matters.
         body = gzip.compress(body, compresslevel=1)
         headers["Content-Encoding"] = "gzip"
     return body, headers
+
+
+def render_exposition(
+    families: Iterable[Metric], accept: str | None, accept_encoding: str | None
+) -> tuple[bytes, dict[str, str]]:
+    """Encode for what the client asked: OpenMetrics or text 0.0.4, gzip when accepted."""
+    return encode(list(families), *negotiate(accept, accept_encoding))
 
 
 class RenderCache:
@@ -69,10 +80,9 @@ class RenderCache:
         if families is not self._families:
             self._families = families
             self._bodies = {}
-        _, content_type = exposition.choose_encoder(accept or "")
-        key = (content_type, bool(accept_encoding and "gzip" in accept_encoding))
+        key = negotiate(accept, accept_encoding)
         if key not in self._bodies:
-            self._bodies[key] = render_exposition(Families(families), accept, accept_encoding)
+            self._bodies[key] = encode(families, *key)
         return self._bodies[key]
 
 

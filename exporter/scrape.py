@@ -25,16 +25,6 @@ from exporter.privacy import PrivacyFilter, PrivacyOptions
 log = logging.getLogger("exporter.scrape")
 
 
-class Families:
-    """The minimal registry shape `prometheus_client`'s exposition functions read."""
-
-    def __init__(self, families: Sequence[Metric]) -> None:
-        self._families = families
-
-    def collect(self) -> Sequence[Metric]:
-        return self._families
-
-
 def build_info() -> GaugeMetricFamily:
     family = GaugeMetricFamily(
         "l2tp_ipsec_exporter_build_info",

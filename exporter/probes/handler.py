@@ -20,7 +20,6 @@ from exporter.http import render_exposition
 from exporter.probes import ike, l2tp, login
 from exporter.probes.base import Prober, TargetError, parse_target
 from exporter.probes.config import Module, ProbeSettings
-from exporter.scrape import Families
 
 PROBERS: dict[str, Prober] = {"ike": ike.probe, "l2tp": l2tp.probe, "login": login.probe}
 
@@ -156,11 +155,11 @@ async def probe_handler(request: web.Request) -> web.Response:
     )
     log.debug("probe done", extra={"success": success, "duration": round(duration, 6)})
     if capture is not None:
-        body = render_exposition(Families(list(registry.collect())), "text/plain", None)[0]
+        body = render_exposition(registry.collect(), "text/plain", None)[0]
         text = "Logs for the probe:\n" + "\n".join(capture.lines) + "\n\nMetrics:\n"
         return web.Response(text=text + body.decode())
     payload, headers = render_exposition(
-        Families(list(registry.collect())),
+        registry.collect(),
         request.headers.get("Accept"),
         request.headers.get("Accept-Encoding"),
     )

@@ -24,12 +24,13 @@ from exporter.collectors.strongswan import render
 from exporter.collectors.strongswan_ledger import render_ledger
 from exporter.config import StrongswanOptions
 from exporter.exposition import number, render_openmetrics, render_text
-from exporter.scrape import Families, Scraper
+from exporter.scrape import Scraper
 from exporter.strongswan.fetch import assemble_snapshot
 from exporter.strongswan.ledger import SaLedger
 from exporter.strongswan.model import ChildSA, IkeSA
 from exporter.table_family import TableFamily, counter_table, gauge_table
 from tests.recordings import RECORDED_NOW, load_answers, scenarios
+from tests.reference import Families
 
 
 def recorded_families() -> list[Metric]:

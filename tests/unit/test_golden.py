@@ -15,9 +15,9 @@ from prometheus_client.exposition import generate_latest
 from exporter.collectors.limits import SeriesLimiter
 from exporter.collectors.strongswan import dropped_family, render, up_family
 from exporter.config import StrongswanOptions
-from exporter.scrape import Families
 from exporter.strongswan.fetch import assemble_snapshot
 from tests.recordings import RECORDED_NOW, load_answers, scenarios
+from tests.reference import Families
 
 GOLDEN = Path(__file__).parent.parent / "golden"
 OPTIONS = {

@@ -34,9 +34,9 @@ from exporter.kernel.model import L2tpSnapshot, PppHookRecord, XfrmSnapshot
 from exporter.kernel.rtnl import decode_addresses, decode_links, ppp_interfaces
 from exporter.kernel.xfrm import MarshalXfrm, decode_policies, decode_states
 from exporter.kernel.xfrm_stat import parse_xfrm_stat
-from exporter.scrape import Families
 from exporter.strongswan.fetch import assemble_snapshot
 from tests.recordings import RECORDED_NOW, load_answers
+from tests.reference import Families
 
 NETLINK = Path(__file__).parent.parent / "fixtures" / "netlink"
 VICI_GUEST = Path(__file__).parent.parent / "fixtures" / "vici-guest" / "three-clients"

@@ -17,7 +17,8 @@ from exporter.kernel.l2tp import L2tpUnavailable, dump_l2tp
 from exporter.kernel.options import KernelOptions, build_kernel_collectors
 from exporter.kernel.rtnl import dump_ppp
 from exporter.kernel.xfrm import dump_xfrm
-from exporter.scrape import Families, Scraper
+from exporter.scrape import Scraper
+from tests.reference import Families
 
 
 def _l2tp_missing() -> bool:

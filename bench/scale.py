@@ -61,7 +61,7 @@ if str(ROOT) not in sys.path:
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from exporter.config import StrongswanOptions, ViciAddress  # noqa: E402
-from exporter.lab import netns  # noqa: E402
+from exporter.lab import netns, process  # noqa: E402
 from exporter.lab.scale import SERVER_CONNS, ScaleLab  # noqa: E402
 from exporter.strongswan.fetch import ask_charon  # noqa: E402
 from exporter.vici import ViciClient  # noqa: E402
@@ -254,13 +254,7 @@ class Exporter:
 
     def stop(self) -> None:
         self.scraper.close()
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        process.stop(self.proc)
 
 
 # -- measurements ----------------------------------------------------------------------------

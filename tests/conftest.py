@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +21,8 @@ from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.lab import process
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -187,13 +188,7 @@ class ExporterProcess:
         )
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        process.stop(self.proc)
 
 
 def exporter_argv(*args: str) -> list[str]:

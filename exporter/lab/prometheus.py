@@ -15,6 +15,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from exporter.lab import process
+
 
 class PrometheusError(RuntimeError):
     pass
@@ -116,13 +118,8 @@ class PrometheusServer:
         raise PrometheusError(f"no result for {expr!r} within {timeout} s")
 
     def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(5)
+        if self._proc is not None:
+            process.stop(self._proc)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> PrometheusServer:

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.lab import netns
+from exporter.lab import netns, process
 from exporter.lab.configs import SUBNET_PREFIX
 from exporter.lab.topology import BRIDGE, Lab
 
@@ -132,13 +132,7 @@ class ProbeServer:
         return answer
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        process.stop(self.proc)
         self._log.close()
 
 

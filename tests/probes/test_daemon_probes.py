@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from exporter.lab import netns
+from exporter.lab import netns, process
 
 from .helpers import REPO, ProbeAnswer, probe_namespace
 
@@ -80,12 +80,7 @@ def daemon(make_module_lab: Any, tmp_path_factory: pytest.TempPathFactory) -> It
                 time.sleep(0.2)
             yield d
         finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+            process.stop(proc)
 
 
 @pytest.mark.parametrize("module", ["ikev1", "ikev2"])

@@ -98,8 +98,9 @@ class StrongswanOptions:
     reauth_grace: float = 10.0
     #: Per-user traffic totals of a user with no SA are forgotten after this long.
     user_idle_seconds: float = 3600.0
-    #: Seconds between full rounds of VICI questions in the background; scrapes render
-    #: what the last one (and events since) said. 0: every scrape asks charon itself.
+    #: Seconds between rounds of the cheap VICI questions (stats, connections, pools,
+    #: certificates, counters) in the background; scrapes render what the last one (and
+    #: events since) said. 0: every scrape asks charon everything itself.
     refresh_interval: float = 10.0
     #: Seconds between background `list-sas` (reconcile, CHILD SA byte counts): the
     #: costly question at thousands of SAs; events keep SAs current in between. 120 s:

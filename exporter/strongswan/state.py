@@ -96,14 +96,10 @@ class StrongswanState:
         return dataclasses.replace(self.snapshot, ike_sas=self.model.ike_sas())
 
     def age(self) -> float | None:
-        if self.refreshed_at is None:
-            return None
-        return time.monotonic() - self.refreshed_at
+        return _since(self.refreshed_at)
 
     def listing_age(self) -> float | None:
-        if self.listed_at is None:
-            return None
-        return time.monotonic() - self.listed_at
+        return _since(self.listed_at)
 
     def _listing_due(self) -> bool:
         age = self.listing_age()
@@ -129,3 +125,7 @@ class StrongswanState:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.refresh_interval):
                     await self._wake.wait()
+
+
+def _since(monotonic: float | None) -> float | None:
+    return None if monotonic is None else time.monotonic() - monotonic

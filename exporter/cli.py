@@ -59,6 +59,12 @@ def _non_negative_int(text: str) -> int:
     return int(text)
 
 
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
@@ -153,6 +159,14 @@ def build_parser() -> argparse.ArgumentParser:
         "counters) in the background this often; scrapes never wait on charon; 0 = ask "
         "everything, list-sas included, at every scrape (default 10)",
     )
+    parser.add_argument(
+        "--collector.strongswan.max-sas",
+        dest="max_sas",
+        type=_positive_int,
+        metavar="N",
+        help="most IKE SAs the SA model and the traffic ledger track; SAs announced by "
+        "events beyond it are counted in strongswan_sas_untracked_total (default 10000)",
+    )
     add_kernel_flags(parser)
     parser.add_argument(
         "--collector.strongswan.sa-refresh-interval",
@@ -161,6 +175,35 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="ask charon for list-sas (CHILD SA byte counts, reconciling the SA model) in "
         "the background this often; events keep SAs current in between (default 120)",
+    )
+    parser.add_argument(
+        "--web.enable-lifecycle",
+        dest="enable_lifecycle",
+        action="store_true",
+        help="serve POST /-/reload (as Prometheus' flag of the same name); SIGHUP always "
+        "reloads (default off)",
+    )
+    parser.add_argument(
+        "--web.header-timeout",
+        dest="header_timeout",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="time a client has to send a complete request line and headers (default 5)",
+    )
+    parser.add_argument(
+        "--web.idle-timeout",
+        dest="idle_timeout",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="close a keep-alive connection idle this long between requests (default 60)",
+    )
+    parser.add_argument(
+        "--web.max-connections",
+        dest="max_connections",
+        type=_positive_int,
+        metavar="N",
+        help="most HTTP client connections open at once; more are closed at once "
+        "(default 512)",
     )
     parser.add_argument(
         "--log.level",
@@ -222,14 +265,21 @@ def apply_flags(base: Settings, flags: Mapping[str, Any]) -> Settings:
         kernel = dataclasses.replace(kernel, state_dir=Path(flags["sessions_state_dir"]))
     # One series limit for every per-SA, per-user and per-session family.
     kernel = dataclasses.replace(kernel, series_limit=strongswan.series_limit)
-    changes: dict[str, Any] = {"strongswan": strongswan, "kernel": kernel}
+    web_limits = dataclasses.replace(
+        base.web_limits, **{k: flags[k] for k in _WEB_LIMIT_FLAGS if k in flags}
+    )
+    changes: dict[str, Any] = {
+        "strongswan": strongswan,
+        "kernel": kernel,
+        "web_limits": web_limits,
+    }
     if "listen_address" in flags:
         changes["listen_address"] = ListenAddress.parse(flags["listen_address"])
     if "vici_socket" in flags:
         changes["vici_socket"] = ViciAddress.parse(flags["vici_socket"])
     if "web_config_file" in flags:
         changes["web_config_file"] = flags["web_config_file"]
-    for key in ("telemetry_path", "vici_timeout", "log_level", "log_format"):
+    for key in ("telemetry_path", "vici_timeout", "log_level", "log_format", "enable_lifecycle"):
         if key in flags:
             changes[key] = flags[key]
     return dataclasses.replace(base, **changes)
@@ -253,7 +303,10 @@ _STRONGSWAN_FLAGS = (
     "events",
     "reauth_grace",
     "user_idle_seconds",
+    "max_sas",
 )
+
+_WEB_LIMIT_FLAGS = ("header_timeout", "idle_timeout", "max_connections")
 
 
 def load_settings(config_file: str | None, flags: Mapping[str, Any]) -> Settings:

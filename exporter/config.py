@@ -106,6 +106,21 @@ class StrongswanOptions:
     #: costly question at thousands of SAs; events keep SAs current in between. 120 s:
     #: an eighth of charon's listing work of an exporter that lists at every 15 s scrape.
     sa_refresh_interval: float = 120.0
+    #: The most IKE SAs the SA model and the ledger track (events can announce SAs
+    #: without end); what is over it is counted, not kept.
+    max_sas: int = 10000
+
+
+@dataclass(frozen=True)
+class WebLimits:
+    """What one HTTP client may hold of the exporter (connections, time)."""
+
+    #: Seconds a client has to send a complete request line and headers.
+    header_timeout: float = 5.0
+    #: Seconds a keep-alive connection may sit idle between requests.
+    idle_timeout: float = 60.0
+    #: Most client connections open at once; further ones are closed at once.
+    max_connections: int = 512
 
 
 @dataclass(frozen=True)
@@ -125,6 +140,9 @@ class Settings:
     web_config_file: str | None = None
     #: The YAML file these settings came from, if any (reloaded on SIGHUP).
     config_file: str | None = None
+    #: Serve POST /-/reload (Prometheus' --web.enable-lifecycle); SIGHUP always works.
+    enable_lifecycle: bool = False
+    web_limits: WebLimits = field(default_factory=WebLimits)
 
     def __post_init__(self) -> None:
         if not self.telemetry_path.startswith("/") or self.telemetry_path in ("/", "/-/healthy"):
@@ -141,6 +159,15 @@ class Settings:
             raise SettingsError("--collector.strongswan.reauth-grace: must be 0 or more")
         if self.strongswan.user_idle_seconds <= 0:
             raise SettingsError("--collector.strongswan.user-idle-timeout: must be above 0")
+        if self.strongswan.max_sas < 1:
+            raise SettingsError("--collector.strongswan.max-sas: must be 1 or more")
+        limits = self.web_limits
+        if not 0 < limits.header_timeout < float("inf"):
+            raise SettingsError("--web.header-timeout: must be above 0 and finite")
+        if not 0 < limits.idle_timeout < float("inf"):
+            raise SettingsError("--web.idle-timeout: must be above 0 and finite")
+        if limits.max_connections < 1:
+            raise SettingsError("--web.max-connections: must be 1 or more")
         if self.strongswan.series_limit < 0:
             raise SettingsError(
                 "--collector.strongswan.series-limit: must be 0 (no per-SA series) or more"

@@ -5,6 +5,10 @@ web:
   listen_address: ":9945"
   telemetry_path: /metrics
   config_file: /etc/l2tp-ipsec-exporter/web.yml   # TLS and basic auth
+  enable_lifecycle: false   # POST /-/reload (SIGHUP always reloads)
+  header_timeout: 5s        # to send a complete request line and headers
+  idle_timeout: 60s         # a keep-alive connection idle between requests
+  max_connections: 512      # HTTP client connections open at once
 vici:
   socket: unix:///var/run/charon.vici
   timeout: 5s
@@ -19,6 +23,7 @@ collectors:
     user_idle_timeout: 1h
     refresh_interval: 10s
     sa_refresh_interval: 120s
+    max_sas: 10000       # IKE SAs the SA model and ledger track
   ppp: {enabled: true, interfaces: "ppp*"}
   l2tp: {enabled: true}
   xfrm: {enabled: true}
@@ -55,6 +60,7 @@ from exporter.config import (
     SettingsError,
     StrongswanOptions,
     ViciAddress,
+    WebLimits,
 )
 from exporter.kernel.options import KernelOptions
 from exporter.privacy import LABEL_KINDS, PrivacyOptions, Treatment
@@ -271,6 +277,13 @@ def settings_from_document(doc: Document, base: Settings | None = None) -> Setti
     listen = web.value("listen_address", base.listen_address, ListenAddress.parse)
     telemetry_path = web.value("telemetry_path", base.telemetry_path, _str)
     web_config = web.value("config_file", base.web_config_file, _str)
+    enable_lifecycle = web.value("enable_lifecycle", base.enable_lifecycle, _bool)
+    bl = base.web_limits
+    web_limits = WebLimits(
+        header_timeout=web.value("header_timeout", bl.header_timeout, duration),
+        idle_timeout=web.value("idle_timeout", bl.idle_timeout, duration),
+        max_connections=web.value("max_connections", bl.max_connections, _int),
+    )
     web.finish()
 
     vici = top.section("vici")
@@ -295,6 +308,7 @@ def settings_from_document(doc: Document, base: Settings | None = None) -> Setti
         user_idle_seconds=ss.value("user_idle_timeout", b.user_idle_seconds, duration),
         refresh_interval=ss.value("refresh_interval", b.refresh_interval, duration),
         sa_refresh_interval=ss.value("sa_refresh_interval", b.sa_refresh_interval, duration),
+        max_sas=ss.value("max_sas", b.max_sas, _int),
     )
     ss.finish()
     kernel = _kernel(collectors, base.kernel, strongswan.series_limit)
@@ -310,6 +324,8 @@ def settings_from_document(doc: Document, base: Settings | None = None) -> Setti
             listen_address=listen,
             telemetry_path=telemetry_path,
             web_config_file=web_config or None,
+            enable_lifecycle=enable_lifecycle,
+            web_limits=web_limits,
             vici_socket=socket,
             vici_timeout=timeout,
             log_level=level,  # type: ignore[arg-type]

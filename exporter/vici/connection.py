@@ -16,6 +16,7 @@ from vici.protocol import Packet
 from exporter.config import ViciAddress
 from exporter.vici.codec import (
     HEADER,
+    INLINE_DECODE_LIMIT,
     MAX_PACKET,
     Frame,
     ViciMessage,
@@ -55,8 +56,9 @@ class ViciConnection:
             await self._writer.wait_closed()
 
     def abort(self) -> None:
-        """Close without waiting (from synchronous code)."""
-        self._writer.close()
+        """Close without waiting (from synchronous code), also with unsent data queued
+        for a peer that stopped reading: the reader then sees the end of the stream."""
+        self._writer.transport.abort()
 
     @property
     def closed(self) -> bool:
@@ -83,6 +85,10 @@ class ViciConnection:
             raise ViciConnectionError("charon closed the VICI connection") from err
         except (OSError, ConnectionError) as err:
             raise ViciConnectionError(f"VICI read failed: {err}") from err
+        if length > INLINE_DECODE_LIMIT:
+            # Up to ~0.3 s of Python at MAX_PACKET: in a thread, the loop keeps serving
+            # (the GIL is handed back every few milliseconds).
+            return await asyncio.to_thread(decode_packet, packet)
         return decode_packet(packet)
 
     async def _receive_reply(self, command: str) -> ViciMessage:

@@ -5,10 +5,10 @@ import struct
 from pathlib import Path
 
 import pytest
-from vici.protocol import Packet
+from vici.protocol import Message, Packet
 
 from exporter.vici import ViciCommandError, ViciConnectionError, ViciProtocolError
-from exporter.vici.codec import MAX_PACKET, decode_packet, encode_request, frame
+from exporter.vici.codec import MAX_DEPTH, MAX_PACKET, decode_packet, encode_request, frame
 from exporter.vici.connection import ViciConnection
 
 PACKETS = Path(__file__).parent.parent / "fixtures" / "vici-packets"
@@ -67,8 +67,6 @@ def test_unbalanced_section_end() -> None:
 
 def test_binary_values_survive_decoding() -> None:
     # Certificates arrive as DER in a value; the codec must not lose bytes.
-    from vici.protocol import Message
-
     der = bytes(range(256))
     body = bytes([Packet.CMD_RESPONSE]) + Message.serialize({"data": der})
     value = decode_packet(body).message["data"]
@@ -121,3 +119,72 @@ async def test_unknown_command_raises_command_error() -> None:
 
 async def _discard(data: bytes) -> None:
     return None
+
+
+# ---- bounds of a hostile peer (issue 14, items 3 and 4) -------------------------------------
+
+
+def response(body: bytes) -> bytes:
+    return bytes([Packet.CMD_RESPONSE]) + body
+
+
+def nested(depth: int) -> bytes:
+    """`depth` sections, each inside the one before: `a { a { ... } }`."""
+    return bytes([Message.SECTION_START, 1, 0x61]) * depth + bytes([Message.SECTION_END]) * depth
+
+
+async def test_frame_limit_is_charons_own() -> None:
+    # charon never sends more than VICI_MESSAGE_SIZE_MAX (512 KiB) in one segment.
+    assert MAX_PACKET == 512 * 1024
+    conn = connection_over(struct.pack("!I", 512 * 1024 + 1))
+    with pytest.raises(ViciProtocolError, match="exceeds"):
+        await conn.receive()
+
+
+@pytest.mark.parametrize("element", [0, 7, 8, 255])
+def test_unknown_element_type_is_refused(element: int) -> None:
+    with pytest.raises(ViciProtocolError, match="element type"):
+        decode_packet(response(bytes([element])))
+
+
+@pytest.mark.parametrize("element", [Message.LIST_ITEM, Message.LIST_END])
+def test_list_element_outside_a_list_is_refused(element: int) -> None:
+    with pytest.raises(ViciProtocolError):
+        decode_packet(response(bytes([element, 0, 0])))
+
+
+@pytest.mark.parametrize("kind", [8, 99, 255])
+def test_unknown_packet_type_is_refused(kind: int) -> None:
+    with pytest.raises(ViciProtocolError, match="packet type"):
+        decode_packet(bytes([kind]))
+
+
+def test_deep_nesting_is_a_protocol_error_not_a_crash() -> None:
+    # 5,000 levels made the old decoder raise RecursionError out of the event stream.
+    with pytest.raises(ViciProtocolError, match="nest"):
+        decode_packet(response(nested(5000)))
+
+
+def test_nesting_up_to_the_limit_decodes() -> None:
+    message = decode_packet(response(nested(MAX_DEPTH))).message
+    for _ in range(MAX_DEPTH):
+        message = message["a"]
+    assert message == {}
+    with pytest.raises(ViciProtocolError, match="nest"):
+        decode_packet(response(nested(MAX_DEPTH + 1)))
+
+
+def test_unclosed_section_and_list_are_refused() -> None:
+    with pytest.raises(ViciProtocolError):
+        decode_packet(response(bytes([Message.SECTION_START, 1, 0x61])))
+    with pytest.raises(ViciProtocolError):
+        decode_packet(response(bytes([Message.LIST_START, 1, 0x61, Message.LIST_ITEM, 0, 0])))
+
+
+def test_every_element_kind_decodes() -> None:
+    body = Message.serialize({"k": b"v", "s": {"t": {"x": b""}, "l": [b"1", b"\xff"]}, "empty": []})
+    assert decode_packet(response(body)).message == {
+        "k": "v",
+        "s": {"t": {"x": ""}, "l": ["1", "\udcff"]},
+        "empty": [],
+    }

@@ -69,6 +69,8 @@ class StrongswanCollector:
         self._limiter = SeriesLimiter(options.series_limit)
         self._stream = stream
         self._orders = SeriesOrders()
+        #: A render failure was logged with its traceback (once, not at every scrape).
+        self._render_failing = False
 
     @property
     def state(self) -> StrongswanState:
@@ -93,9 +95,21 @@ class StrongswanCollector:
 
     async def collect(self) -> Collection:
         state = self._state
-        if not state.background or (state.refreshes == 0 and not state.ok):
-            # Synchronous mode, or nothing known yet: ask charon now.
-            await state.refresh()
+        try:
+            if not state.background:
+                # Synchronous mode: every scrape asks charon (bounded by the VICI timeout).
+                # In background mode a scrape never waits on charon, not even before its
+                # first answer: until then it says strongswan_up 0.
+                await state.refresh()
+            return self._render(state)
+        except Exception as err:  # whatever breaks, strongswan_up is there for the alerts
+            if not self._render_failing:
+                log.exception("cannot render what charon said")
+            self._render_failing = True
+            families: list[Metric] = [up_family(False), dropped_family(self._limiter)]
+            return Collection(families, success=False, error=f"{type(err).__name__}: {err}")
+
+    def _render(self, state: StrongswanState) -> Collection:
         snapshot = state.current()
         up = self._up()
         families: list[Metric] = [up_family(up)]
@@ -124,6 +138,7 @@ class StrongswanCollector:
                 )
             )
         families.append(dropped_family(self._limiter))
+        self._render_failing = False
         error = "" if up else state.error or "the event stream to charon is down"
         return Collection(families=families, success=up, error=error)
 

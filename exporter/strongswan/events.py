@@ -3,6 +3,12 @@
 The stream reconnects by itself (charon restarts, socket missing), and after every
 (re)connect asks for a fresh listing so that SAs which vanished while it was away are
 counted as down exactly once.
+
+A quiet stream looks the same from a calm charon and from a hung one (SIGSTOP, a
+deadlock): so every `liveness_interval` seconds the stream asks charon `version` over the
+same connection (VICI lets a client send commands on a connection registered for events;
+the answer comes between the events) and drops the connection when no answer comes
+within the VICI timeout.
 """
 
 from __future__ import annotations
@@ -17,13 +23,20 @@ from vici.protocol import Packet
 
 from exporter.config import ViciAddress
 from exporter.strongswan.ledger import SaLedger
-from exporter.vici import Backoff, ViciConnection, ViciError
+from exporter.vici import Backoff, ViciConnection, ViciConnectionError, ViciError
 
 log = logging.getLogger("exporter.events")
 
 EVENTS = ("ike-updown", "child-updown", "ike-rekey", "child-rekey")
 #: How often drops past their reauthentication grace time get counted.
 TICK_SECONDS = 1.0
+#: Seconds between liveness questions on the event connection: a hung charon is seen at
+#: most this plus the VICI timeout after it stops. charon logs the question at level 2 only.
+LIVENESS_INTERVAL = 2.0
+#: A connection that lived this long proved charon (or what listens on its socket) sane:
+#: only then does the reconnect delay start over from the shortest. One that dies at once
+#: after connecting (a peer sending garbage) keeps doubling it.
+STABLE_SECONDS = 30.0
 
 
 class EventStream:
@@ -36,6 +49,7 @@ class EventStream:
         backoff: Backoff | None = None,
         consumers: Sequence[Callable[[str, Mapping[str, Any]], None]] = (),
         on_lost: Callable[[], None] | None = None,
+        liveness_interval: float = LIVENESS_INTERVAL,
     ) -> None:
         self.address = address
         self.timeout = timeout
@@ -45,6 +59,8 @@ class EventStream:
         #: Who else learns of every event (the SA model), after the ledger.
         self._consumers = [ledger.apply_event, *consumers]
         self._on_lost = on_lost
+        self.liveness_interval = liveness_interval
+        self._answered = asyncio.Event()
         self.up = False
         self.reconnects = 0
         self.events_received = 0
@@ -79,9 +95,15 @@ class EventStream:
             self.ledger.tick()
 
     async def run(self) -> None:
+        # One warning per outage, not one per attempt: `failing` stays set until a
+        # connection has proved stable, so a peer that is dropped at once after every
+        # connect (garbage, a hung charon) is reported once.
         failing = False
+        loop = asyncio.get_running_loop()
         while True:
             conn: ViciConnection | None = None
+            connected_at: float | None = None
+            problem: str | None = None
             try:
                 conn = self._conn = await ViciConnection.open(self.address, self.timeout)
                 async with asyncio.timeout(self.timeout):
@@ -91,33 +113,37 @@ class EventStream:
                     self.reconnects += 1
                 self.connected_once = True
                 self.up = True
-                self._backoff.reset()
+                connected_at = loop.time()
                 if failing:
                     log.info("event stream reconnected", extra={"socket": str(self.address)})
-                    failing = False
                 await self._reconcile_safely()
-                await self._read(conn)
+                await self._serve(conn)
             except ViciError as err:
-                if not failing:
-                    log.warning(
-                        "event stream not connected; retrying in the background",
-                        extra={"socket": str(self.address), "err": str(err)},
-                    )
-                    failing = True
+                problem = str(err)
             except TimeoutError:
+                problem = f"registration not confirmed within {self.timeout:g} s"
+            except Exception as err:  # never let the stream die for good
+                problem = f"{type(err).__name__}: {err}"
                 if not failing:
-                    log.warning("event stream registration timed out; reconnecting")
+                    log.exception("event stream failed; reconnecting")
                     failing = True
-            except Exception:  # never let the stream die for good
-                log.exception("event stream failed; reconnecting")
-                failing = True
             finally:
                 if self.up and self._on_lost is not None:
                     self._on_lost()
                 self.up = False
                 self._conn = None
                 if conn is not None:
-                    await conn.close()
+                    conn.abort()  # not close(): a hung charon would not read what is queued
+            stable = connected_at is not None and loop.time() - connected_at >= STABLE_SECONDS
+            if stable:
+                self._backoff.reset()
+                failing = False
+            if not failing:
+                log.warning(
+                    "event stream not connected; retrying in the background",
+                    extra={"socket": str(self.address), "err": problem},
+                )
+                failing = True
             await asyncio.sleep(self._backoff.failed())
 
     async def _reconcile_safely(self) -> None:
@@ -127,9 +153,40 @@ class EventStream:
             # The next scrape reconciles too; the stream itself is fine.
             log.debug("reconcile after connect failed", extra={"err": str(err)})
 
+    async def _serve(self, conn: ViciConnection) -> None:
+        """Read events and watch charon's liveness until either fails; raises ViciError."""
+        reader = asyncio.create_task(self._read(conn), name="vici-event-reader")
+        watchdog = asyncio.create_task(self._watch(conn), name="vici-event-liveness")
+        try:
+            done, _ = await asyncio.wait((reader, watchdog), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (reader, watchdog):
+                task.cancel()
+            for task in (reader, watchdog):
+                with contextlib.suppress(asyncio.CancelledError, ViciError):
+                    await task
+        for task in done:
+            task.result()  # both run until they fail: raise what ended them
+
+    async def _watch(self, conn: ViciConnection) -> None:
+        while True:
+            await asyncio.sleep(self.liveness_interval)
+            self._answered.clear()
+            await conn.send_request("version")
+            try:
+                async with asyncio.timeout(self.timeout):
+                    await self._answered.wait()
+            except TimeoutError:
+                raise ViciConnectionError(
+                    f"charon did not answer on the event connection within {self.timeout:g} s"
+                ) from None
+
     async def _read(self, conn: ViciConnection) -> None:
         while True:
             frame = await conn.receive()
+            if frame.kind in (Packet.CMD_RESPONSE, Packet.CMD_UNKNOWN):
+                self._answered.set()  # the liveness question's answer
+                continue
             if frame.kind != Packet.EVENT:
                 continue
             self.events_received += 1

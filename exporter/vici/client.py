@@ -36,8 +36,9 @@ class Backoff:
 class ViciClient:
     """Serialised VICI requests over one connection that is re-opened when it breaks.
 
-    A failed connection attempt is not retried until the backoff delay has passed, so a
-    missing socket costs a scrape nothing.
+    A failed connection attempt (or a connection dropped for a bad or missing answer) is
+    not retried until the backoff delay has passed, so a missing socket costs a scrape
+    nothing.
     """
 
     def __init__(
@@ -80,7 +81,6 @@ class ViciClient:
         if self._last_error:
             log.debug("VICI connection restored", extra={"socket": str(self.address)})
         self._last_error = None
-        self._backoff.reset()
         return self._conn
 
     def _fail(self, reason: str) -> None:
@@ -101,7 +101,7 @@ class ViciClient:
             conn = await self._connection()
             try:
                 async with asyncio.timeout(self.timeout):
-                    return await operation(conn)
+                    result = await operation(conn)
             except TimeoutError as err:
                 # A late answer would be read as the answer to the next command.
                 await self._drop(f"no answer within {self.timeout:g} s")
@@ -111,6 +111,10 @@ class ViciClient:
             except (ViciConnectionError, ViciProtocolError) as err:
                 await self._drop(str(err))
                 raise
+            # Only an answer resets the delay, not a connect: a peer that accepts and then
+            # sends garbage must not be asked again at once.
+            self._backoff.reset()
+            return result
 
     async def request(self, command: str, message: dict[str, Any] | None = None) -> ViciMessage:
         return await self.call(lambda conn: conn.request(command, message))

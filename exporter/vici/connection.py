@@ -99,6 +99,11 @@ class ViciConnection:
             raise ViciProtocolError(f"expected a response to {command!r}, got packet {frame.kind}")
         return frame.message
 
+    async def send_request(self, command: str) -> None:
+        """Send a command without reading its answer: on the event connection the answer
+        comes between events, and the reader there takes it."""
+        await self._send(encode_request(command))
+
     async def request(self, command: str, message: dict[str, Any] | None = None) -> ViciMessage:
         await self._send(encode_request(command, message))
         reply = await self._receive_reply(command)

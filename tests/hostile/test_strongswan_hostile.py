@@ -9,6 +9,7 @@ become neutral values instead of exceptions"; the ledger's `apply_event` and
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -154,3 +155,35 @@ def test_recorded_answers_still_parse() -> None:
 
 def test_fixture_folder_exists() -> None:
     assert Path(__file__).resolve().parents[1].joinpath("fixtures", "vici").is_dir()
+
+
+# ---- strongswan_up is always there (issue 14, item 4) ----------------------------------------
+
+
+async def test_a_snapshot_that_cannot_be_rendered_still_says_strongswan_up_0(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from exporter.collectors.strongswan import StrongswanCollector
+    from exporter.config import StrongswanOptions, ViciAddress
+    from exporter.strongswan.fetch import assemble_snapshot
+    from exporter.strongswan.state import StrongswanState
+    from exporter.vici import ViciClient
+
+    snapshot = assemble_snapshot(load_answers(scenarios()[0]), time.time())
+    # A value of the wrong type past the parser (a bug, or a charon of another version).
+    broken = dataclasses.replace(
+        snapshot,
+        stats=dataclasses.replace(snapshot.stats, workers_total=None),  # type: ignore[arg-type]
+    )
+    client = ViciClient(ViciAddress("unix", path="/nonexistent/charon.vici"), timeout=1)
+    state = StrongswanState(client, None, refresh_interval=10)
+    state.snapshot, state.ok, state.refreshed_at = broken, True, time.monotonic()
+    collector = StrongswanCollector(state, StrongswanOptions())
+    for _ in range(3):
+        collection = await collector.collect()
+        up = [f for f in collection.families if f.name == "strongswan_up"]
+        assert up and up[0].samples[0].value == 0
+        assert not collection.success and "TypeError" in collection.error
+    assert sum(r.exc_info is not None for r in caplog.records) == 1  # one traceback, not three
+    state.snapshot = snapshot
+    assert (await collector.collect()).success

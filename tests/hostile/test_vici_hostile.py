@@ -9,6 +9,7 @@ the caller's deadline.
 from __future__ import annotations
 
 import asyncio
+import logging
 import struct
 from pathlib import Path
 from typing import Any
@@ -185,3 +186,256 @@ async def _no_send(_data: bytes) -> None:
 
 def test_header_format() -> None:
     assert HEADER.size == 4 and HEADER.pack(1) == struct.pack("!I", 1)
+
+
+# ---- a hostile or hung VICI peer on a real socket (issue 14, items 3, 4, 5, 7) --------------
+
+
+def nested(depth: int) -> bytes:
+    """`depth` sections, each inside the one before: `a { a { ... } }`."""
+    return bytes([Message.SECTION_START, 1, 0x61]) * depth + bytes([Message.SECTION_END]) * depth
+
+
+def worst_case_packet() -> bytes:
+    """A response of exactly `MAX_PACKET` bytes of the cheapest elements (empty list items,
+    3 bytes each): the most decoder work a peer can ask for in one frame."""
+    head = bytes([Packet.CMD_RESPONSE, Message.LIST_START, 1, 0x6C])
+    items = (MAX_PACKET - len(head) - 1) // 3
+    rest = MAX_PACKET - len(head) - 1 - 3 * items
+    last = bytes([Message.LIST_ITEM]) + rest.to_bytes(2, "big")  # rest more bytes of value
+    body = head + bytes([Message.LIST_ITEM, 0, 0]) * (items - 1) + last + b"x" * rest
+    packet = body + bytes([Message.LIST_END])
+    assert len(packet) == MAX_PACKET
+    return packet
+
+
+async def test_loop_keeps_running_while_a_frame_at_the_maximum_decodes() -> None:
+    packet = worst_case_packet()
+    conn = connection(HEADER.pack(len(packet)) + packet)
+    ticks = 0
+
+    async def other_work() -> None:  # stands for scrapes and the event stream
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0)
+            ticks += 1
+
+    task = asyncio.create_task(other_work())
+    await asyncio.sleep(0)
+    before = ticks
+    frame = await conn.receive()
+    during = ticks - before
+    task.cancel()
+    assert len(frame.message["l"]) == (MAX_PACKET - 5) // 3
+    # Inline, the decode ran from start to end without the loop running anything else.
+    assert during >= 2, f"the loop ran other work {during} times during the decode"
+
+
+class Peer:
+    """A VICI server on a UNIX socket that answers what `script` says.
+
+    `script(kind, name)` gets every packet the client sends (its type and name) and returns
+    the packets to send back (unframed); None: say nothing (a hung charon).
+    """
+
+    def __init__(self, path: Path, script: Any) -> None:
+        self.path = path
+        self.script = script
+        self.connections = 0
+        self.requests: list[str] = []
+        self._server: asyncio.Server | None = None
+
+    @property
+    def address(self) -> Any:
+        from exporter.config import ViciAddress
+
+        return ViciAddress("unix", path=str(self.path))
+
+    async def __aenter__(self) -> Peer:
+        self._server = await asyncio.start_unix_server(self._serve, path=str(self.path))
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        # Python 3.11's wait_closed does not wait for the handlers; they end on EOF.
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                length = int.from_bytes(await reader.readexactly(4), "big")
+                packet = await reader.readexactly(length)
+                kind = packet[0]
+                name = packet[2 : 2 + packet[1]].decode() if len(packet) > 1 else ""
+                if kind == Packet.CMD_REQUEST:
+                    self.requests.append(name)
+                for answer in self.script(kind, name) or ():
+                    writer.write(HEADER.pack(len(answer)) + answer)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+CONFIRM = bytes([Packet.EVENT_CONFIRM])
+VERSION = (PACKETS / "version-response.bin").read_bytes()
+
+
+def confirm_registrations(then: bytes | None = None, answer_version: bool = True) -> Any:
+    """Confirms every (un)registration; after the 4th registration sends `then`."""
+    registered = [0]
+
+    def script(kind: int, _name: str) -> list[bytes] | None:
+        if kind in (Packet.EVENT_REGISTER, Packet.EVENT_UNREGISTER):
+            registered[0] += kind == Packet.EVENT_REGISTER
+            if registered[0] % 4 == 0 and then is not None:
+                return [CONFIRM, then]
+            return [CONFIRM]
+        if kind == Packet.CMD_REQUEST and answer_version:
+            return [VERSION]
+        return None
+
+    return script
+
+
+async def _no_reconcile() -> None:
+    return None
+
+
+def event_stream(peer: Peer, backoff: Any = None, timeout: float = 2.0, **kwargs: Any) -> Any:
+    from exporter.strongswan.events import EventStream
+    from exporter.strongswan.ledger import SaLedger
+
+    return EventStream(
+        peer.address, timeout, SaLedger(reauth_grace=0), _no_reconcile, backoff, **kwargs
+    )
+
+
+async def wait_until(check: Any, deadline: float) -> None:
+    async with asyncio.timeout(deadline):
+        while not check():
+            await asyncio.sleep(0.01)
+
+
+async def test_deep_nesting_drops_the_event_stream_and_keeps_its_backoff(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from exporter.vici import Backoff
+
+    event = bytes([Packet.EVENT, 10]) + b"ike-updown" + nested(5000)
+    backoff = Backoff(initial=0.01, maximum=0.04)
+    async with Peer(tmp_path / "charon.vici", confirm_registrations(then=event)) as peer:
+        stream = event_stream(peer, backoff)
+        stream.start()
+        try:
+            await wait_until(lambda: peer.connections >= 5, deadline=10)
+        finally:
+            await stream.stop()
+    # Every connection died at once after connecting: the delay grew and never reset.
+    assert backoff.delay == backoff.maximum
+    assert not stream.up
+    problems = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(problems) == 1, [r.getMessage() for r in problems]
+    assert problems[0].exc_info is None and "nest" in str(problems[0].__dict__.get("err"))
+
+
+def strongswan_collector(peer: Peer, refresh_interval: float, timeout: float) -> Any:
+    from exporter.collectors.strongswan import StrongswanCollector
+    from exporter.config import StrongswanOptions
+    from exporter.strongswan.state import StrongswanState
+    from exporter.vici import ViciClient
+
+    state = StrongswanState(ViciClient(peer.address, timeout), None, refresh_interval)
+    return StrongswanCollector(state, StrongswanOptions())
+
+
+def strongswan_up(collection: Any) -> float | None:
+    for family in collection.families:
+        if family.name == "strongswan_up":
+            return float(family.samples[0].value)
+    return None
+
+
+async def test_deeply_nested_answer_leaves_strongswan_up_0(tmp_path: Path) -> None:
+    answer = bytes([Packet.CMD_RESPONSE]) + nested(5000)
+    async with Peer(tmp_path / "charon.vici", lambda kind, name: [answer]) as peer:
+        collector = strongswan_collector(peer, refresh_interval=0, timeout=2)
+        for _ in range(2):
+            collection = await collector.collect()
+            assert strongswan_up(collection) == 0
+            assert not collection.success and "nest" in collection.error
+        await collector.state.client.close()
+
+
+async def test_a_scrape_in_background_mode_never_waits_on_charon(tmp_path: Path) -> None:
+    # A peer that accepts and never answers, and a timeout as good as `inf`.
+    async with Peer(tmp_path / "charon.vici", lambda kind, name: None) as peer:
+        collector = strongswan_collector(peer, refresh_interval=10, timeout=1e9)
+        # Before the background refresher has even started: nothing known, nothing asked.
+        async with asyncio.timeout(3):  # a hang bound, not a timing
+            collection = await collector.collect()
+        assert strongswan_up(collection) == 0 and peer.connections == 0
+        collector.state.start()
+        try:
+            await wait_until(lambda: peer.requests, deadline=3)
+            # The refresher now waits on charon forever; scrapes still answer at once.
+            async with asyncio.timeout(3):
+                for _ in range(3):
+                    assert strongswan_up(await collector.collect()) == 0
+            assert peer.connections == 1 and peer.requests == ["version"]
+        finally:
+            await collector.state.stop()
+            await collector.state.client.close()
+
+
+async def test_event_stream_notices_a_charon_that_stops_answering(tmp_path: Path) -> None:
+    async with Peer(tmp_path / "charon.vici", confirm_registrations(answer_version=False)) as peer:
+        stream = event_stream(peer, timeout=0.3, liveness_interval=0.1)
+        stream.start()
+        try:
+            await wait_until(lambda: stream.up, deadline=3)
+            # Registered, then charon hangs: no event, no answer. Before, `up` stayed 1.
+            await wait_until(lambda: not stream.up, deadline=5)
+            assert "version" in peer.requests
+        finally:
+            await stream.stop()
+
+
+async def test_event_stream_stays_up_while_charon_answers_its_liveness_question(
+    tmp_path: Path,
+) -> None:
+    async with Peer(tmp_path / "charon.vici", confirm_registrations()) as peer:
+        stream = event_stream(peer, timeout=0.3, liveness_interval=0.05)
+        stream.start()
+        try:
+            await wait_until(lambda: stream.up, deadline=3)
+            await wait_until(lambda: peer.requests.count("version") >= 10, deadline=5)
+            assert stream.up and stream.reconnects == 0 and peer.connections == 1
+        finally:
+            await stream.stop()
+
+
+async def test_request_client_keeps_its_backoff_against_a_peer_that_sends_garbage(
+    tmp_path: Path,
+) -> None:
+    from exporter.vici import Backoff, ViciClient
+
+    garbage = bytes([Packet.CMD_RESPONSE, 0xFF])
+    now = [0.0]
+    backoff = Backoff(initial=0.25, maximum=5.0)
+    async with Peer(tmp_path / "charon.vici", lambda kind, name: [garbage]) as peer:
+        client = ViciClient(peer.address, 2, backoff, clock=lambda: now[0])
+        delays = []
+        for _ in range(3):
+            with pytest.raises(ViciProtocolError):
+                await client.request("version")
+            delays.append(backoff.delay)
+            with pytest.raises(ViciConnectionError):  # within the delay: not even a connect
+                await client.request("version")
+            now[0] += backoff.delay
+        await client.close()
+    # Connecting worked every time, answering never did: the delay doubles.
+    assert delays == [0.25, 0.5, 1.0]
+    assert peer.connections == 3

@@ -10,6 +10,8 @@ become neutral values instead of exceptions"; the ledger's `apply_event` and
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -187,3 +189,68 @@ async def test_a_snapshot_that_cannot_be_rendered_still_says_strongswan_up_0(
     assert sum(r.exc_info is not None for r in caplog.records) == 1  # one traceback, not three
     state.snapshot = snapshot
     assert (await collector.collect()).success
+
+
+# ---- a hung charon, for real: SIGSTOP in a lab (issue 14, items 5 and 7) ---------------------
+
+
+def _seconds_until(exp: Any, check: Any, deadline: float) -> tuple[float, float]:
+    """Scrape every 0.1 s until `check(scrape)`; (seconds it took, slowest scrape)."""
+    start = time.monotonic()
+    slowest = 0.0
+    while True:
+        t0 = time.monotonic()
+        scrape = exp.scrape()
+        slowest = max(slowest, time.monotonic() - t0)
+        if check(scrape):
+            return time.monotonic() - start, slowest
+        if time.monotonic() - start > deadline:
+            pytest.fail(f"not seen within {deadline} s; last scrape:\n{scrape.text}")
+        time.sleep(0.1)
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize("vici_timeout", [2.0, 5.0])
+def test_a_sigstopped_charon_is_seen_within_the_vici_timeout(
+    vici_timeout: float, make_lab: Any, start_exporter: Any, record_property: Any
+) -> None:
+    from exporter.strongswan.events import LIVENESS_INTERVAL
+
+    lab = make_lab(["ikev2-psk"])
+    exp = start_exporter(lab.server_uri, "--vici.timeout", str(vici_timeout))
+    exp.wait_for(
+        lambda s: s.value("strongswan_up") == 1 and s.value("strongswan_event_stream_up") == 1
+    )
+    pid = lab.server.pid
+    # What a hung charon may take to be seen: a liveness question is due at most
+    # LIVENESS_INTERVAL after it stops, and unanswered for the VICI timeout; plus slack
+    # for a loaded machine. Before, event_stream_up stayed 1 for good.
+    bound = vici_timeout + LIVENESS_INTERVAL + 3.0
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        stream_down, slowest_a = _seconds_until(
+            exp, lambda s: s.value("strongswan_event_stream_up") == 0, bound
+        )
+        up_down, slowest_b = _seconds_until(exp, lambda s: s.value("strongswan_up") == 0, bound)
+        # Meanwhile no scrape waited on charon (item 5): each answers from what is known.
+        slowest = max(slowest_a, slowest_b)
+        assert slowest < vici_timeout, f"a scrape took {slowest:.2f} s while charon hung"
+        scrape = exp.scrape()
+        assert (
+            scrape.value("strongswan_up") == 0 and scrape.value("strongswan_event_stream_up") == 0
+        )
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    back, _ = _seconds_until(
+        exp,
+        lambda s: s.value("strongswan_up") == 1 and s.value("strongswan_event_stream_up") == 1,
+        30.0,
+    )
+    numbers = {
+        "event_stream_up_0_after_s": round(stream_down, 2),
+        "strongswan_up_0_after_s": round(stream_down + up_down, 2),
+        "slowest_scrape_s": round(slowest, 3),
+        "both_1_again_after_sigcont_s": round(back, 2),
+    }
+    record_property("sigstop", numbers)
+    print(f"vici timeout {vici_timeout:g} s: {numbers}")

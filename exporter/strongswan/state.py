@@ -71,6 +71,12 @@ class StrongswanState:
                 self.ok = False
                 self.error = str(err)
                 return
+            except Exception as err:  # a bug must not leave the last good answer "up"
+                if self.error != f"{type(err).__name__}: {err}":
+                    log.exception("cannot read charon's answers")
+                self.ok = False
+                self.error = f"{type(err).__name__}: {err}"
+                return
             if list_sas:
                 self.model.replace(snapshot.ike_sas, snapshot.taken_at)
                 if self.ledger is not None:

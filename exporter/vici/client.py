@@ -111,6 +111,12 @@ class ViciClient:
             except (ViciConnectionError, ViciProtocolError) as err:
                 await self._drop(str(err))
                 raise
+            except ViciError:
+                raise  # charon answered (and refused): the connection is in step
+            except Exception as err:
+                # Whatever broke (a caller's `each`), the answer may be half read.
+                await self._drop(f"{type(err).__name__}: {err}")
+                raise
             # Only an answer resets the delay, not a connect: a peer that accepts and then
             # sends garbage must not be asked again at once.
             self._backoff.reset()

@@ -96,6 +96,10 @@ def decode_packet(packet: bytes) -> Frame:
         raise ViciProtocolError("VICI packet ends in the middle of an element") from err
     except UnicodeDecodeError as err:
         raise ViciProtocolError(f"VICI name is not UTF-8 at byte {err.start}") from err
+    except ViciProtocolError:
+        raise
+    except Exception as err:  # a gap in the checks above must still read as bad input
+        raise ViciProtocolError(f"malformed VICI packet: {type(err).__name__}: {err}") from err
     if kind not in _NAMED_PACKETS and pos != len(packet):
         raise ViciProtocolError(f"VICI packet type {kind} carries {len(packet) - pos} bytes")
     return Frame(kind, name, {})

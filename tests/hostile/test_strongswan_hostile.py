@@ -254,3 +254,31 @@ def test_a_sigstopped_charon_is_seen_within_the_vici_timeout(
     }
     record_property("sigstop", numbers)
     print(f"vici timeout {vici_timeout:g} s: {numbers}")
+
+
+async def test_a_refresh_that_breaks_unexpectedly_says_strongswan_up_0(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug past the VICI layer (here: one planted in fetch) must not leave the last good
+    snapshot rendered as up, nor crash the background refresher or the scrape."""
+    from exporter.collectors.strongswan import StrongswanCollector
+    from exporter.config import StrongswanOptions, ViciAddress
+    from exporter.strongswan import state as state_module
+    from exporter.strongswan.fetch import assemble_snapshot
+    from exporter.vici import ViciClient
+
+    async def broken_fetch(*_: Any) -> Any:
+        raise KeyError("uptime")
+
+    client = ViciClient(ViciAddress("unix", path="/nonexistent/charon.vici"), timeout=1)
+    state = state_module.StrongswanState(client, None, refresh_interval=10)
+    state.snapshot = assemble_snapshot(load_answers(scenarios()[0]), time.time())
+    state.ok, state.refreshed_at = True, time.monotonic()
+    monkeypatch.setattr(state_module, "fetch_snapshot", broken_fetch)
+    for _ in range(3):
+        await state.refresh()
+    assert not state.ok and "KeyError" in state.error
+    collection = await StrongswanCollector(state, StrongswanOptions()).collect()
+    up = [f for f in collection.families if f.name == "strongswan_up"]
+    assert up[0].samples[0].value == 0 and not collection.success
+    assert sum(r.exc_info is not None for r in caplog.records) == 1

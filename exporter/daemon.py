@@ -20,9 +20,11 @@ from aiohttp import web
 from exporter import __version__
 from exporter.collectors.strongswan import StrongswanCollector
 from exporter.config import Settings, SettingsError
+from exporter.fds import FdLimitError, ensure_fd_budget, fds_needed, quiet_accept_exhaustion
 from exporter.http import RELOAD_KEY, build_app
+from exporter.http_limits import ConnectionGate, LimitedSite, server_kwargs
 from exporter.kernel.options import build_kernel_collectors
-from exporter.logs import setup_logging
+from exporter.logs import HTTP_SERVER_LOG, setup_logging
 from exporter.privacy import PrivacyFilter
 from exporter.probes.config import ProbeSettings
 from exporter.scrape import Scraper
@@ -77,9 +79,16 @@ class Runtime:
             self.web = LiveWebConfig(load_web_config(settings.web_config_file))
         self._reload_lock = asyncio.Lock()
 
-    def app(self) -> web.Application:
-        middlewares = [self.web.middleware()] if self.web is not None else []
-        app = build_app(self.scraper, self.settings.telemetry_path, middlewares)
+    def app(self, gate: ConnectionGate | None = None) -> web.Application:
+        middlewares = [gate.middleware()] if gate is not None else []
+        if self.web is not None:
+            middlewares.append(self.web.middleware())
+        app = build_app(
+            self.scraper,
+            self.settings.telemetry_path,
+            middlewares,
+            lifecycle=lambda: self.settings.enable_lifecycle,
+        )
         app[RELOAD_KEY] = self.reload
         if self.probes is not None:
             from exporter.probes.handler import add_probe_routes
@@ -120,7 +129,13 @@ class Runtime:
         old = self.settings
         restart_needed = [
             name
-            for name in ("listen_address", "telemetry_path", "web_config_file", "kernel")
+            for name in (
+                "listen_address",
+                "telemetry_path",
+                "web_config_file",
+                "kernel",
+                "web_limits",
+            )
             if getattr(old, name) != getattr(new, name)
         ]
         if old.strongswan.events != new.strongswan.events or (
@@ -158,6 +173,7 @@ class Runtime:
             telemetry_path=old.telemetry_path,
             web_config_file=old.web_config_file,
             kernel=old.kernel,
+            web_limits=old.web_limits,
         )
 
     def start(self) -> None:
@@ -201,15 +217,30 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(_reload(runtime)))
 
+    quiet_accept_exhaustion(loop)
+    probes = runtime.probes.current.max_concurrent if runtime.probes is not None else 0
+    try:
+        ensure_fd_budget(fds_needed(settings.web_limits, probes))
+    except FdLimitError as err:
+        await runtime.close()
+        raise StartupError(str(err)) from err
+
     ssl_context = runtime.web.ssl_context() if runtime.web is not None else None
-    runner = web.AppRunner(runtime.app(), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(
-        runner,
-        settings.listen_address.host,
-        settings.listen_address.port,
-        ssl_context=ssl_context,
+
+    def new_handler() -> asyncio.Protocol:
+        assert runner.server is not None  # set up below, before the site listens
+        return runner.server()
+
+    gate = ConnectionGate(settings.web_limits, new_handler, ssl_context)
+    runtime.scraper.add_own_metrics(gate)
+    runner = web.AppRunner(
+        runtime.app(gate),
+        access_log=None,
+        logger=HTTP_SERVER_LOG,
+        **server_kwargs(settings.web_limits),
     )
+    await runner.setup()
+    site = LimitedSite(runner, settings.listen_address.host, settings.listen_address.port, gate)
     try:
         await site.start()
     except OSError as err:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from html import escape
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -19,6 +20,14 @@ from exporter.scrape import Scraper
 SCRAPER_KEY = web.AppKey("scraper", Scraper)
 #: Re-reads the configuration; raises SettingsError (with the reason) to reject it.
 RELOAD_KEY: web.AppKey[Callable[[], Awaitable[str]]] = web.AppKey("reload")
+#: Whether the lifecycle endpoints (POST /-/reload) are on: --web.enable-lifecycle, read at
+#: each request so a reload of the configuration file can change it.
+LIFECYCLE_KEY: web.AppKey[Callable[[], bool]] = web.AppKey("lifecycle")
+
+LIFECYCLE_OFF = (
+    "Lifecycle API is not enabled: start the exporter with --web.enable-lifecycle to "
+    "reload over HTTP, or send it SIGHUP.\n"
+)
 
 LANDING = """<!DOCTYPE html>
 <html lang="en">
@@ -30,7 +39,7 @@ LANDING = """<!DOCTYPE html>
 <li><a href="{metrics}">{metrics}</a>: metrics</li>
 <li><a href="/-/healthy">/-/healthy</a>: liveness</li>
 <li><a href="/-/ready">/-/ready</a>: readiness</li>
-<li>POST /-/reload: re-read the configuration file</li>
+<li>{reload}</li>
 </ul>
 </body>
 </html>
@@ -97,7 +106,30 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers=dict(headers))
 
 
+def cross_origin(request: web.Request) -> str | None:
+    """Why a browser sent this request on behalf of another site, or None. What Go's
+    http.CrossOriginProtection checks: Sec-Fetch-Site (every current browser sends it),
+    else an Origin whose host is not the Host asked for. Tools (curl, Prometheus' own
+    reloaders) send neither and pass."""
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None:
+        return None if site in ("same-origin", "none") else f"Sec-Fetch-Site: {site}"
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return None
+    if urlsplit(origin).netloc.lower() == request.host.lower():
+        return None
+    return f"Origin: {origin}"
+
+
 async def reload(request: web.Request) -> web.Response:
+    if not request.app[LIFECYCLE_KEY]():
+        return web.Response(status=403, text=LIFECYCLE_OFF)
+    refused = cross_origin(request)
+    if refused is not None:
+        # A form on any web page could otherwise make a browser behind the firewall
+        # reload the exporter.
+        return web.Response(status=403, text=f"cross-origin request refused ({refused})\n")
     reloader = request.app.get(RELOAD_KEY)
     if reloader is None:
         return web.Response(status=404, text="reload is not available\n")
@@ -117,19 +149,35 @@ async def ready(_: web.Request) -> web.Response:
 
 
 def build_app(
-    scraper: Scraper, telemetry_path: str, middlewares: Sequence[Middleware] = ()
+    scraper: Scraper,
+    telemetry_path: str,
+    middlewares: Sequence[Middleware] = (),
+    lifecycle: Callable[[], bool] = lambda: False,
 ) -> web.Application:
     app = web.Application(middlewares=list(middlewares))
     app[SCRAPER_KEY] = scraper
     app[RENDER_KEY] = RenderCache()
-    landing = LANDING.format(version=escape(__version__), metrics=escape(telemetry_path))
+    app[LIFECYCLE_KEY] = lifecycle
+    landings = {
+        enabled: LANDING.format(
+            version=escape(__version__),
+            metrics=escape(telemetry_path),
+            reload="POST /-/reload: re-read the configuration file"
+            if enabled
+            else "POST /-/reload: off (start with --web.enable-lifecycle); SIGHUP re-reads "
+            "the configuration file",
+        )
+        for enabled in (False, True)
+    }
 
-    async def index(_: web.Request) -> web.Response:
-        return web.Response(text=landing, content_type="text/html")
+    async def index(request: web.Request) -> web.Response:
+        return web.Response(text=landings[request.app[LIFECYCLE_KEY]()], content_type="text/html")
 
     app.router.add_get("/", index)
     app.router.add_get(telemetry_path, metrics)
     app.router.add_get("/-/healthy", healthy)
     app.router.add_get("/-/ready", ready)
+    # POST and PUT, as Prometheus.
     app.router.add_post("/-/reload", reload)
+    app.router.add_put("/-/reload", reload)
     return app

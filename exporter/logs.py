@@ -8,6 +8,8 @@ import sys
 import time
 from typing import Any
 
+from aiohttp.http_exceptions import HttpProcessingError
+
 from exporter.config import LogFormat, LogLevel
 
 _LEVELS: dict[str, int] = {
@@ -76,3 +78,32 @@ def setup_logging(level: LogLevel, fmt: LogFormat) -> None:
     root.setLevel(_LEVELS[level])
     # aiohttp's access log is noise at every scrape.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+#: The logger aiohttp's protocol is given (`logger=` on the runner): the daemon's own name,
+#: and the filter below.
+HTTP_SERVER_LOG = logging.getLogger("exporter.http.server")
+
+
+class _MalformedRequests(logging.Filter):
+    """aiohttp logs every request it cannot parse (over-long URL or header, too many
+    headers, bad syntax) with a full traceback at error: any client could fill the log.
+    Those become one debug line naming the client and the reason; errors in the
+    exporter's own handlers keep their traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError):
+            return True
+        if not HTTP_SERVER_LOG.isEnabledFor(logging.DEBUG):
+            return False
+        remote = record.args[0] if isinstance(record.args, tuple) and record.args else None
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        record.msg, record.args = "malformed HTTP request", ()
+        record.exc_info, record.exc_text = None, None
+        record.remote = remote
+        record.err = f"{exc.code} {exc.message}"[:200]
+        return True
+
+
+HTTP_SERVER_LOG.addFilter(_MalformedRequests())

@@ -16,6 +16,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector as RegistryCollector
 from prometheus_client.registry import CollectorRegistry
 
 from exporter import __version__
@@ -47,6 +48,11 @@ class Scraper:
         GCCollector(registry=self._runtime)
         self._inflight: asyncio.Task[list[Metric]] | None = None
         self._failing: dict[str, str] = {}
+
+    def add_own_metrics(self, collector: RegistryCollector) -> None:
+        """A prometheus_client collector of the exporter's own (e.g. its HTTP connections),
+        in every scrape next to the process metrics."""
+        self._runtime.register(collector)
 
     async def scrape(self) -> list[Metric]:
         if self._inflight is None or self._inflight.done():

@@ -104,6 +104,18 @@ def test_hardening_key(key: str, expected: str) -> None:
     assert value(key) == expected
 
 
+def test_the_fd_limit_holds_the_default_connection_cap_with_room() -> None:
+    """LimitNOFILE: without it systemd gives 1,024 descriptors, which ~1,015 idle
+    connections used up (issue 14). It must hold what the exporter needs at the default
+    cap with the most probes at once, with room to raise the cap."""
+    from exporter.config import WebLimits
+    from exporter.fds import fds_needed
+    from exporter.probes.config import DEFAULT_MAX_CONCURRENT
+
+    limit = int(value("LimitNOFILE"))
+    assert limit >= 4 * fds_needed(WebLimits(), DEFAULT_MAX_CONCURRENT), limit
+
+
 def test_address_families_are_exactly_what_the_collectors_use() -> None:
     families = value("RestrictAddressFamilies").split()
     assert sorted(families) == ["AF_INET", "AF_INET6", "AF_NETLINK", "AF_UNIX"]

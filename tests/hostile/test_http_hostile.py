@@ -11,9 +11,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import os
+import resource
+import signal
+import socket
+import ssl
+import subprocess
+import sys
 import time
-from collections.abc import AsyncIterator
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import quote
 
 import aiohttp
@@ -22,8 +32,10 @@ import pytest
 from aiohttp import web
 from hypothesis import example, given
 from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.http import build_app
+from exporter.lab.process import stop
 from exporter.probes.config import parse_probe_settings
 from exporter.probes.handler import add_probe_routes
 from exporter.scrape import Scraper
@@ -313,7 +325,7 @@ async def test_wrong_password_flood_does_not_starve_known_credentials() -> None:
 
 async def test_concurrent_scrapes_and_probes(server: Server) -> None:
     async def one(i: int) -> int:
-        path = "/metrics" if i % 2 else "/probe?module=v2&target=127.0.0.1:9"
+        path = "/metrics" if i % 2 else "/probe?module=v2&target=127.0.0.1"
         timeout = aiohttp.ClientTimeout(total=30)
         async with (
             aiohttp.ClientSession(timeout=timeout) as session,
@@ -325,3 +337,388 @@ async def test_concurrent_scrapes_and_probes(server: Server) -> None:
     statuses = await asyncio.gather(*(one(i) for i in range(40)))
     assert set(statuses) == {200}, statuses
     await healthy(server)
+
+
+# ---- the daemon under connection abuse (a real `python -m exporter` process) -------------
+#
+# Each test starts the exporter as the shipped unit would before LimitNOFILE: 1,024 file
+# descriptors, soft and hard. The daemon serves with the VICI socket missing.
+
+REPO = Path(__file__).resolve().parents[2]
+#: Short deadlines so the tests stay quick; the defaults are 5 s and 60 s.
+HEADER_TIMEOUT = 1.0
+IDLE_TIMEOUT = 2.0
+
+
+@dataclass
+class Daemon:
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: Path
+    tls: ssl.SSLContext | None = None
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    def lines(self) -> list[str]:
+        return self.log.read_text(errors="replace").splitlines()
+
+    def get(self, path: str, timeout: float = 5.0) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=timeout, context=self.tls) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read().decode()
+
+    def post(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
+        req = urllib.request.Request(self.url + path, method="POST", headers=headers or {})
+        try:
+            with urllib.request.urlopen(req, timeout=10, context=self.tls) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read().decode()
+
+    def metric(self, name: str) -> float:
+        status, text = self.get("/metrics")
+        assert status == 200, text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and not sample.labels:
+                    return float(sample.value)
+        raise AssertionError(f"{name} not in the scrape")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def daemon(
+    tmp_path: Path,
+    *flags: str,
+    nofile: tuple[int, int] = (1024, 1024),
+    tls: ssl.SSLContext | None = None,
+) -> Iterator[Daemon]:
+    port = _free_port()
+    log = tmp_path / f"exporter-{port}.log"
+
+    def limit_fds() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, nofile)
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONDONTWRITEBYTECODE": "1"}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "exporter", "--web.listen-address", f"127.0.0.1:{port}",
+             "--vici.socket", f"unix://{tmp_path}/absent.vici", *flags],
+            cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            preexec_fn=limit_fds,
+        )  # fmt: skip
+    found = Daemon(proc, port, log, tls)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            assert proc.poll() is None, log.read_text()
+            try:
+                found.get("/-/healthy", timeout=2)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.1)
+        yield found
+    finally:
+        stop(proc)
+
+
+@contextlib.contextmanager
+def client_fds(count: int) -> Iterator[None]:
+    """Room in this process for `count` client sockets (the hard limit allowing)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = count + 256
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        pytest.skip(f"RLIMIT_NOFILE hard limit {hard} < {wanted}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, wanted), hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def open_idle(port: int, count: int, source: str = "127.0.0.2") -> list[socket.socket]:
+    """`count` TCP connections that never send a byte, from another loopback address than
+    the test's own requests. Non-blocking connects, paced so the listen backlog does not
+    drop SYNs: the kernel completes them whether or not the exporter accepts."""
+    sockets = []
+    for i in range(count):
+        s = socket.socket()
+        s.bind((source, 0))
+        s.setblocking(False)
+        s.connect_ex(("127.0.0.1", port))
+        sockets.append(s)
+        if i % 50 == 49:
+            time.sleep(0.02)
+    return sockets
+
+
+def closed_by_peer(s: socket.socket) -> bool:
+    """True once the exporter has closed this connection (EOF or reset)."""
+    try:
+        return s.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+def wait_closed(sockets: list[socket.socket], within: float) -> float:
+    """Seconds until every socket was closed by the exporter; fails after `within`."""
+    started = time.monotonic()
+    while True:
+        open_ = [s for s in sockets if not closed_by_peer(s)]
+        if not open_:
+            return time.monotonic() - started
+        assert time.monotonic() - started < within, f"{len(open_)} still open after {within} s"
+        time.sleep(0.05)
+
+
+def test_idle_connection_flood_does_not_take_the_exporter_down(tmp_path: Path) -> None:
+    """1,100 idle connections against 1,024 file descriptors (the issue's attack): /metrics
+    still answers during the flood, every idle connection is closed within the header
+    deadline, and the log stays quiet."""
+    with (
+        client_fds(1200),
+        daemon(tmp_path, f"--web.header-timeout={HEADER_TIMEOUT}") as exp,
+    ):
+        before = len(exp.lines())
+        idle = open_idle(exp.port, 1100)
+        try:
+            time.sleep(0.5)  # let the exporter accept what it will
+            status, text = exp.get("/metrics", timeout=3)
+            assert status == 200, text
+            assert exp.metric("l2tp_ipsec_exporter_http_connections") <= 512
+            waited = wait_closed(idle, within=HEADER_TIMEOUT + 3)
+        finally:
+            for s in idle:
+                s.close()
+        assert exp.get("/metrics")[0] == 200
+        dropped = exp.metric("l2tp_ipsec_exporter_http_connections_rejected_total") + sum(
+            sample.value
+            for family in text_string_to_metric_families(exp.get("/metrics")[1])
+            if family.name == "l2tp_ipsec_exporter_http_connections_dropped"
+            for sample in family.samples
+            if sample.name.endswith("_total")
+        )
+        assert dropped >= 1100, dropped
+        new_lines = exp.lines()[before:]
+        assert not any("out of system resource" in line for line in new_lines), new_lines[:5]
+        assert len(new_lines) <= 3, new_lines
+        print(f"all 1,100 idle connections closed {waited:.2f} s after the flood; "
+              f"{len(new_lines)} log lines")  # fmt: skip
+
+
+def test_slow_header_is_cut_at_the_header_deadline(tmp_path: Path) -> None:
+    """A client dribbling one header byte every 0.2 s is closed after the header deadline,
+    not kept for the idle timeout (or for ever)."""
+    with daemon(tmp_path, f"--web.header-timeout={HEADER_TIMEOUT}") as exp:
+        started = time.monotonic()
+        with socket.create_connection(("127.0.0.1", exp.port), timeout=1) as s:
+            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            closed_after = None
+            while time.monotonic() - started < HEADER_TIMEOUT + 3:
+                try:
+                    s.sendall(b"a")
+                    s.settimeout(0.2)
+                    if s.recv(1) == b"":
+                        closed_after = time.monotonic() - started
+                        break
+                except TimeoutError:
+                    continue
+                except OSError:
+                    closed_after = time.monotonic() - started
+                    break
+        assert closed_after is not None, "the slow client was never cut off"
+        assert HEADER_TIMEOUT * 0.8 <= closed_after <= HEADER_TIMEOUT + 1.5, closed_after
+
+
+def test_idle_keep_alive_connection_is_closed_after_the_idle_timeout(tmp_path: Path) -> None:
+    with (
+        daemon(tmp_path, f"--web.idle-timeout={IDLE_TIMEOUT}") as exp,
+        socket.create_connection(("127.0.0.1", exp.port), timeout=10) as s,
+    ):
+        s.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = s.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 200"), answer
+        answered = time.monotonic()
+        s.settimeout(IDLE_TIMEOUT + 3)
+        try:
+            rest = s.recv(4096)
+        except TimeoutError:
+            pytest.fail(f"the idle connection was still open after {IDLE_TIMEOUT + 3} s")
+        assert rest == b""
+        assert IDLE_TIMEOUT * 0.8 <= time.monotonic() - answered <= IDLE_TIMEOUT + 1.5
+
+
+def _tls_files(folder: Path) -> tuple[Path, Path, Path]:
+    cert, key = folder / "server.crt", folder / "server.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1", "-addext",
+         "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    web = folder / "web.yml"
+    web.write_text(f"tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n")
+    return cert, key, web
+
+
+def test_tls_clients_that_never_finish_are_cut_at_the_header_deadline(tmp_path: Path) -> None:
+    """Under TLS the header deadline counts from the connection: a client that never sends
+    a ClientHello, one that stops mid-handshake and one that completes the handshake but
+    never sends a request are all closed within it."""
+    cert, _key, web = _tls_files(tmp_path)
+    context = ssl.create_default_context(cafile=str(cert))
+    with daemon(
+        tmp_path, f"--web.header-timeout={HEADER_TIMEOUT}", "--web.config.file", str(web),
+        tls=context,
+    ) as exp:  # fmt: skip
+        assert exp.get("/-/healthy")[0] == 200
+        silent = socket.create_connection(("127.0.0.1", exp.port))
+        half = socket.create_connection(("127.0.0.1", exp.port))
+        half.sendall(MALFORMED["garbage"][:11])  # the start of a ClientHello, never finished
+        quiet = context.wrap_socket(
+            socket.create_connection(("127.0.0.1", exp.port)), server_hostname="127.0.0.1"
+        )
+        try:
+            for s in (silent, half, quiet):
+                s.setblocking(False)
+            waited = wait_closed([silent, half, quiet], within=HEADER_TIMEOUT + 2)
+        finally:
+            for s in (silent, half, quiet):
+                s.close()
+        assert waited <= HEADER_TIMEOUT + 1.5
+        assert exp.get("/-/healthy")[0] == 200
+
+
+def test_tls_handshake_flood_is_capped_and_counted(tmp_path: Path) -> None:
+    """Connections stuck before their TLS handshake count against the cap like any other,
+    and the count goes back down when they are gone."""
+    cert, _key, web = _tls_files(tmp_path)
+    context = ssl.create_default_context(cafile=str(cert))
+    with (
+        client_fds(700),
+        daemon(
+            tmp_path, f"--web.header-timeout={HEADER_TIMEOUT}", "--web.config.file", str(web),
+            "--web.max-connections=200", tls=context,
+        ) as exp,
+    ):  # fmt: skip
+        idle = open_idle(exp.port, 600)
+        try:
+            time.sleep(0.5)
+            assert exp.get("/-/healthy", timeout=3)[0] == 200
+            assert exp.metric("l2tp_ipsec_exporter_http_connections") <= 200
+            wait_closed(idle, within=HEADER_TIMEOUT + 3)
+        finally:
+            for s in idle:
+                s.close()
+        time.sleep(0.3)
+        assert exp.metric("l2tp_ipsec_exporter_http_connections") == 1  # this scrape's own
+
+
+def test_max_connections_beyond_the_hard_fd_limit_is_refused_in_one_line(
+    tmp_path: Path,
+) -> None:
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run(
+        [sys.executable, "-m", "exporter", "--web.listen-address", f"127.0.0.1:{port}",
+         "--vici.socket", f"unix://{tmp_path}/absent.vici", "--web.max-connections=5000"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=20,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024)),
+    )  # fmt: skip
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode != 0, result.stderr
+    assert len(lines) == 1, lines
+    assert "--web.max-connections" in lines[0] and "1024" in lines[0], lines[0]
+
+
+def test_the_soft_fd_limit_is_raised_to_what_the_cap_needs(tmp_path: Path) -> None:
+    with daemon(tmp_path, "--web.max-connections=2000", nofile=(1024, 8192)) as exp:
+        soft = int(
+            next(
+                line.split()[3]
+                for line in Path(f"/proc/{exp.proc.pid}/limits").read_text().splitlines()
+                if line.startswith("Max open files")
+            )
+        )
+        assert soft > 2000, soft
+        assert exp.metric("l2tp_ipsec_exporter_http_max_connections") == 2000
+
+
+# ---- item 13: malformed requests are one debug line, not a traceback -----------------------
+
+LOUD = ["huge-header", "huge-url", "many-headers", "bad-version", "header-without-colon"]
+
+
+@pytest.mark.parametrize("level", ["info", "debug"])
+def test_malformed_requests_log_one_debug_line_each(tmp_path: Path, level: str) -> None:
+    with daemon(tmp_path, f"--log.level={level}") as exp:
+        time.sleep(0.3)
+        before = len(exp.lines())
+        for name in LOUD:
+            with socket.create_connection(("127.0.0.1", exp.port), timeout=5) as s:
+                s.sendall(MALFORMED[name])
+                with contextlib.suppress(OSError):
+                    while s.recv(65536):
+                        pass
+        time.sleep(0.3)
+        new = [line for line in exp.lines()[before:] if "aiohttp" in line or "HTTP" in line]
+    assert not any("Traceback" in line or "level=error" in line for line in new), new
+    if level == "info":
+        assert new == []
+    else:
+        malformed = [line for line in new if "malformed HTTP request" in line]
+        assert len(malformed) == len(LOUD), new
+
+
+# ---- item 11: lifecycle endpoints only with --web.enable-lifecycle --------------------------
+
+
+def test_reload_over_http_needs_enable_lifecycle(tmp_path: Path) -> None:
+    config = tmp_path / "config.yml"
+    config.write_text("collectors:\n  strongswan:\n    reauth_grace: 1s\n")
+    with daemon(tmp_path, "--config.file", str(config)) as exp:
+        status, body = exp.post("/-/reload")
+        assert status == 403, (status, body)
+        assert "--web.enable-lifecycle" in body and "SIGHUP" in body
+        assert "reloaded" not in exp.log.read_text()
+        # SIGHUP always reloads.
+        exp.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while "configuration reloaded" not in exp.log.read_text():
+            assert time.monotonic() < deadline, exp.log.read_text()
+            time.sleep(0.1)
+        status, landing = exp.get("/")
+        assert "--web.enable-lifecycle" in landing
+
+
+def test_reload_with_enable_lifecycle_refuses_cross_origin_posts(tmp_path: Path) -> None:
+    config = tmp_path / "config.yml"
+    config.write_text("collectors:\n  strongswan:\n    reauth_grace: 1s\n")
+    with daemon(tmp_path, "--config.file", str(config), "--web.enable-lifecycle") as exp:
+        assert exp.post("/-/reload") == (200, "configuration reloaded\n")
+        # What a browser adds to a form posted from another site.
+        for headers in (
+            {"Origin": "http://evil.example", "Content-Type": "application/x-www-form-urlencoded"},
+            {"Sec-Fetch-Site": "cross-site"},
+            {"Origin": "null"},
+        ):
+            status, body = exp.post("/-/reload", headers)
+            assert status == 403, (headers, status, body)
+            assert "cross-origin" in body
+        # Same origin (a page of the exporter itself) and tools without Origin are fine.
+        same = {"Origin": exp.url, "Sec-Fetch-Site": "same-origin"}
+        assert exp.post("/-/reload", same)[0] == 200
+        status, landing = exp.get("/")
+        assert "POST /-/reload" in landing

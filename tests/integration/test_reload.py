@@ -1,5 +1,6 @@
-"""Reloading the configuration file (SIGHUP, POST /-/reload) against a real charon:
-new settings apply, counters survive, a bad file is rejected and the old one kept."""
+"""Reloading the configuration file (SIGHUP, POST /-/reload with --web.enable-lifecycle)
+against a real charon: new settings apply, counters survive, a bad file is rejected and
+the old one kept."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def test_reload_applies_keeps_counters_and_rejects_bad_files(
     (tmp_path / "hash.key").write_bytes(KEY)
     config = tmp_path / "config.yml"
     config.write_text("collectors:\n  strongswan:\n    reauth_grace: 1s\n")
-    exp = start_exporter(lab.server_uri, "--config.file", str(config))
+    exp = start_exporter(lab.server_uri, "--config.file", str(config), "--web.enable-lifecycle")
     exp.wait_for(lambda s: s.value("strongswan_event_stream_up") == 1)
     exp.wait_for(lambda s: s.value("strongswan_connection_established", conn="nycmesh") == 2)
 

@@ -24,6 +24,9 @@
 # Without it the exporter still serves; the collectors that lack the capability say so in
 # l2tp_ipsec_exporter_collector_success and one log line (docs/security.md).
 # TLS and basic auth: mount a web config file and pass --web.config.file=/etc/...yml.
+# File descriptors: the exporter raises its soft limit to what --web.max-connections needs
+# and refuses to start when the hard limit is lower; Docker's default hard limit is far
+# above the ~720 the defaults need (else: docker run --ulimit nofile=8192:8192 ...).
 
 # Pinned to a patch release; pin the digest too (python:3.11.11-slim-bookworm@sha256:…)
 # where the build is meant to be reproducible.

@@ -6,10 +6,11 @@ the process ran out of file descriptors and every endpoint stopped answering. Th
 sits between the listening socket and aiohttp's protocol:
 
 - a cap on open client connections (TLS handshakes included). At the cap a new connection
-  takes the place of the oldest one that has sent nothing yet (else of the oldest one
-  without a complete request): idle connections cannot lock Prometheus out, whose
-  requests arrive with the connection. When every open connection is busy with a
-  request, the new one is closed at once.
+  takes the place of an open one that is not busy with a request: the oldest that has
+  sent nothing yet, else the longest idle keep-alive connection (its client reconnects),
+  else the oldest with an incomplete request. Idle connections cannot lock Prometheus
+  out: its request arrives with its connection. Only when every open connection is busy
+  with a request is the new one closed at once.
 - a header deadline from the accept (TLS handshake included) to a complete request line
   and headers, and again from the first byte of each later request on the connection.
 - TLS is done here with `loop.start_tls`, not by `create_server(ssl=...)`: asyncio never
@@ -56,9 +57,11 @@ class ConnectionGate:
         self.ssl_context = ssl_context
         self._handler_factory = handler_factory
         self._open: set[GuardedConnection] = set()
-        #: Open connections without a complete request yet, oldest first (dicts keep order):
-        #: those that sent nothing (or only a TLS handshake), and those that sent a part.
+        #: Open connections not busy with a request, oldest first (dicts keep order): those
+        #: that sent nothing (or only a TLS handshake), keep-alive ones between requests,
+        #: and those that sent part of a request.
         self._silent: dict[GuardedConnection, None] = {}
+        self._idle: dict[GuardedConnection, None] = {}
         self._partial: dict[GuardedConnection, None] = {}
         self._by_handler: dict[asyncio.BaseProtocol, GuardedConnection] = {}
         self.rejected = 0
@@ -74,9 +77,10 @@ class ConnectionGate:
     def __call__(self) -> asyncio.BaseProtocol:
         """The protocol factory for `loop.create_server`: one call per accepted socket."""
         if len(self._open) >= self.limits.max_connections:
-            if self._silent or self._partial:
+            victim = self._victim()
+            if victim is not None:
                 self.evicted += 1
-                next(iter(self._silent or self._partial)).drop()
+                victim.drop()
             else:
                 self.rejected += 1
                 self._note_limit()
@@ -87,6 +91,16 @@ class ConnectionGate:
         self._silent[conn] = None
         return conn
 
+    def _victim(self) -> GuardedConnection | None:
+        if self._silent:
+            return next(iter(self._silent))
+        for conn in self._idle:
+            if conn.flushed():  # not while its last answer is still being sent
+                return conn
+        if self._partial:
+            return next(iter(self._partial))
+        return None
+
     def _note_limit(self) -> None:
         loop = asyncio.get_running_loop()
         now = loop.time()
@@ -94,8 +108,8 @@ class ConnectionGate:
             return
         last_evicted, last_rejected = self._logged_at
         log.warning(
-            "HTTP connection limit reached: closing connections that sent no request yet, "
-            "refusing new ones while every connection is busy",
+            "HTTP connection limit reached: new connections take the place of open ones "
+            "without a request in progress, or are refused while every connection is busy",
             extra={
                 "max_connections": self.limits.max_connections,
                 "evicted": self.evicted - last_evicted,
@@ -105,6 +119,12 @@ class ConnectionGate:
         self._last_log = now
         self._logged_at = (self.evicted, self.rejected)
 
+    def _forget(self, conn: GuardedConnection) -> None:
+        """No longer a candidate to make room (busy, or gone)."""
+        self._silent.pop(conn, None)
+        self._idle.pop(conn, None)
+        self._partial.pop(conn, None)
+
     def _new_handler(self, conn: GuardedConnection) -> asyncio.Protocol:
         handler = self._handler_factory()
         self._by_handler[handler] = conn
@@ -112,8 +132,7 @@ class ConnectionGate:
 
     def _release(self, conn: GuardedConnection) -> None:
         self._open.discard(conn)
-        self._silent.pop(conn, None)
-        self._partial.pop(conn, None)
+        self._forget(conn)
         if conn.handler is not None:
             self._by_handler.pop(conn.handler, None)
 
@@ -162,7 +181,7 @@ class ConnectionGate:
             "l2tp_ipsec_exporter_http_connections_dropped",
             "Open HTTP connections the exporter closed: header_timeout = no complete "
             "request line and headers (TLS handshake included) within --web.header-timeout; "
-            "evicted = at the cap, the oldest connection without a request made room for "
+            "evicted = at the cap, a connection without a request in progress made room for "
             "a new one.",
             labels=["reason"],
         )
@@ -177,6 +196,8 @@ class GuardedConnection(asyncio.Protocol):
     def __init__(self, gate: ConnectionGate) -> None:
         self._gate = gate
         self._raw: asyncio.Transport | None = None
+        #: What aiohttp writes to: the raw transport, or the TLS one over it.
+        self._app: asyncio.Transport | None = None
         self.handler: asyncio.Protocol | None = None
         self._deadline: asyncio.TimerHandle | None = None
         self._busy = False
@@ -207,8 +228,9 @@ class GuardedConnection(asyncio.Protocol):
             return
         if data and not self._busy and self._deadline is None:
             self._arm()  # the first byte of a next request: its headers have a deadline too
-        if data and self._gate._silent.pop(self, 0) is None:
-            self._gate._partial[self] = None
+        if data and not self._busy and self not in self._gate._partial:
+            self._gate._forget(self)
+            self._gate._partial[self] = None  # a request has begun
         self.handler.data_received(data)
 
     def eof_received(self) -> bool | None:
@@ -232,11 +254,17 @@ class GuardedConnection(asyncio.Protocol):
     def request_started(self) -> None:
         self._busy = True
         self._disarm()
-        self._gate._silent.pop(self, None)
-        self._gate._partial.pop(self, None)
+        self._gate._forget(self)
 
     def request_finished(self) -> None:
         self._busy = False
+        if not self._released:
+            self._gate._idle[self] = None
+
+    def flushed(self) -> bool:
+        """Everything written to the client has left (no answer half sent)."""
+        transport = self._app
+        return transport is None or transport.get_write_buffer_size() == 0
 
     def drop(self) -> None:
         """Close at once (RST-free abort: nothing is owed to a client without a request)."""
@@ -271,6 +299,7 @@ class GuardedConnection(asyncio.Protocol):
         self._attach(tls)
 
     def _attach(self, transport: asyncio.Transport) -> None:
+        self._app = transport
         self.handler = self._gate._new_handler(self)
         self.handler.connection_made(transport)
         early, self._early = self._early, []

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import logging
 import os
 import resource
 import signal
@@ -560,6 +561,45 @@ def test_idle_keep_alive_connection_is_closed_after_the_idle_timeout(tmp_path: P
         assert IDLE_TIMEOUT * 0.8 <= time.monotonic() - answered <= IDLE_TIMEOUT + 1.5
 
 
+def test_keep_alive_requests_are_not_cut_by_the_header_deadline(tmp_path: Path) -> None:
+    """Prometheus keeps its connection between scrapes: pauses longer than the header
+    deadline between requests are idle time, not a slow request."""
+    with (
+        daemon(tmp_path, f"--web.header-timeout={HEADER_TIMEOUT}", "--web.idle-timeout=10") as exp,
+        socket.create_connection(("127.0.0.1", exp.port), timeout=5) as s,
+    ):
+        for _ in range(3):
+            s.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = s.recv(4096)
+            assert answer.startswith(b"HTTP/1.1 200"), answer
+            time.sleep(HEADER_TIMEOUT * 1.5)
+        # Two pipelined requests in one write are both answered.
+        s.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n" * 2)
+        answers = b""
+        while answers.count(b"HTTP/1.1 200") < 2:
+            chunk = s.recv(4096)
+            assert chunk, answers
+            answers += chunk
+
+
+def test_at_the_cap_idle_keep_alive_connections_make_room(tmp_path: Path) -> None:
+    """Clients that asked once and then hold their keep-alive connection open do not lock
+    new clients out: at the cap the longest idle one is closed for the newcomer."""
+    with daemon(tmp_path, "--web.max-connections=5", "--web.idle-timeout=30") as exp:
+        held = []
+        try:
+            for _ in range(5):
+                s = socket.create_connection(("127.0.0.1", exp.port), timeout=5)
+                s.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert s.recv(4096).startswith(b"HTTP/1.1 200")
+                held.append(s)
+            for _ in range(3):
+                assert exp.get("/-/healthy", timeout=3)[0] == 200
+        finally:
+            for s in held:
+                s.close()
+
+
 def _tls_files(folder: Path) -> tuple[Path, Path, Path]:
     cert, key = folder / "server.crt", folder / "server.key"
     subprocess.run(
@@ -654,6 +694,31 @@ def test_the_soft_fd_limit_is_raised_to_what_the_cap_needs(tmp_path: Path) -> No
         )
         assert soft > 2000, soft
         assert exp.metric("l2tp_ipsec_exporter_http_max_connections") == 2000
+
+
+async def test_accept_exhaustion_is_one_line_per_minute(caplog: pytest.LogCaptureFixture) -> None:
+    """The last line of defence if descriptors run out anyway (another part of the process
+    leaking them): asyncio reports EMFILE once per backlogged connection per second."""
+    from exporter.fds import quiet_accept_exhaustion
+
+    loop = asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+    quiet_accept_exhaustion(loop)
+    try:
+        with caplog.at_level(logging.DEBUG):
+            for _ in range(1000):
+                loop.call_exception_handler(
+                    {
+                        "message": "socket.accept() out of system resource",
+                        "exception": OSError(24, "Too many open files"),
+                    }
+                )
+            loop.call_exception_handler({"message": "something else"})
+    finally:
+        loop.set_exception_handler(previous)
+    exhausted = [r for r in caplog.records if "file descriptors" in r.getMessage()]
+    assert len(exhausted) == 1 and not exhausted[0].exc_info
+    assert any(r.getMessage() == "something else" for r in caplog.records)
 
 
 # ---- item 13: malformed requests are one debug line, not a traceback -----------------------

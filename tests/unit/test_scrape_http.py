@@ -112,3 +112,30 @@ def test_render_cache_renders_each_collection_once_per_format() -> None:
     assert cache.get(families, None, "gzip")[1]["Content-Encoding"] == "gzip"
     fresh = [GaugeMetricFamily("demo_value", "A value.", value=2)]
     assert b"demo_value 2.0" in cache.get(fresh, None, None)[0]
+
+
+async def test_lifecycle_endpoints_follow_the_flag() -> None:
+    """POST and PUT /-/reload as Prometheus: 403 naming the flag while it is off; the
+    landing page says which."""
+    from exporter.http import RELOAD_KEY
+
+    enabled = False
+
+    async def reload() -> str:
+        return "configuration reloaded"
+
+    app = build_app(Scraper([]), "/metrics", lifecycle=lambda: enabled)
+    app[RELOAD_KEY] = reload
+    async with TestClient(TestServer(app)) as client:
+        for method in ("POST", "PUT"):
+            off = await client.request(method, "/-/reload")
+            assert off.status == 403
+            assert "--web.enable-lifecycle" in await off.text()
+        assert "off (start with --web.enable-lifecycle)" in await (await client.get("/")).text()
+        enabled = True
+        for method in ("POST", "PUT"):
+            on = await client.request(method, "/-/reload")
+            assert (on.status, await on.text()) == (200, "configuration reloaded\n")
+        assert (await client.get("/-/reload")).status == 405
+        landing = await (await client.get("/")).text()
+        assert "POST /-/reload: re-read the configuration file" in landing

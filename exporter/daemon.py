@@ -51,11 +51,14 @@ class Runtime:
         self.stream: EventStream | None = None
         if options.events:
             self.ledger = SaLedger(
-                reauth_grace=options.reauth_grace, user_idle_seconds=options.user_idle_seconds
+                reauth_grace=options.reauth_grace,
+                user_idle_seconds=options.user_idle_seconds,
+                max_sas=options.max_sas,
             )
         self.state = StrongswanState(
             self.client, self.ledger, options.refresh_interval, options.sa_refresh_interval
         )
+        self.state.model.max_sas = options.max_sas
         self.collector = StrongswanCollector(self.state, options)
         if self.ledger is not None:
             # Its own connection: VICI carries one command at a time, and events arrive
@@ -129,15 +132,11 @@ class Runtime:
         old = self.settings
         restart_needed = [
             name
-            for name in (
-                "listen_address",
-                "telemetry_path",
-                "web_config_file",
-                "kernel",
-                "web_limits",
-            )
+            for name in ("listen_address", "telemetry_path", "web_config_file", "kernel")
             if getattr(old, name) != getattr(new, name)
         ]
+        if old.web_limits != new.web_limits:
+            restart_needed.append("web.header_timeout/idle_timeout/max_connections")
         if old.strongswan.events != new.strongswan.events or (
             old.strongswan.reauth_grace != new.strongswan.reauth_grace
         ):
@@ -163,6 +162,8 @@ class Runtime:
         self.collector.reconfigure(new.strongswan)
         if self.ledger is not None:
             self.ledger.user_idle_seconds = new.strongswan.user_idle_seconds
+            self.ledger.max_sas = new.strongswan.max_sas
+        self.state.model.max_sas = new.strongswan.max_sas
         self.scraper.privacy = PrivacyFilter(new.privacy)
         if self.probes is not None and probes is not None:
             self.probes.current = probes.current

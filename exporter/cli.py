@@ -19,6 +19,7 @@ from exporter.config import (
     Settings,
     SettingsError,
     ViciAddress,
+    parse_duration,
 )
 from exporter.kernel.options import add_kernel_flags
 from exporter.logs import setup_logging
@@ -33,10 +34,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _seconds(text: str) -> float:
+    # The config file's grammar (10s, 500ms, 5m, 1h, a plain number): one set of refusals.
     try:
-        return float(text.rstrip("s"))
+        return parse_duration(text)
     except ValueError as err:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from err
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _positive_float(text: str) -> float:
@@ -47,10 +49,7 @@ def _positive_float(text: str) -> float:
 
 
 def _non_negative_float(text: str) -> float:
-    value = _seconds(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
-    return value
+    return _seconds(text)
 
 
 def _non_negative_int(text: str) -> int:
@@ -202,8 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="max_connections",
         type=_positive_int,
         metavar="N",
-        help="most HTTP client connections open at once; more are closed at once "
-        "(default 512)",
+        help="most HTTP client connections open at once; more are closed at once (default 512)",
     )
     parser.add_argument(
         "--log.level",

@@ -6,8 +6,10 @@ object, so nothing else in the daemon knows where a setting came from.
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from exporter.kernel.options import KernelOptions
@@ -23,6 +25,61 @@ LogLevel = Literal["debug", "info", "warn", "error"]
 
 class SettingsError(ValueError):
     """A setting has a value the daemon cannot use; the message names the setting."""
+
+
+# -- durations: one grammar for the flags and the config file -------------------------------
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+#: The longest duration a Go exporter's flag can hold (time.Duration, int64 nanoseconds,
+#: ~292 years); also the most Python's own timeouts take (socket.settimeout raises
+#: OverflowError beyond it). Anything longer is a typo, not a wish.
+MAX_DURATION = (2**63 - 1) / 1e9
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from `10s`, `500ms`, `5m`, `1h` or a plain number of seconds (a YAML
+    number too). Refused (ValueError naming the value): anything else, negative,
+    not finite (`inf`, `nan`, `1.0e+400`) or beyond `MAX_DURATION`."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a duration like 10s, got {value!r}")
+    if isinstance(value, int | float):
+        try:
+            seconds = float(value)
+        except OverflowError:  # a YAML integer of 400 digits
+            seconds = math.inf
+    else:
+        match = _DURATION.match(str(value).strip())
+        if not match:
+            raise ValueError(f"expected a duration like 10s, 500ms, 5m or 1h, got {value!r}")
+        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if math.isnan(seconds) or seconds < 0:
+        raise ValueError(f"expected a duration of 0 or more seconds, got {value!r}")
+    if not seconds <= MAX_DURATION:
+        raise ValueError(f"{value!r} is longer than any timeout can be (~292 years)")
+    return seconds
+
+
+# -- the telemetry path -------------------------------------------------------------------
+
+#: Paths the daemon serves itself; the metrics path must not shadow them. All of `/-/`
+#: is kept for lifecycle endpoints (Prometheus' convention), now and later.
+RESERVED_PATHS = ("/", "/probe")
+RESERVED_PREFIX = "/-/"
+#: A plain path: no aiohttp route variables ({name}), no query, fragment or spaces.
+_PLAIN_PATH = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$")
+
+
+def check_telemetry_path(path: str) -> None:
+    """Raise SettingsError naming `--web.telemetry-path` unless `path` is a plain path of
+    its own."""
+    if not _PLAIN_PATH.match(path):
+        raise SettingsError(f"--web.telemetry-path {path!r}: must be a plain path like /metrics")
+    if path in RESERVED_PATHS or path.startswith(RESERVED_PREFIX):
+        raise SettingsError(
+            f"--web.telemetry-path {path!r}: would shadow the exporter's own endpoint "
+            f"(reserved: {', '.join(RESERVED_PATHS)} and {RESERVED_PREFIX}*)"
+        )
 
 
 @dataclass(frozen=True)
@@ -145,30 +202,32 @@ class Settings:
     web_limits: WebLimits = field(default_factory=WebLimits)
 
     def __post_init__(self) -> None:
-        if not self.telemetry_path.startswith("/") or self.telemetry_path in ("/", "/-/healthy"):
-            raise SettingsError(
-                f"--web.telemetry-path {self.telemetry_path!r}: must be a path like /metrics"
-            )
-        if not self.vici_timeout > 0:
-            raise SettingsError(f"--vici.timeout {self.vici_timeout}: must be above 0 seconds")
-        if self.strongswan.sa_refresh_interval <= 0:
-            raise SettingsError("--collector.strongswan.sa-refresh-interval: must be above 0")
-        if self.strongswan.refresh_interval < 0:
-            raise SettingsError("--collector.strongswan.refresh-interval: must be 0 or more")
-        if self.strongswan.reauth_grace < 0:
-            raise SettingsError("--collector.strongswan.reauth-grace: must be 0 or more")
-        if self.strongswan.user_idle_seconds <= 0:
-            raise SettingsError("--collector.strongswan.user-idle-timeout: must be above 0")
-        if self.strongswan.max_sas < 1:
-            raise SettingsError("--collector.strongswan.max-sas: must be 1 or more")
+        check_telemetry_path(self.telemetry_path)
+        ss = self.strongswan
         limits = self.web_limits
-        if not 0 < limits.header_timeout < float("inf"):
-            raise SettingsError("--web.header-timeout: must be above 0 and finite")
-        if not 0 < limits.idle_timeout < float("inf"):
-            raise SettingsError("--web.idle-timeout: must be above 0 and finite")
+        # Settings are also built in code (tests, the demo): the same bounds as the parsers.
+        for flag, seconds, zero_ok in (
+            ("--vici.timeout", self.vici_timeout, False),
+            ("--collector.strongswan.sa-refresh-interval", ss.sa_refresh_interval, False),
+            ("--collector.strongswan.refresh-interval", ss.refresh_interval, True),
+            ("--collector.strongswan.reauth-grace", ss.reauth_grace, True),
+            ("--collector.strongswan.user-idle-timeout", ss.user_idle_seconds, False),
+            ("--web.header-timeout", limits.header_timeout, False),
+            ("--web.idle-timeout", limits.idle_timeout, False),
+        ):
+            _check_seconds(flag, seconds, zero_ok=zero_ok)
+        if ss.max_sas < 1:
+            raise SettingsError("--collector.strongswan.max-sas: must be 1 or more")
         if limits.max_connections < 1:
             raise SettingsError("--web.max-connections: must be 1 or more")
-        if self.strongswan.series_limit < 0:
+        if ss.series_limit < 0:
             raise SettingsError(
                 "--collector.strongswan.series-limit: must be 0 (no per-SA series) or more"
             )
+
+
+def _check_seconds(flag: str, seconds: float, *, zero_ok: bool) -> None:
+    low_ok = seconds >= 0 if zero_ok else seconds > 0
+    if not (low_ok and seconds <= MAX_DURATION):  # also False for nan
+        bound = "0 or more" if zero_ok else "above 0"
+        raise SettingsError(f"{flag} {seconds}: must be {bound} seconds and finite")

@@ -46,7 +46,6 @@ over the file.
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +53,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from exporter import strict_yaml
 from exporter.config import (
     ListenAddress,
     Settings,
@@ -61,15 +61,14 @@ from exporter.config import (
     StrongswanOptions,
     ViciAddress,
     WebLimits,
+    check_telemetry_path,
+    parse_duration,
 )
 from exporter.kernel.options import KernelOptions
 from exporter.privacy import LABEL_KINDS, PrivacyOptions, Treatment
 
 T = TypeVar("T")
 KeyPath = tuple[str, ...]
-
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
 
 class ConfigFileError(SettingsError):
@@ -111,18 +110,16 @@ def _index_lines(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int]) -> N
 
 def read_document(path: str | Path) -> Document:
     try:
-        text = Path(path).read_text()
+        data = Path(path).read_bytes()
     except OSError as err:
         raise ConfigFileError(f"{path}: cannot read: {err.strerror or err}") from None
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        problem = getattr(err, "problem", None) or str(err)
-        raise ConfigFileError(f"{where}: not valid YAML: {problem}") from None
-    doc = Document(str(path), data if data is not None else {})
+        node, value = strict_yaml.load(data)
+    except strict_yaml.YamlProblem as problem:
+        where = f"{path}:{problem.line}" if problem.line else str(path)
+        key = f" {'.'.join(problem.path)}:" if problem.path else ""
+        raise ConfigFileError(f"{where}:{key} {problem}") from None
+    doc = Document(str(path), value if value is not None else {})
     if node is not None:
         _index_lines(node, (), doc.lines)
     if not isinstance(doc.data, dict):
@@ -182,15 +179,17 @@ def _str(value: Any) -> str:
 
 
 def duration(value: Any) -> float:
-    """`10s`, `500ms`, `5m`, `1h` or a plain number of seconds."""
-    if isinstance(value, bool):
-        raise ValueError(f"expected a duration like 10s, got {value!r}")
-    if isinstance(value, int | float):
-        return float(value)
-    match = _DURATION.match(str(value).strip())
-    if not match:
-        raise ValueError(f"expected a duration like 10s, 500ms, 5m or 1h, got {value!r}")
-    return float(match.group(1)) * _UNITS[match.group(2)]
+    """`10s`, `500ms`, `5m`, `1h` or a plain number of seconds: the flags' grammar."""
+    return parse_duration(value)
+
+
+def _telemetry_path(value: Any) -> str:
+    path = _str(value)
+    try:
+        check_telemetry_path(path)
+    except SettingsError as err:
+        raise ValueError(str(err).removeprefix("--web.telemetry-path ")) from None
+    return path
 
 
 def _choice(*choices: str) -> Callable[[Any], str]:
@@ -275,7 +274,7 @@ def settings_from_document(doc: Document, base: Settings | None = None) -> Setti
 
     web = top.section("web")
     listen = web.value("listen_address", base.listen_address, ListenAddress.parse)
-    telemetry_path = web.value("telemetry_path", base.telemetry_path, _str)
+    telemetry_path = web.value("telemetry_path", base.telemetry_path, _telemetry_path)
     web_config = web.value("config_file", base.web_config_file, _str)
     enable_lifecycle = web.value("enable_lifecycle", base.enable_lifecycle, _bool)
     bl = base.web_limits

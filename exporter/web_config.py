@@ -56,6 +56,7 @@ import yaml
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from exporter import strict_yaml
 from exporter.config import SettingsError
 
 log = logging.getLogger("exporter.web")
@@ -116,6 +117,13 @@ ALLOWED_HEADERS: dict[str, tuple[str, ...] | None] = {
 }
 
 BCRYPT_HASH = re.compile(r"^\$2[abxy]\$(\d\d)\$[./A-Za-z0-9]{53}$")
+#: Go's bcrypt reads costs 4-31 and exporter-toolkit takes them all; each step doubles the
+#: CPU of a check (cost 10: 0.05 s, 14: 0.9 s, 31: ~31 h on the machine of the tests).
+#: Checks run one at a time and an unknown user is checked at the highest cost, so one
+#: client with made-up credentials holds that CPU; 14 keeps a check well inside
+#: Prometheus' 10 s scrape timeout also on a CPU several times slower.
+BCRYPT_MIN_COST = 4
+BCRYPT_MAX_COST = 14
 #: bcrypt only reads the first 72 bytes; the `bcrypt` package refuses longer passwords.
 BCRYPT_MAX_PASSWORD = 72
 #: Verified (user, password) pairs remembered, so a scrape does not pay bcrypt's cost.
@@ -346,13 +354,9 @@ HTTP_KEYS = ("http2", "headers")
 class _Reader:
     """Walks the parsed YAML and builds errors that name the file, key and line."""
 
-    def __init__(self, path: Path, text: str) -> None:
+    def __init__(self, path: Path, node: yaml.Node | None) -> None:
         self.path = path
         self.lines: dict[tuple[str, ...], int] = {}
-        try:
-            node = yaml.compose(text, Loader=yaml.SafeLoader)
-        except yaml.YAMLError:
-            node = None  # yaml.safe_load reports it
         if node is not None:
             self._index(node, ())
 
@@ -422,23 +426,33 @@ def load_web_config(path: str | Path) -> WebConfig:
     """Read and validate a web configuration file; `WebConfigError` names the bad key."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        data = path.read_bytes()
+    except OSError as err:
+        reason = err.strerror or str(err)
         raise WebConfigError(f"{path}: cannot read the web configuration: {reason}") from err
+    try:
+        text = strict_yaml.decode(data)
+    except strict_yaml.YamlProblem as problem:
+        raise _problem(path, problem) from None
     return parse_web_config(text, path)
+
+
+def _problem(path: Path, problem: strict_yaml.YamlProblem) -> WebConfigError:
+    line = f" (line {problem.line})" if problem.line else ""
+    if problem.path:
+        return WebConfigError(f"{path}: {'.'.join(problem.path)}{line}: {problem}")
+    detail = f": {problem.detail}" if problem.detail else ""
+    return WebConfigError(f"{path}: {problem.what}{line}{detail}")
 
 
 def parse_web_config(text: str, path: Path) -> WebConfig:
     """Validate the text of a web configuration file (relative paths from `path`'s folder)."""
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        problem = getattr(err, "problem", None) or str(err)
-        raise WebConfigError(f"{path}: not valid YAML{where}: {problem}") from err
-    r = _Reader(path, text)
+        node = strict_yaml.compose(text)
+        data = strict_yaml.construct(node)
+    except strict_yaml.YamlProblem as problem:
+        raise _problem(path, problem) from None
+    r = _Reader(path, node)
     if data is None:
         return WebConfig(path=path)
     if not isinstance(data, dict):
@@ -570,11 +584,19 @@ def _users(r: _Reader, value: Any) -> dict[str, bytes]:
         here = (*at, str(user))
         if not isinstance(user, str) or not user or ":" in user:
             raise r.error(here, "a user name must be a non-empty string without ':'")
-        if not isinstance(hashed, str) or not BCRYPT_HASH.match(hashed):
+        match = BCRYPT_HASH.match(hashed) if isinstance(hashed, str) else None
+        if match is None:
             raise r.error(
                 here,
                 "is not a bcrypt hash ($2y$10$ and 53 characters; make one with "
                 "`htpasswd -nBC 10 USER`)",
+            )
+        cost = int(match.group(1))
+        if not BCRYPT_MIN_COST <= cost <= BCRYPT_MAX_COST:
+            raise r.error(
+                here,
+                f"bcrypt cost {cost} is outside {BCRYPT_MIN_COST}-{BCRYPT_MAX_COST} (each "
+                "step doubles the CPU of every check); make one with `htpasswd -nBC 10 USER`",
             )
         users[user] = hashed.encode("ascii")
     return users

@@ -542,6 +542,26 @@ BAD = {
         "must be one of deny, sameorigin",
     ),
     "http2-not-bool": ("http_server_config: {http2: maybe}\n", "http_server_config.http2"),
+    "duplicate-user": (
+        "basic_auth_users:\n  a: $2y$04$" + "a" * 53 + "\n  a: $2y$04$" + "b" * 53 + "\n",
+        "basic_auth_users.a (line 3): duplicate key (first on line 2)",
+    ),
+    "duplicate-section": (
+        "http_server_config: {}\nhttp_server_config: {http2: true}\n",
+        "http_server_config (line 2): duplicate key (first on line 1)",
+    ),
+    "bcrypt-cost-31": (
+        "basic_auth_users:\n  a: $2y$31$" + "a" * 53 + "\n",
+        "basic_auth_users.a (line 2): bcrypt cost 31 is outside 4-14",
+    ),
+    "alias-bomb": (
+        "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+        + "".join(
+            f"{n}: &{n} [{', '.join([f'*{p}'] * 10)}]\n"
+            for p, n in zip("abcdef", "bcdefg", strict=True)
+        ),
+        "aliases expand to more than 100000 values",
+    ),
 }
 
 

@@ -37,10 +37,10 @@ privacy:
 """
 
 
-def write(tmp_path: Path, text: str, key: bytes = b"0123456789abcdef0123") -> Path:
+def write(tmp_path: Path, text: str | bytes, key: bytes = b"0123456789abcdef0123") -> Path:
     (tmp_path / "key").write_bytes(key)
     path = tmp_path / "config.yml"
-    path.write_text(text)
+    path.write_bytes(text.encode() if isinstance(text, str) else text)
     return path
 
 
@@ -83,9 +83,14 @@ def test_flags_given_win_over_the_file(tmp_path: Path) -> None:
         ("privacy:\n  users: hash\n", r"privacy.hash_key_file: `hash` needs a secret key"),
         ("web: [1, 2\n", r"config.yml:2: not valid YAML"),
         ("- a\n- b\n", r"config.yml: \(top level\): expected a mapping"),
+        ("vici:\n  timeout: .inf\n", r"config.yml:2: vici.timeout: .*longer than any timeout"),
+        ("vici:\n  timeout: 5sss\n", r"config.yml:2: vici.timeout: expected a duration"),
+        ("vici: {timeout: 1s, timeout: 2s}\n", r"config.yml:1: vici.timeout: duplicate key"),
+        ("web:\n  telemetry_path: /probe\n", r"config.yml:2: web.telemetry_path: .*shadow"),
+        (b"log: {}\n# \xff\n", r"config.yml:2: not UTF-8: byte 0xff"),
     ],
 )
-def test_errors_name_the_key_and_line(tmp_path: Path, text: str, expected: str) -> None:
+def test_errors_name_the_key_and_line(tmp_path: Path, text: str | bytes, expected: str) -> None:
     with pytest.raises(ConfigFileError, match=expected):
         settings_from_document(read_document(write(tmp_path, text)))
 

@@ -158,15 +158,17 @@ class EventStream:
         reader = asyncio.create_task(self._read(conn), name="vici-event-reader")
         watchdog = asyncio.create_task(self._watch(conn), name="vici-event-liveness")
         try:
-            done, _ = await asyncio.wait((reader, watchdog), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait((reader, watchdog), return_when=asyncio.FIRST_COMPLETED)
         finally:
             for task in (reader, watchdog):
                 task.cancel()
-            for task in (reader, watchdog):
-                with contextlib.suppress(asyncio.CancelledError, ViciError):
-                    await task
-        for task in done:
-            task.result()  # both run until they fail: raise what ended them
+            # Let both end (a cancellation of this task still propagates from here).
+            await asyncio.wait((reader, watchdog))
+        # Both run until they fail: raise what ended them (fetching both outcomes also
+        # keeps asyncio from logging one as never retrieved).
+        for error in [t.exception() for t in (reader, watchdog) if not t.cancelled()]:
+            if error is not None:
+                raise error
 
     async def _watch(self, conn: ViciConnection) -> None:
         while True:

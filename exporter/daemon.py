@@ -51,11 +51,14 @@ class Runtime:
         self.stream: EventStream | None = None
         if options.events:
             self.ledger = SaLedger(
-                reauth_grace=options.reauth_grace, user_idle_seconds=options.user_idle_seconds
+                reauth_grace=options.reauth_grace,
+                user_idle_seconds=options.user_idle_seconds,
+                max_sas=options.max_sas,
             )
         self.state = StrongswanState(
             self.client, self.ledger, options.refresh_interval, options.sa_refresh_interval
         )
+        self.state.model.max_sas = options.max_sas
         self.collector = StrongswanCollector(self.state, options)
         if self.ledger is not None:
             # Its own connection: VICI carries one command at a time, and events arrive
@@ -159,6 +162,8 @@ class Runtime:
         self.collector.reconfigure(new.strongswan)
         if self.ledger is not None:
             self.ledger.user_idle_seconds = new.strongswan.user_idle_seconds
+            self.ledger.max_sas = new.strongswan.max_sas
+        self.state.model.max_sas = new.strongswan.max_sas
         self.scraper.privacy = PrivacyFilter(new.privacy)
         if self.probes is not None and probes is not None:
             self.probes.current = probes.current

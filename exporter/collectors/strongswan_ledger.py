@@ -55,7 +55,15 @@ def render_ledger(
     for conn, at in sorted(ledger.last_change.items()):
         last_change.add_metric([conn], at)
 
-    families: list[Metric] = [ike_family, child_family, last_change]
+    untracked = CounterMetricFamily(
+        "strongswan_sas_untracked",
+        "SAs charon announced (events, listings) while the exporter tracked "
+        "--collector.strongswan.max-sas IKE SAs already: left out of the SA metrics and the "
+        "event and traffic counts; a listing counts each such SA again.",
+        value=ledger.untracked,
+    )
+
+    families: list[Metric] = [ike_family, child_family, last_change, untracked]
     families += _traffic(
         "strongswan_child_sa",
         "through the connection's CHILD SAs, rekeys included",

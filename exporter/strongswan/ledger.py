@@ -18,6 +18,12 @@ What counts as what:
 - `down`: an SA that went away and was not replaced like that. It is counted once the
   grace time has passed, so a drop shows up at most `reauth_grace` seconds late.
 - `up`: an SA that came up and did not replace one that had just gone down.
+
+What it holds is bounded, whatever charon (or something posing as charon) announces: at
+most `max_sas` live IKE SAs and `CHILDREN_PER_SA * max_sas` live CHILD SAs (an SA
+announced beyond that is counted in `untracked` and left out of every count and total),
+as many tombstones, and `CHILDREN_PER_SA * max_sas` users' ended traffic (the longest
+idle go first). Time alone bounded them before: a flood of 130,000 new SAs held ~270 MB.
 """
 
 from __future__ import annotations
@@ -38,6 +44,10 @@ CHILD_UP_STATES = frozenset({"INSTALLED", "REKEYING", "REKEYED", "UPDATING"})
 #: charon derives its start time from a monotonic clock at every `stats`: it wobbles by a
 #: second between answers without any restart.
 START_TIME_JITTER_SECONDS = 2.0
+
+#: CHILD SAs (and users) held per IKE SA the ledger may hold: IKEv1 keeps a rekeyed CHILD SA
+#: next to its successor until it expires.
+CHILDREN_PER_SA = 2
 
 #: (connection, child name or "" for the IKE SA, user, remote host): what a reauthentication
 #: keeps and a different peer would not have.
@@ -136,8 +146,14 @@ class SaLedger:
         tombstone_seconds: float = 600.0,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        max_sas: int = 10000,
     ) -> None:
         self.reauth_grace = reauth_grace
+        #: The most live IKE SAs tracked (a reload may change it; what is tracked stays).
+        self.max_sas = max_sas
+        #: IKE SAs announced (ike-updown, ike-rekey, a listing) while `max_sas` were
+        #: tracked, so left out; a listing counts each such SA again.
+        self.untracked = 0
         self.user_idle_seconds = user_idle_seconds
         self.tombstone_seconds = tombstone_seconds
         self.clock = clock
@@ -162,7 +178,8 @@ class SaLedger:
         #: Traffic of CHILD SAs that ended, per (conn, child) and per (conn, user).
         self._ended_traffic: dict[tuple[str, str], Traffic] = {}
         self._user_ended: dict[tuple[str, str], Traffic] = {}
-        self._user_active: dict[tuple[str, str], float] = {}
+        # When each user last moved traffic or ended a CHILD SA, least recent first.
+        self._user_active: OrderedDict[tuple[str, str], float] = OrderedDict()
 
     # ---- classification -------------------------------------------------------------
 
@@ -233,20 +250,42 @@ class SaLedger:
             self._ended_ike.popitem(last=False)
         while self._ended_children and next(iter(self._ended_children.values())).ended_at < horizon:
             self._ended_children.popitem(last=False)
-        idle = now - self.user_idle_seconds
-        stale = [user for user, last in self._user_active.items() if last < idle]
-        if not stale:  # the usual case; no need to gather thousands of live users
-            return
+        self._forget_users(now - self.user_idle_seconds)
+
+    def _forget_users(self, idle: float) -> None:
+        """Forget users idle since before `idle`, and beyond the cap the longest idle, as
+        long as no live CHILD SA of theirs is left."""
+        users = self._user_active
+        cap = CHILDREN_PER_SA * self.max_sas
+        if not users or (next(iter(users.values())) >= idle and len(users) <= cap):
+            return  # the usual case; no need to gather thousands of live users
         live_users = {(c.conn, c.user) for c in self.children.values()}
-        for user in stale:
-            if user not in live_users:
-                del self._user_active[user]
+        for user, last in list(users.items()):
+            if last >= idle and len(users) <= cap:
+                break
+            if user in live_users:
+                users.move_to_end(user)  # still connected: not idle, whatever the clock
+            else:
+                del users[user]
                 self._user_ended.pop(user, None)
 
     # ---- IKE SAs --------------------------------------------------------------------
 
-    def _ike_up(self, sa: IkeSA, count: bool) -> None:
+    def _full(self, ike_uniqueid: str) -> bool:
+        """An IKE SA the ledger does not know of, and has no room for."""
+        return (
+            ike_uniqueid not in self.ike
+            and ike_uniqueid not in self._ended_ike
+            and len(self.ike) >= self.max_sas
+        )
+
+    def _ike_up(self, sa: IkeSA, count: bool, announced: bool = True) -> None:
+        """`announced`: the SA's own announcement (not a CHILD SA's event naming it), the
+        one that counts it as untracked when there is no room."""
         if sa.uniqueid in self.ike or sa.uniqueid in self._ended_ike:
+            return
+        if len(self.ike) >= self.max_sas:
+            self.untracked += announced
             return
         live = LiveIke(sa.conn, sa.user, sa.remote_host, self.clock(), sa.version)
         self.ike[sa.uniqueid] = live
@@ -258,7 +297,7 @@ class SaLedger:
         live = self._pop_ike(uniqueid)
         if uniqueid in self._ended_ike:
             return
-        self._ended_ike[uniqueid] = self.clock()
+        self._tombstone_ike(uniqueid)
         children = sorted(self._children_of.get(uniqueid, ()))
         if live is not None and not certain:
             successor = self._successor(uniqueid, live)
@@ -273,6 +312,11 @@ class SaLedger:
             self._child_end(child_id, None, "down", certain)
         if live is not None:
             self._went_down(live.key, uniqueid, certain=certain)
+
+    def _tombstone_ike(self, uniqueid: str) -> None:
+        self._ended_ike[uniqueid] = self.clock()
+        if len(self._ended_ike) > self.max_sas:
+            self._ended_ike.popitem(last=False)
 
     def _successor(self, uniqueid: str, old: LiveIke) -> str | None:
         """A newer IKE SA of the same peer that is up, if any: with IKEv1, charon moves the
@@ -322,6 +366,11 @@ class SaLedger:
         if child.uniqueid in self._ended_children:
             self._late_report(child.uniqueid, Traffic.of(child))
             return
+        if self._full(sa.uniqueid):
+            return  # the CHILD SA of an untracked IKE SA
+        if len(self.children) >= CHILDREN_PER_SA * self.max_sas:
+            self.untracked += 1
+            return
         live = LiveChild(sa.conn, child.name, sa.uniqueid, sa.user, sa.remote_host, self.clock())
         live.replaced = replaced
         self.children[child.uniqueid] = live
@@ -332,7 +381,7 @@ class SaLedger:
 
     def _child_traffic(self, live: LiveChild, seen: Traffic) -> None:
         if not live.traffic.raise_to(seen).zero:
-            self._user_active[(live.conn, live.user)] = self.clock()
+            self._touch((live.conn, live.user))
 
     def _child_end(
         self, uniqueid: str, final: Traffic | None, event: str, certain: bool = False
@@ -351,6 +400,8 @@ class SaLedger:
         self._ended_children[uniqueid] = EndedChild(
             live.conn, live.child, live.user, self.clock(), live.traffic.copy()
         )
+        if len(self._ended_children) > CHILDREN_PER_SA * self.max_sas:
+            self._ended_children.popitem(last=False)
         self._add_ended(live.conn, live.child, live.user, live.traffic)
         if live.replaced:
             return
@@ -367,7 +418,11 @@ class SaLedger:
     def _add_ended(self, conn: str, child: str, user: str, traffic: Traffic) -> None:
         self._ended_traffic.setdefault((conn, child), Traffic()).add(traffic)
         self._user_ended.setdefault((conn, user), Traffic()).add(traffic)
-        self._user_active[(conn, user)] = self.clock()
+        self._touch((conn, user))
+
+    def _touch(self, user: tuple[str, str]) -> None:
+        self._user_active[user] = self.clock()
+        self._user_active.move_to_end(user)
 
     # ---- inputs ---------------------------------------------------------------------
 
@@ -386,7 +441,7 @@ class SaLedger:
                     self._ike_down(sa.uniqueid)
         elif name == "child-updown":
             for sa in parse_ike_sas([body], now):
-                self._ike_up(sa, count=False)  # its own ike-updown counts it
+                self._ike_up(sa, count=False, announced=False)  # its ike-updown counts it
                 for child in sa.children:
                     if up:
                         self._child_up(sa, child, count=True)
@@ -402,7 +457,7 @@ class SaLedger:
         for old, new_sa in parse_ike_rekeys(body, now):
             old_id = old.uniqueid
             previous = self._pop_ike(old_id)
-            self._ended_ike[old_id] = self.clock()
+            self._tombstone_ike(old_id)
             self._ike_up(new_sa, count=False)
             if previous is not None and new_sa.uniqueid in self.ike:
                 self.ike[new_sa.uniqueid].seen_at = previous.seen_at
@@ -415,7 +470,7 @@ class SaLedger:
             if old is None or new is None:
                 continue
             sa, old_child = old
-            self._ike_up(sa, count=False)
+            self._ike_up(sa, count=False, announced=False)
             if old_child.uniqueid not in self.children:
                 # Rekey of a CHILD SA we had not seen yet: track it to account its bytes.
                 self._child_up(sa, old_child, count=False)

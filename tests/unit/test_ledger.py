@@ -9,6 +9,7 @@ import pytest
 
 from exporter.strongswan.ledger import SaLedger, Traffic
 from exporter.strongswan.parse import parse_ike_sas
+from tests.hostile.fake_charon import flood_events
 from tests.recordings import RECORDED_NOW, load_answers
 
 EVENTS = Path(__file__).parent.parent / "fixtures" / "vici-events"
@@ -254,3 +255,77 @@ def test_start_time_wobble_is_not_a_restart() -> None:
         ledger.reconcile(sas, clock(), charon_start=start)
     settle(ledger, clock)
     assert nonzero(ledger.ike_events) == {}
+
+
+# ---- the cap (issue 14, item 6): a flood of new SAs is counted, not kept -------------------
+
+CAP = 100
+
+
+def capped_ledger(clock: Clock) -> SaLedger:
+    ledger = SaLedger(reauth_grace=GRACE, clock=clock, wall_clock=lambda: RECORDED_NOW, max_sas=CAP)
+    ledger.reconcile([], clock())
+    return ledger
+
+
+def flood(ledger: SaLedger, clock: Clock, count: int, first: int = 1, up: bool = True) -> None:
+    """Up (or down) events of `count` distinct IKEv2 SAs, replayed from a real charon's
+    recording with fresh uniqueids, remote hosts and users."""
+    for name, message in flood_events(count, first, up):
+        clock.now += 0.001
+        ledger.apply_event(name, message)
+
+
+def test_a_flood_of_new_sas_is_counted_not_kept() -> None:
+    clock = Clock()
+    ledger = capped_ledger(clock)
+    flood(ledger, clock, 1000)
+    settle(ledger, clock)
+    assert len(ledger.ike) == CAP and len(ledger.children) == CAP
+    assert ledger.untracked == 1000 - CAP
+    # Only what is tracked is in the up/down counts.
+    assert nonzero(ledger.ike_events) == {("ikev2-psk", "up"): CAP}
+    assert nonzero(ledger.child_events) == {("ikev2-psk", "ikev2-psk", "up"): CAP}
+
+
+def test_downs_of_untracked_sas_count_nothing_and_tracked_ones_make_room() -> None:
+    clock = Clock()
+    ledger = capped_ledger(clock)
+    flood(ledger, clock, CAP + 50)
+    flood(ledger, clock, CAP + 50, up=False)
+    settle(ledger, clock)
+    assert not ledger.ike and not ledger.children
+    assert nonzero(ledger.ike_events) == {("ikev2-psk", "up"): CAP, ("ikev2-psk", "down"): CAP}
+    flood(ledger, clock, 10, first=10_000)
+    assert len(ledger.ike) == 10 and ledger.untracked == 50
+
+
+def test_what_ended_sas_leave_behind_is_bounded() -> None:
+    """Tombstones and per-user totals of SAs that ended: waves of floods, each removed by a
+    listing, leave at most the cap's worth (the oldest go first)."""
+    clock = Clock()
+    ledger = capped_ledger(clock)
+    for wave in range(10):
+        flood(ledger, clock, CAP, first=1 + wave * CAP)
+        clock.now += 1
+        ledger.reconcile([], clock())
+    assert not ledger.ike and not ledger.children
+    assert len(ledger._ended_ike) <= CAP
+    assert len(ledger._ended_children) <= 2 * CAP
+    assert len(ledger._user_active) <= 2 * CAP
+    assert len(ledger._user_ended) <= 2 * CAP
+    assert ledger.untracked == 0
+
+
+def test_a_listing_beyond_the_cap_keeps_the_tracked_sas() -> None:
+    clock = Clock()
+    ledger = capped_ledger(clock)
+    flood(ledger, clock, CAP)
+    listing = parse_ike_sas(
+        [m for n, m in flood_events(CAP + 30, first=1) if n == "child-updown"], RECORDED_NOW
+    )
+    ledger.reconcile(reversed(listing), clock() + 1)
+    assert set(ledger.ike) == {str(i) for i in range(1, CAP + 1)}
+    assert ledger.untracked == 30
+    settle(ledger, clock)
+    assert nonzero(ledger.ike_events) == {("ikev2-psk", "up"): CAP}

@@ -439,3 +439,32 @@ async def test_request_client_keeps_its_backoff_against_a_peer_that_sends_garbag
     # Connecting worked every time, answering never did: the delay doubles.
     assert delays == [0.25, 0.5, 1.0]
     assert peer.connections == 3
+
+
+async def test_exporter_against_a_peer_that_sends_deep_nesting(
+    tmp_path: Path, start_exporter: Any
+) -> None:
+    """The issue's run, end to end: the real exporter process on a socket whose peer
+    answers every question and event registration with 5,000 nested sections."""
+    answer = bytes([Packet.CMD_RESPONSE]) + nested(5000)
+    event = bytes([Packet.EVENT, 10]) + b"ike-updown" + nested(5000)
+    registrations = confirm_registrations(then=event)
+
+    def script(kind: int, name: str) -> list[bytes] | None:
+        return [answer] if kind == Packet.CMD_REQUEST else registrations(kind, name)
+
+    async with Peer(tmp_path / "charon.vici", script) as peer:
+        exp = await asyncio.to_thread(start_exporter, f"unix://{peer.path}")
+        await wait_until(lambda: peer.connections >= 3 and peer.requests, deadline=10)
+        for _ in range(15):
+            scrape = await asyncio.to_thread(exp.scrape)
+            assert scrape.value("strongswan_up") == 0, scrape.text
+            assert scrape.value("strongswan_event_stream_up") == 0
+            await asyncio.sleep(0.2)
+        connections = peer.connections
+        await asyncio.to_thread(exp.stop)
+    log = exp.stderr_text()
+    assert "Traceback" not in log and "RecursionError" not in log, log
+    # One line per outage from each part, not one per attempt; the stream backs off.
+    assert log.count("event stream not connected") == 1, log
+    assert connections < 15, f"{connections} connections in about 4 s: no backoff"

@@ -1,4 +1,4 @@
-"""An asyncio client for strongSwan's VICI protocol, on the `vici` package's codec."""
+"""An asyncio client for strongSwan's VICI protocol: `vici.protocol` encodes, our codec decodes."""
 
 from exporter.vici.client import Backoff, ViciClient
 from exporter.vici.connection import ViciConnection

@@ -3,7 +3,10 @@
 Contract: `decode_packet` returns a `Frame` or raises `ViciProtocolError`;
 `ViciConnection.receive` returns a `Frame` or raises a `ViciError`, refuses a packet
 above `MAX_PACKET` from its header alone (without buffering it), and never waits past
-the caller's deadline.
+the caller's deadline. Against a peer on a real socket that sends garbage, deep nesting or
+nothing at all: the connection is dropped with a backoff that keeps growing, scrapes in
+background mode never wait on it, `strongswan_up` says 0, and a silent charon takes the
+event stream down within the VICI timeout plus the liveness interval.
 """
 
 from __future__ import annotations

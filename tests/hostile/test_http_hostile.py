@@ -696,6 +696,48 @@ def test_the_soft_fd_limit_is_raised_to_what_the_cap_needs(tmp_path: Path) -> No
         assert exp.metric("l2tp_ipsec_exporter_http_max_connections") == 2000
 
 
+async def test_when_every_connection_is_busy_a_new_one_is_closed_at_once() -> None:
+    """The gate in process, with a handler that holds its request: at the cap with no
+    connection to spare, the newcomer is closed at once and counted; once the requests
+    are answered there is room again."""
+    from exporter.config import WebLimits
+    from exporter.http_limits import ConnectionGate, LimitedSite
+
+    release = asyncio.Event()
+
+    async def slow(_: web.Request) -> web.Response:
+        await release.wait()
+        return web.Response(text="done")
+
+    def new_handler() -> asyncio.Protocol:
+        assert runner.server is not None
+        return runner.server()
+
+    gate = ConnectionGate(WebLimits(max_connections=2), new_handler)
+    app = web.Application(middlewares=[gate.middleware()])
+    app.router.add_get("/slow", slow)
+    app.router.add_get("/fast", slow)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = LimitedSite(runner, "127.0.0.1", 0, gate)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        busy = [
+            asyncio.create_task(raw_exchange(port, request("/slow"), timeout=10)) for _ in range(2)
+        ]
+        while sum(c._busy for c in gate._open) < 2:
+            await asyncio.sleep(0.01)
+        assert await raw_exchange(port, request("/fast"), timeout=2) is None  # closed at once
+        assert gate.rejected == 1 and gate.evicted == 0
+        release.set()
+        assert await asyncio.gather(*busy) == [200, 200]
+        assert await raw_exchange(port, request("/fast")) == 200
+    finally:
+        release.set()
+        await runner.cleanup()
+
+
 async def test_accept_exhaustion_is_one_line_per_minute(caplog: pytest.LogCaptureFixture) -> None:
     """The last line of defence if descriptors run out anyway (another part of the process
     leaking them): asyncio reports EMFILE once per backlogged connection per second."""

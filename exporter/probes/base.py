@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Gauge
 
+from exporter.probes.addresses import AddressError, destination, parse_literal
 from exporter.probes.config import AllowedTargets, IpProtocol, Module
 
 Prober = Callable[["Target", Module, CollectorRegistry, logging.Logger, float], Awaitable[bool]]
@@ -48,7 +49,10 @@ class Target:
 
 
 def parse_target(text: str, allowed: AllowedTargets | None = None) -> Target:
-    """`host`, `host:port`, `1.2.3.4`, `[2001:db8::1]:500` or a bare IPv6 address."""
+    """`host`, `host:port`, `1.2.3.4`, `[2001:db8::1]:500` or a bare IPv6 address.
+
+    An address literal is kept in its canonical form (an IPv4-mapped IPv6 address as
+    IPv4) and checked against `allowed` as such; other spellings of IPv4 are refused."""
     allowed = allowed or AllowedTargets()
     text = text.strip()
     if not text:
@@ -73,13 +77,14 @@ def parse_target(text: str, allowed: AllowedTargets | None = None) -> Target:
             raise TargetError(f"target {text!r}: port must be 1-65535")
         port = int(port_text)
     try:
-        ipaddress.ip_address(host)
-        literal = True
-    except ValueError:
-        literal = False
-    if literal and not allowed.allows_address(host):
-        raise TargetError(f"target {text!r}: not in probe.allowed_targets")
-    if not literal:
+        address = parse_literal(host)
+    except AddressError as err:
+        raise TargetError(f"target {text!r}: {err}") from None
+    if address is not None:
+        host = str(address)
+        if not allowed.allows_address(host):
+            raise TargetError(f"target {text!r}: not in probe.allowed_targets")
+    else:
         labels = host.rstrip(".").split(".")
         if not host or not all(
             label and len(label) < 64 and label.replace("-", "").isalnum() for label in labels
@@ -88,6 +93,16 @@ def parse_target(text: str, allowed: AllowedTargets | None = None) -> Target:
         if not allowed.allows_name(host) and not allowed.networks:
             raise TargetError(f"target {text!r}: not in probe.allowed_targets")
     return Target(host, port, allowed)
+
+
+def check_target_port(text: str, target: Target, module: Module) -> None:
+    """Refuse a target port other than the module's, unless the module allows it."""
+    if target.port is None or target.port == module.port or module.allow_target_port:
+        return
+    raise TargetError(
+        f"target {text!r}: port {target.port} is not module {module.name}'s port "
+        f"{module.port} (the module does not set allow_target_port)"
+    )
 
 
 async def resolve(target: Target, protocol: IpProtocol) -> str:
@@ -106,6 +121,11 @@ async def resolve(target: Target, protocol: IpProtocol) -> str:
         if not infos:
             raise ProbeFailure(f"{target.host} has no address") from None
         address = str(infos[0][4][0])
+    try:
+        # What the socket will reach: a name may resolve to ::ffff:a.b.c.d or 0.0.0.0.
+        address = str(destination(ipaddress.ip_address(address)))
+    except AddressError as err:
+        raise ProbeFailure(f"{target.host} resolved: {err}") from None
     allowed = target.allowed
     if not (allowed.allows_name(target.host) or allowed.allows_address(address)):
         raise ProbeFailure(f"{address} is not in probe.allowed_targets")

@@ -8,8 +8,13 @@ modules:
   nycmesh_ike:
     prober: ike
     timeout: 5s
+    allow_target_port: false
     ike: {version: 1}
 ```
+
+Without `allowed_targets` /probe sends wherever its caller says (blackbox_exporter's
+convention, kept for `ike` and `l2tp`); a `login` module makes the local charon offer its
+PSK to the target, so it is refused unless `allowed_targets` is set.
 
 Secrets (the PSK, XAuth and PPP passwords) live only in this file; they are held in
 `Secret`, whose repr and str never show the value, so a logged module cannot leak them.
@@ -17,6 +22,7 @@ Secrets (the PSK, XAuth and PPP passwords) live only in this file; they are held
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import re
 from collections.abc import Mapping
@@ -27,6 +33,13 @@ from typing import Any, Literal, cast
 import yaml
 
 from exporter.config import SettingsError, ViciAddress
+from exporter.probes.addresses import (
+    AddressError,
+    IpNetwork,
+    canonical,
+    is_numeric_name,
+    parse_network,
+)
 from exporter.probes.proposals import ProposalError, parse_ike_proposal
 
 ProberName = Literal["ike", "l2tp", "login"]
@@ -36,6 +49,8 @@ PppAuth = Literal["mschapv2", "chap_md5", "pap"]
 IkeAnswer = Literal["proposal_accepted", "notify", "cookie"]
 
 DEFAULT_TIMEOUT = 10.0
+#: Where charon sends a login's IKE_SA_INIT / Main Mode (it floats to 4500 for NAT-T).
+LOGIN_IKE_PORT = 500
 DEFAULT_MAX_CONCURRENT = 4
 
 #: Accepted by strongSwan's defaults and by the IKEv2 clients of Windows, macOS/iOS and
@@ -165,13 +180,28 @@ class Module:
     ike: IkeOptions = field(default_factory=IkeOptions)
     l2tp: L2tpOptions = field(default_factory=L2tpOptions)
     login: LoginOptions = field(default_factory=LoginOptions)
+    #: Whether a target's `:PORT` may differ from `port`: off, so a caller of /probe
+    #: cannot turn a module into a UDP sender toward any port it likes.
+    allow_target_port: bool = False
+
+    @property
+    def port(self) -> int:
+        """The UDP port this module's probe goes to when the target names none."""
+        if self.prober == "ike":
+            return self.ike.effective_port
+        if self.prober == "l2tp":
+            return self.l2tp.port
+        return LOGIN_IKE_PORT
 
 
 @dataclass(frozen=True)
 class AllowedTargets:
-    """Networks and host names a probe may be sent to; empty means any."""
+    """Networks and host names a probe may be sent to; empty means any.
 
-    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    Addresses are matched in their canonical form (`exporter.probes.addresses`): the
+    address checked is the one the probe is sent to, however the target spelled it."""
+
+    networks: tuple[IpNetwork, ...] = ()
     hostnames: frozenset[str] = frozenset()
 
     @property
@@ -184,7 +214,7 @@ class AllowedTargets:
     def allows_address(self, address: str) -> bool:
         if self.unrestricted:
             return True
-        ip = ipaddress.ip_address(address)
+        ip = canonical(ipaddress.ip_address(address))
         return any(ip in net for net in self.networks)
 
 
@@ -390,19 +420,23 @@ def _module(name: str, data: object) -> Module:
     s = _Section(data, where)
     prober = s.choice("prober", None, PROBERS)
     timeout = parse_duration(s.get("timeout", DEFAULT_TIMEOUT), s.key("timeout"))
+    allow_port = s.boolean("allow_target_port", False)
     sections = {p: _Section(s.get(p, None), s.key(p)) for p in PROBERS}
     s.finish()
     for other in PROBERS:
         if other != prober and sections[other].data:
             raise ProbeConfigError(f"{s.key(other)}: set, but the module's prober is {prober}")
-    module = Module(name=name, prober=prober, timeout=timeout)
+    if prober == "login" and allow_port:
+        raise ProbeConfigError(
+            f"{s.key('allow_target_port')}: not for the login prober: charon always starts "
+            f"IKE on port {LOGIN_IKE_PORT}"
+        )
+    base = Module(name=name, prober=prober, timeout=timeout, allow_target_port=allow_port)
     if prober == "ike":
-        return Module(name, prober, timeout, ike=_ike_options(sections["ike"]))
+        return dataclasses.replace(base, ike=_ike_options(sections["ike"]))
     if prober == "l2tp":
-        return Module(name, prober, timeout, l2tp=_l2tp_options(sections["l2tp"]))
-    if prober == "login":
-        return Module(name, prober, timeout, login=_login_options(sections["login"]))
-    return module
+        return dataclasses.replace(base, l2tp=_l2tp_options(sections["l2tp"]))
+    return dataclasses.replace(base, login=_login_options(sections["login"]))
 
 
 def _allowed(values: object) -> AllowedTargets:
@@ -411,18 +445,41 @@ def _allowed(values: object) -> AllowedTargets:
         return AllowedTargets()
     if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
         raise ProbeConfigError(f"{key}: expected a list of CIDRs or host names")
-    networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    networks: list[IpNetwork] = []
     names: set[str] = set()
     for value in values:
         try:
-            networks.append(ipaddress.ip_network(value, strict=False))
-        except ValueError:
-            if not re.fullmatch(r"[A-Za-z0-9.-]+", value):
-                raise ProbeConfigError(
-                    f"{key}: {value!r} is neither a CIDR nor a host name"
-                ) from None
+            network = parse_network(value)
+        except AddressError as err:
+            raise ProbeConfigError(f"{key}: {value!r}: {err}") from None
+        if network is not None:
+            networks.append(network)
+        elif not re.fullmatch(r"[A-Za-z0-9.-]+", value):
+            raise ProbeConfigError(f"{key}: {value!r} is neither a CIDR nor a host name")
+        elif is_numeric_name(value):
+            # The resolver reads it as an address, so as a name it would match nothing
+            # a target spells canonically.
+            raise ProbeConfigError(
+                f"{key}: {value!r}: write an IPv4 address as four decimal numbers (a.b.c.d)"
+            )
+        else:
             names.add(value.lower().rstrip("."))
     return AllowedTargets(tuple(networks), frozenset(names))
+
+
+def _require_allowed_targets(modules: Mapping[str, Module], allowed: AllowedTargets) -> None:
+    """A login probe makes the local charon load this module's PSK and start IKE toward
+    the target: open to any caller, that hands the PSK exchange (an offline attack on the
+    PSK, then XAuth and PPP) to whoever reaches /probe."""
+    if not allowed.unrestricted:
+        return
+    for module in modules.values():
+        if module.prober == "login":
+            raise ProbeConfigError(
+                f"modules.{module.name}.prober: a login module needs probe.allowed_targets "
+                "(without it any client that reaches /probe picks where charon sends this "
+                "module's PSK)"
+            )
 
 
 def parse_probe_settings(data: object, source: str = "<config>") -> ProbeSettings:
@@ -442,6 +499,7 @@ def parse_probe_settings(data: object, source: str = "<config>") -> ProbeSetting
             allowed_targets=_allowed(probe.get("allowed_targets", None)),
         )
         probe.finish()
+        _require_allowed_targets(settings.modules, settings.allowed_targets)
     except ProbeConfigError as err:
         raise ProbeConfigError(f"{source}: {str(err).lstrip('.')}") from None
     return settings

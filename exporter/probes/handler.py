@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from exporter.http import render_exposition
 from exporter.probes import ike, l2tp, login
-from exporter.probes.base import Prober, TargetError, parse_target
+from exporter.probes.base import Prober, Target, TargetError, check_target_port, parse_target
 from exporter.probes.config import Module, ProbeSettings
 
 PROBERS: dict[str, Prober] = {"ike": ike.probe, "l2tp": l2tp.probe, "login": login.probe}
@@ -97,12 +97,10 @@ async def _run(
     prober: Prober,
     request: web.Request,
     module: Module,
-    target_text: str,
+    target: Target,
     registry: CollectorRegistry,
     log: logging.Logger,
 ) -> bool:
-    settings = request.app[SETTINGS_KEY]
-    target = parse_target(target_text, settings.allowed_targets)
     loop = asyncio.get_running_loop()
     deadline = probe_deadline(
         module, request.headers.get("X-Prometheus-Scrape-Timeout-Seconds"), loop.time()
@@ -136,7 +134,8 @@ async def probe_handler(request: web.Request) -> web.Response:
     if not target_text:
         return bad_request("target parameter is missing")
     try:
-        parse_target(target_text, settings.allowed_targets)
+        target = parse_target(target_text, settings.allowed_targets)
+        check_target_port(target_text, target, module)
     except TargetError as err:
         return bad_request(str(err))
 
@@ -145,7 +144,7 @@ async def probe_handler(request: web.Request) -> web.Response:
     log = _probe_logger(module, target_text, capture)
     registry = CollectorRegistry(auto_describe=True)
     start = time.monotonic()
-    success = await _run(PROBERS[module.prober], request, module, target_text, registry, log)
+    success = await _run(PROBERS[module.prober], request, module, target, registry, log)
     duration = time.monotonic() - start
     Gauge("probe_success", "Whether the probe succeeded", registry=registry).set(
         1 if success else 0

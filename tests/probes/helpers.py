@@ -88,8 +88,11 @@ class ProbeAnswer:
 class ProbeServer:
     """serve_probes.py running inside `netns_name`, reachable over a UNIX socket."""
 
-    def __init__(self, netns_name: str, modules: dict[str, Any], workdir: Path,
-                 probe: dict[str, Any] | None = None) -> None:  # fmt: skip
+    def __init__(self, netns_name: str | None, modules: dict[str, Any], workdir: Path,
+                 probe: dict[str, Any] | None = None,
+                 launcher: list[str] | None = None) -> None:  # fmt: skip
+        """Inside `netns_name`, or (None) in the test's own namespace, behind `launcher`
+        (e.g. an `unshare` that gives the server its own /etc/hosts)."""
         self.config = workdir / "probes.yml"
         doc: dict[str, Any] = {"modules": modules}
         if probe:
@@ -99,11 +102,11 @@ class ProbeServer:
         self.socket = workdir / "probe.sock"
         self.log_path = workdir / "probe-server.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115
+        argv = [sys.executable, str(HERE / "serve_probes.py"), str(self.config), str(self.socket)]
+        if netns_name is not None:
+            argv = netns.exec_argv(netns_name, argv)
         self.proc = subprocess.Popen(
-            netns.exec_argv(
-                netns_name,
-                [sys.executable, str(HERE / "serve_probes.py"), str(self.config), str(self.socket)],
-            ),
+            [*(launcher or []), *argv],
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO,
         )  # fmt: skip
         deadline = time.monotonic() + 15

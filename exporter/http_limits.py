@@ -278,6 +278,8 @@ class GuardedConnection(asyncio.Protocol):
 
     async def _start_tls(self, raw: asyncio.Transport) -> None:
         assert self._gate.ssl_context is not None
+        if self._released:  # closed or made room before this task ran
+            return
         loop = asyncio.get_running_loop()
         try:
             tls = await loop.start_tls(
@@ -287,7 +289,7 @@ class GuardedConnection(asyncio.Protocol):
                 server_side=True,
                 ssl_handshake_timeout=self._gate.limits.header_timeout,
             )
-        except (TimeoutError, OSError, ssl.SSLError, ConnectionError) as err:
+        except Exception as err:  # whatever it is, it ends this connection only
             # A scanner, a plain-HTTP client or a client that gave up: not worth a line
             # above debug (the deadline counts the ones that stall).
             log.debug("TLS handshake failed", extra={"err": str(err) or type(err).__name__})

@@ -75,6 +75,11 @@ def _modules(**module: Any) -> dict[str, Any]:
         ({"modules": {"m": {"prober": "ike"}}, "probe": {"max_concurrent": 0}}, "probe.max"),
         ({"modules": {"m": {"prober": "ike"}}, "probe": {"allowed_targets": ["a b"]}}, "probe.al"),
         ({"modules": {"m": {"prober": "ike"}}, "extra": 1}, "extra: unknown key"),
+        (
+            _modules(prober="login", login={"psk": "k", "username": "u", "password": "p"}),
+            "modules.m.prober: a login module needs probe.allowed_targets",
+        ),
+        (_modules(prober="ike", allow_target_port="yes"), "modules.m.allow_target_port: expec"),
     ],
 )
 def test_mistakes_name_the_key(doc: dict[str, Any], message: str) -> None:
@@ -116,6 +121,8 @@ def test_durations(text: object, seconds: float) -> None:
         ("192.0.2.1:500", "192.0.2.1", 500),
         ("2001:db8::1", "2001:db8::1", None),
         ("[2001:db8::1]:500", "2001:db8::1", 500),
+        ("[2001:DB8:0::1]", "2001:db8::1", None),  # kept in one (canonical) form
+        ("[::ffff:192.0.2.1]:500", "192.0.2.1", 500),  # where the kernel sends it
     ],
 )
 def test_targets(text: str, host: str, port: int | None) -> None:
@@ -124,8 +131,10 @@ def test_targets(text: str, host: str, port: int | None) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["", "http://x", "a b", "host:0", "host:99999", "[::1", "bad_host!", "user@host"]
-)
+    "text",
+    ["", "http://x", "a b", "host:0", "host:99999", "[::1", "bad_host!", "user@host",
+     "127.1", "3221225985", "0xc0.0.2.1", "192.0.2.010", "0.0.0.0", "[::]", "fe80::1%lo"],
+)  # fmt: skip
 def test_bad_targets(text: str) -> None:
     with pytest.raises(TargetError):
         parse_target(text)
@@ -145,3 +154,19 @@ def test_allow_list() -> None:
     with pytest.raises(TargetError, match="allowed_targets"):
         parse_target("other.example.net", names_only)
     assert AllowedTargets().allows_address("203.0.113.1")
+    assert allowed.allows_address("::ffff:192.0.2.7")
+
+
+def test_module_ports() -> None:
+    modules = parse_probe_settings(
+        {"modules": {"v2": {"prober": "ike"}, "natt": {"prober": "ike", "ike": {"nat_t": True}},
+                     "ike_port": {"prober": "ike", "ike": {"port": 4501}},
+                     "l2tp": {"prober": "l2tp", "allow_target_port": True},
+                     "login": {"prober": "login",
+                               "login": {"psk": "k", "username": "u", "password": "p"}}},
+         "probe": {"allowed_targets": ["192.0.2.0/24"]}}
+    ).modules  # fmt: skip
+    assert {name: m.port for name, m in modules.items()} == {
+        "v2": 500, "natt": 4500, "ike_port": 4501, "l2tp": 1701, "login": 500,
+    }  # fmt: skip
+    assert [name for name, m in modules.items() if m.allow_target_port] == ["l2tp"]

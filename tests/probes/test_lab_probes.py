@@ -66,12 +66,17 @@ MODULES: dict[str, Any] = {
     "ike_slow": ike(2, timeout="10s"),
     "ike_silent": ike(2, timeout="1s"),
     "l2tp": {"prober": "l2tp", "timeout": "3s"},
+    # The target names the port (a closed one): only with allow_target_port.
+    "ike_v2_any_port": {**ike(2), "allow_target_port": True},
+    "l2tp_any_port": {"prober": "l2tp", "timeout": "3s", "allow_target_port": True},
     "login": login(),
     "login_wrong_psk": login(psk="not-the-psk-3c1d"),
     "login_wrong_xauth": login(xauth={"username": XAUTH_USER, "password": "wrong-xauth-9a2b"}),
     "login_no_lns": login(timeout="3s", l2tp_port=1702),
 }
 ALL_SECRETS = (*SECRETS, "ppp-password-7f1e", "not-the-psk-3c1d", "wrong-xauth-9a2b")
+#: Login modules need it; the lab's subnet holds the server and NOBODY.
+PROBE = {"allowed_targets": ["10.99.0.0/24"]}
 
 
 class Stack:
@@ -97,7 +102,7 @@ def stack(make_module_lab: Any, tmp_path_factory: pytest.TempPathFactory) -> Ite
             }
             with (
                 running_xl2tpd(lab.server_ns, work / "lns") as lns,
-                probe_server(ns, modules, work) as server,
+                probe_server(ns, modules, work, PROBE) as server,
             ):
                 yield Stack(server, charon, lns)
         finally:
@@ -157,7 +162,7 @@ def test_ike_invalid_ke_reported_when_not_followed(stack: Stack) -> None:
 
 
 def test_ike_closed_port_fails_at_ike(stack: Stack) -> None:
-    answer = stack.server.probe("ike_v2", f"{SERVER}:4501")
+    answer = stack.server.probe("ike_v2_any_port", f"{SERVER}:4501")
     assert answer.value("probe_success") == 0
     assert answer.value("probe_ike_answer_info", answer="unreachable") == 1
     assert answer.value("probe_failed_phase", phase="resolve") == 0
@@ -204,7 +209,7 @@ def test_l2tp_control_connection(stack: Stack) -> None:
 
 
 def test_l2tp_closed_port_fails_at_connect(stack: Stack) -> None:
-    answer = stack.server.probe("l2tp", f"{SERVER}:1702")
+    answer = stack.server.probe("l2tp_any_port", f"{SERVER}:1702")
     assert answer.value("probe_success") == 0
     assert answer.failed_phase() == "connect"
 
@@ -280,3 +285,6 @@ def test_bad_requests(stack: Stack, tmp_path: Path) -> None:
     assert stack.server.get("/probe?module=ike_v1").status == 400
     assert stack.server.get(f"/probe?module=nope&target={SERVER}").status == 400
     assert stack.server.get("/probe?module=ike_v1&target=a/b").status == 400
+    assert stack.server.get(f"/probe?module=ike_v2&target={SERVER}:4501").status == 400
+    assert stack.server.get(f"/probe?module=login&target={SERVER}:4500").status == 400
+    assert stack.server.get("/probe?module=login&target=192.0.2.1").status == 400

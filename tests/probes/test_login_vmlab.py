@@ -78,6 +78,8 @@ MODULES = {
                             "login": {**LOGIN, "auth": ["chap_md5"]}},
     "login_pap_only": {"prober": "login", "timeout": "40s", "login": {**LOGIN, "auth": ["pap"]}},
 }  # fmt: skip
+#: A login module is refused without it.
+PROBE = {"allowed_targets": [f"{SERVER}/32"]}
 
 
 def _put(guest: Any, path: str, data: bytes) -> None:
@@ -127,7 +129,8 @@ def host() -> Iterator[ProbeHost]:
     with Guest(clients=3) as guest:
         guest.run(f"mkdir -p {PROBE_DIR}/run {PROBE_DIR}/deps")
         _put(guest, f"{PROBE_DIR}/strongswan.conf", STRONGSWAN_CONF.encode())
-        _put(guest, f"{PROBE_DIR}/probes.yml", yaml.safe_dump({"modules": MODULES}).encode())
+        config = yaml.safe_dump({"probe": PROBE, "modules": MODULES})
+        _put(guest, f"{PROBE_DIR}/probes.yml", config.encode())
         has_crypto = guest.run(
             ["env", f"PYTHONPATH={PYTHONPATH}", "python3", "-c", "import Crypto.Hash.MD4"],
             check=False,

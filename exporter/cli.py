@@ -314,7 +314,22 @@ def load_settings(config_file: str | None, flags: Mapping[str, Any]) -> Settings
         from exporter.config_file import read_document, settings_from_document
 
         base = settings_from_document(read_document(config_file))
-    return apply_flags(base, flags)
+    settings = apply_flags(base, flags)
+    _check_netns(settings, config_file, from_flag="kernel_netns" in flags)
+    return settings
+
+
+def _check_netns(settings: Settings, config_file: str | None, *, from_flag: bool) -> None:
+    """A missing namespace is refused now (start, reload), never created later."""
+    from exporter.kernel.netlink import netns_problem
+
+    netns = settings.kernel.netns
+    problem = netns_problem(netns) if netns else None
+    if netns and problem:
+        where = (
+            "--collector.kernel.netns" if from_flag else f"{config_file}: collectors.kernel.netns"
+        )
+        raise SettingsError(f"{where} {netns!r}: {problem}")
 
 
 def parse_command_line(argv: Sequence[str] | None = None) -> CommandLine:

@@ -19,7 +19,15 @@ from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.generic.l2tp import L2TP_GENL_NAME, AsyncL2tp, l2tpmsg
 
 from exporter.kernel.model import L2tpSession, L2tpSnapshot, L2tpStats, L2tpTunnel
-from exporter.kernel.netlink import check_errors, collect_dump, int_attr, struct_attr, text_attr
+from exporter.kernel.netlink import (
+    check_errors,
+    collect_dump,
+    int_attr,
+    netns_error,
+    socket_args,
+    struct_attr,
+    text_attr,
+)
 
 PPPOL2TP = Path("/proc/net/pppol2tp")
 ENCAPS = {0: "udp", 1: "ip"}
@@ -157,7 +165,7 @@ def read_pppol2tp(path: Path = PPPOL2TP) -> dict[tuple[int, int], str]:
 
 async def dump_l2tp(timeout: float, netns: str | None = None) -> L2tpSnapshot:
     """Tunnels and sessions; `L2tpUnavailable` without kernel L2TP, `TimeoutError`."""
-    sock = L2tpSocket(netns=netns) if netns else L2tpSocket()
+    sock = L2tpSocket(**socket_args(netns))
     try:
         async with asyncio.timeout(timeout):
             try:
@@ -166,6 +174,8 @@ async def dump_l2tp(timeout: float, netns: str | None = None) -> L2tpSnapshot:
                 if err.code in (errno.ENOENT, errno.ENOTSUP):
                     raise L2tpUnavailable("no L2TP generic netlink family") from err
                 raise
+            except OSError as err:
+                raise netns_error(netns, err) from None
             # pyroute2 quirk: AsyncL2tp.dump_tunnels takes a tunnel_id it never uses (and
             # the sync L2tp.dump_tunnels() calls it without one, a TypeError).
             tunnels = decode_tunnels(await collect_dump(await sock.dump_tunnels(None)))

@@ -13,7 +13,14 @@ from typing import Any
 from pyroute2 import AsyncIPRoute
 
 from exporter.kernel.model import LinkStats, PppInterface
-from exporter.kernel.netlink import check_errors, collect_dump, struct_attr, text_attr
+from exporter.kernel.netlink import (
+    check_errors,
+    collect_dump,
+    netns_error,
+    socket_args,
+    struct_attr,
+    text_attr,
+)
 
 RTM_NEWLINK = 16
 RTM_NEWADDR = 20
@@ -135,10 +142,13 @@ def ppp_interfaces(
 
 async def dump_ppp(pattern: str, timeout: float, netns: str | None = None) -> list[PppInterface]:
     """Every ppp interface matching `pattern`; `TimeoutError` after `timeout`."""
-    ipr = AsyncIPRoute(netns=netns) if netns else AsyncIPRoute()
+    ipr = AsyncIPRoute(**socket_args(netns))
     try:
         async with asyncio.timeout(timeout):
-            await ipr.setup_endpoint()
+            try:
+                await ipr.setup_endpoint()
+            except OSError as err:
+                raise netns_error(netns, err) from None
             links = decode_links(await collect_dump(await ipr.link("dump")))
             if not any(is_ppp(link, pattern) for link in links):
                 return []

@@ -17,7 +17,13 @@ from pyroute2.netlink import NETLINK_XFRM, NLM_F_DUMP, NLM_F_REQUEST, nla, nlmsg
 from pyroute2.netlink.nlsocket import AsyncNetlinkSocket, Marshal
 
 from exporter.kernel.model import XfrmPolicy, XfrmSnapshot, XfrmState
-from exporter.kernel.netlink import check_errors, collect_dump, struct_attr
+from exporter.kernel.netlink import (
+    check_errors,
+    collect_dump,
+    netns_error,
+    socket_args,
+    struct_attr,
+)
 
 XFRM_MSG_NEWSA = 0x10
 XFRM_MSG_GETSA = 0x12
@@ -216,8 +222,8 @@ class AsyncXfrmSocket(AsyncNetlinkSocket):  # type: ignore[misc]
 
     marshal_class = MarshalXfrm
 
-    def __init__(self, netns: str | None = None) -> None:
-        super().__init__(family=NETLINK_XFRM, netns=netns)
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(family=NETLINK_XFRM, **kwargs)
 
 
 def address(raw: bytes, family: int) -> str:
@@ -287,10 +293,13 @@ async def _dump(sock: AsyncXfrmSocket, msg_type: int) -> list[Any]:
 
 async def dump_xfrm(timeout: float, netns: str | None = None) -> XfrmSnapshot:
     """SAs and policies, one dump each on one socket; `TimeoutError` after `timeout`."""
-    sock = AsyncXfrmSocket(netns=netns)
+    sock = AsyncXfrmSocket(**socket_args(netns))
     try:
         async with asyncio.timeout(timeout):
-            await sock.setup_endpoint()
+            try:
+                await sock.setup_endpoint()
+            except OSError as err:
+                raise netns_error(netns, err) from None
             states = decode_states(await _dump(sock, XFRM_MSG_GETSA))
             policies = decode_policies(await _dump(sock, XFRM_MSG_GETPOLICY))
     finally:

@@ -8,6 +8,7 @@ may only return a value or raise its own error type (`IkeDecodeError`, `L2tpDeco
 from __future__ import annotations
 
 import contextlib
+import socket
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -176,3 +177,47 @@ def test_ppp_mutated_real_shapes(options: list[tuple[int, bytes]], data: st.Data
 def test_parse_target(text: str) -> None:
     with no_hang(), contextlib.suppress(TargetError):
         parse_target(text)
+
+
+def _spellings(value: int) -> list[str]:
+    """Ways the system resolver (inet_aton) reads `value` as an IPv4 address."""
+    a, b, c, d = value.to_bytes(4, "big")
+    return [
+        f"{a}.{b}.{c}.{d}",
+        str(value),
+        hex(value),
+        f"{a}.{value & 0xFFFFFF}",
+        f"{a}.{b}.{value & 0xFFFF}",
+        f"{a:#o}.{b}.{c}.{d}",
+        f"{a:#x}.{b:#x}.{c:#x}.{d:#x}",
+        f"{a}.{b}.{c}.{d:03}",
+        f"[::ffff:{a}.{b}.{c}.{d}]",
+        f"{a}.{b}.{c}.{d}.",
+    ]
+
+
+def _resolver_reading(host: str) -> str | None:
+    """What glibc's inet_aton makes of `host` (getaddrinfo asks it before DNS)."""
+    try:
+        return socket.inet_ntoa(socket.inet_aton(host))
+    except OSError:
+        return None
+
+
+@HOSTILE
+@given(st.integers(1, 2**32 - 1), st.integers(0, 9), st.text("0123456789abcdefx.:[]", max_size=24))
+@example(0x7F000001, 1, "127.1")
+@example(0x7F000001, 2, "0x7f.0.0.1")
+def test_an_accepted_target_has_one_spelling(value: int, which: int, text: str) -> None:
+    """An accepted target's host is either a canonical address or a name the resolver
+    looks up: never a second spelling of an address that an allow list would miss."""
+    for candidate in (_spellings(value)[which], text):
+        try:
+            with no_hang():
+                target = parse_target(candidate)
+        except TargetError:
+            continue
+        reading = _resolver_reading(target.host)
+        assert reading is None or reading == target.host, (candidate, target.host)
+        if ":" not in target.host and reading is None:
+            assert not target.host.replace(".", "").isdigit(), (candidate, target.host)

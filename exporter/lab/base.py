@@ -1,9 +1,10 @@
 """What every lab shares: its namespaces, work folder and charons, and cleaning them up.
 
-A lab gets an id and a name prefix, claims a work folder (so `netns.remove_leftovers`
-can tell a dead lab's leftovers from a live one's), records each namespace before making
-it (a half-made one must go too), and `close()` kills every charon and deletes every
-namespace whatever went wrong, also after a failed `start()`.
+A lab gets an id no other lab uses and a name prefix, claims a work folder (so
+`netns.remove_leftovers` removes only what this process's closed labs left), records
+each namespace as soon as it exists (a half-made one must go too), and `close()` kills
+every charon and deletes every namespace whatever went wrong, also after a failed
+`start()`; what it could not delete keeps the claim for the next start.
 """
 
 from __future__ import annotations
@@ -66,7 +67,12 @@ class NamespaceLab:
         for name in reversed(self._namespaces):
             with contextlib.suppress(Exception):
                 netns.delete_namespace(name)
+        netns.release(self.workdir)
+        left = set(self._namespaces) & set(netns.list_namespaces())
         self._namespaces.clear()
+        if left:
+            # The claim stays: this process's next lab start removes them.
+            return
         if not self.keep_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
         else:
@@ -84,8 +90,11 @@ class NamespaceLab:
         self.close()
 
     def _namespace(self, name: str) -> None:
-        self._namespaces.append(name)  # before creating: a half-made one must go too
-        netns.create_namespace(name)
+        # Recorded once `ip netns add` made it, before the rest: a half-made one must go
+        # too. A name that was taken is not ours, and close() must not delete it.
+        netns.ip("netns", "add", name)
+        self._namespaces.append(name)
+        netns.ip("link", "set", "lo", "up", netns=name)
 
     def _server_bridge(self) -> None:
         """The server's namespace with the bridge every other namespace hangs on."""

@@ -1,12 +1,15 @@
 """Network namespaces, veth pairs and bridges for the lab, driven through iproute2.
 
 Every name a lab creates starts with a per-instance prefix (``l2x-<id>-``), so that parallel
-labs never collide and leftovers of a crashed run can be found and removed by prefix.
+labs never collide and what a crashed lab left can be found by prefix. Only this
+process's own leftovers are removed: on a machine shared by several runs, a namespace
+whose owner merely looks gone from here may still be another run's lab.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import secrets
@@ -14,13 +17,18 @@ import shutil
 import signal
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 LAB_PREFIX = "l2x-"
-# Each lab's work folder holds the pid that owns it: leftovers are only those whose owner is
-# gone, so cleaning up never tears down a lab that another process is running.
+# Each lab's work folder holds the pid and start time of the process that owns it: a lab
+# start removes only its own process's leftovers (a lab whose close could not delete
+# everything), never a lab that is open, here or in another process.
 OWNER_FILE = "owner.pid"
+#: Work folders of the labs this process has open (claimed and not released).
+_open: set[Path] = set()
+
+log = logging.getLogger("exporter.lab")
 
 
 class NetnsError(RuntimeError):
@@ -28,8 +36,13 @@ class NetnsError(RuntimeError):
 
 
 def new_lab_id() -> str:
-    """A short random id; four hex digits keep interface and namespace names short."""
-    return secrets.token_hex(2)
+    """A short random id no namespace or work folder uses yet; four hex digits keep
+    interface and namespace names short."""
+    taken = _ids(list_namespaces()) | _ids(p.name for p in _workdirs())
+    while True:
+        lab_id = secrets.token_hex(2)
+        if lab_id not in taken:
+            return lab_id
 
 
 def run(args: Sequence[str], *, check: bool = True, timeout: float = 30.0) -> str:
@@ -129,8 +142,30 @@ def lab_workdir_glob(lab_id: str = "*") -> str:
 
 
 def claim(workdir: Path) -> None:
-    """Record in the lab's work folder that this process owns the lab."""
-    (workdir / OWNER_FILE).write_text(f"{os.getpid()}\n")
+    """Record in the lab's work folder that this process owns the lab, and that it is open."""
+    (workdir / OWNER_FILE).write_text(_this_process())
+    _open.add(workdir)
+
+
+def release(workdir: Path) -> None:
+    """The lab is closed: what is left of it is a leftover for this process's next start."""
+    _open.discard(workdir)
+
+
+def _start_time(pid: int) -> str:
+    """The process's start time in clock ticks since boot ("" if gone): with the pid, it
+    names one process, also after the pid is reused."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    fields = stat.rsplit(")", 1)[-1].split()
+    return fields[19] if len(fields) > 19 else ""
+
+
+def _this_process() -> str:
+    pid = os.getpid()
+    return f"{pid} {_start_time(pid)}\n"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -142,13 +177,26 @@ def _pid_alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
 
 
+def _claims(lab_id: str) -> dict[Path, str]:
+    claims = {}
+    for folder in _workdirs(lab_id):
+        with contextlib.suppress(OSError):
+            claims[folder] = (folder / OWNER_FILE).read_text()
+    return claims
+
+
+def _ours(lab_id: str) -> bool:
+    """Whether `lab_id` is a closed lab of this very process (pid and start time)."""
+    me = _this_process().split()
+    return any(
+        text.split() == me and folder not in _open for folder, text in _claims(lab_id).items()
+    )
+
+
 def _owner_alive(lab_id: str) -> bool:
-    for owner in Path(tempfile.gettempdir()).glob(f"{lab_workdir_glob(lab_id)}/{OWNER_FILE}"):
-        try:
-            pid = int(owner.read_text().strip())
-        except (OSError, ValueError):
-            continue
-        if _pid_alive(pid):
+    for text in _claims(lab_id).values():
+        pid = text.split()[0] if text.split() else ""
+        if pid.isdigit() and _pid_alive(int(pid)):
             return True
     return False
 
@@ -156,21 +204,41 @@ def _owner_alive(lab_id: str) -> bool:
 _ID_RE = re.compile(rf"^{re.escape(LAB_PREFIX)}([0-9a-f]+)-")
 
 
-def remove_leftovers(*, include_live: bool = False) -> list[str]:
-    """Delete lab namespaces (killing what runs in them) and work folders whose owning
-    process is gone; return what was removed.
+def _ids(names: Iterable[str]) -> set[str]:
+    return {m.group(1) for name in names if (m := _ID_RE.match(name))}
 
-    ``include_live`` also removes labs of live processes (a manual "clean everything").
+
+def _workdirs(lab_id: str = "*") -> list[Path]:
+    return [p for p in Path(tempfile.gettempdir()).glob(lab_workdir_glob(lab_id)) if p.is_dir()]
+
+
+def remove_leftovers() -> list[str]:
+    """Delete the namespaces (killing what runs in them) and work folders of labs this
+    process made and closed, but could not delete; return what was removed.
+
+    Other runs' labs are left alone, also when their owner looks gone: one line names
+    them, for a human to delete with `ip netns delete` once nothing uses them.
     """
     removed: list[str] = []
+    others: list[str] = []
     for name in list_namespaces():
         m = _ID_RE.match(name)
-        if m and (include_live or not _owner_alive(m.group(1))):
+        if m is None:
+            continue
+        if _ours(m.group(1)):
             delete_namespace(name)
             removed.append(name)
-    for folder in Path(tempfile.gettempdir()).glob(lab_workdir_glob()):
+        elif not _owner_alive(m.group(1)):
+            others.append(name)
+    for folder in _workdirs():
         m = _ID_RE.match(folder.name)
-        if m and folder.is_dir() and (include_live or not _owner_alive(m.group(1))):
+        if m and _ours(m.group(1)):
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(str(folder))
+    if others:
+        log.warning(
+            "lab namespaces of other runs whose owner looks gone were left alone "
+            "(delete them by hand if nothing uses them): %s",
+            ", ".join(others),
+        )
     return removed

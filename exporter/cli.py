@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
         description="Prometheus exporter for L2TP/IPsec VPN servers (strongSwan over VICI). "
-        "`l2tp-ipsec-exporter demo --help`: run it against a real charon lab.",
+        "`l2tp-ipsec-exporter demo --help`: run it against a real charon lab. "
+        "A DURATION is 10s, 500ms, 5m, 1h or a number of seconds.",
         allow_abbrev=False,
     )
     parser.add_argument(
@@ -98,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="vici_timeout",
         type=_positive_float,
         default=5.0,
-        metavar="SECONDS",
+        metavar="DURATION",
         help="timeout of one VICI call (default 5)",
     )
     parser.add_argument(
@@ -137,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="reauth_grace",
         type=_non_negative_float,
         default=10.0,
-        metavar="SECONDS",
+        metavar="DURATION",
         help="an SA replaced by the same peer within this time was reauthenticated, not "
         "dropped; drops are counted this much later (default 10)",
     )
@@ -146,14 +147,14 @@ def build_parser() -> argparse.ArgumentParser:
         dest="user_idle_seconds",
         type=_positive_float,
         default=3600.0,
-        metavar="SECONDS",
+        metavar="DURATION",
         help="forget the traffic totals of a user without SAs after this long (default 3600)",
     )
     parser.add_argument(
         "--collector.strongswan.refresh-interval",
         dest="refresh_interval",
         type=_non_negative_float,
-        metavar="SECONDS",
+        metavar="DURATION",
         help="ask charon the cheap questions (stats, connections, pools, certificates, "
         "counters) in the background this often; scrapes never wait on charon; 0 = ask "
         "everything, list-sas included, at every scrape (default 10)",
@@ -171,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--collector.strongswan.sa-refresh-interval",
         dest="sa_refresh_interval",
         type=_positive_float,
-        metavar="SECONDS",
+        metavar="DURATION",
         help="ask charon for list-sas (CHILD SA byte counts, reconciling the SA model) in "
         "the background this often; events keep SAs current in between (default 120)",
     )
@@ -186,14 +187,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--web.header-timeout",
         dest="header_timeout",
         type=_positive_float,
-        metavar="SECONDS",
+        metavar="DURATION",
         help="time a client has to send a complete request line and headers (default 5)",
     )
     parser.add_argument(
         "--web.idle-timeout",
         dest="idle_timeout",
         type=_positive_float,
-        metavar="SECONDS",
+        metavar="DURATION",
         help="close a keep-alive connection idle this long between requests (default 60)",
     )
     parser.add_argument(

@@ -69,8 +69,8 @@ def add_kernel_flags(parser: argparse.ArgumentParser) -> None:
         dest="kernel_netns",
         default=None,
         metavar="NAME",
-        help="read ppp, L2TP and XFRM state from this named network namespace "
-        "(default: the exporter's own)",
+        help="read ppp, L2TP and XFRM state from this named network namespace (`ip netns "
+        "list`); it must exist, it is never created (default: the exporter's own)",
     )
 
 

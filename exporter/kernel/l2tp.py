@@ -11,7 +11,6 @@ import asyncio
 import errno
 import re
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 from pyroute2.netlink import nla
@@ -28,8 +27,8 @@ from exporter.kernel.netlink import (
     struct_attr,
     text_attr,
 )
+from exporter.kernel.procnet import read_proc_net
 
-PPPOL2TP = Path("/proc/net/pppol2tp")
 ENCAPS = {0: "udp", 1: "ip"}
 
 
@@ -156,9 +155,10 @@ def parse_pppol2tp(text: str) -> dict[tuple[int, int], str]:
     return out
 
 
-def read_pppol2tp(path: Path = PPPOL2TP) -> dict[tuple[int, int], str]:
+def read_pppol2tp(netns: str | None = None) -> dict[tuple[int, int], str]:
+    """The ppp interface of each L2TP session in `netns` (None: ours); blocking."""
     try:
-        return parse_pppol2tp(path.read_text())
+        return parse_pppol2tp(read_proc_net("pppol2tp", netns))
     except OSError:
         return {}
 
@@ -183,6 +183,6 @@ async def dump_l2tp(timeout: float, netns: str | None = None) -> L2tpSnapshot:
     finally:
         sock.close()
     # Read after the dump: a session that appears in between just has no interface yet.
-    interfaces = await asyncio.to_thread(read_pppol2tp) if raw_sessions else {}
+    interfaces = await asyncio.to_thread(read_pppol2tp, netns) if raw_sessions else {}
     sessions = decode_sessions(raw_sessions, interfaces)
     return L2tpSnapshot(tunnels=tuple(tunnels), sessions=tuple(sessions))

@@ -18,6 +18,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from exporter.kernel.hook import read_state_dir
 from exporter.kernel.l2tp import dump_l2tp
 from exporter.kernel.model import L2tpSnapshot, PppHookRecord, PppInterface, XfrmSnapshot
+from exporter.kernel.netlink import NetnsGone
 from exporter.kernel.options import KernelOptions
 from exporter.kernel.rtnl import dump_ppp
 from exporter.kernel.xfrm import dump_xfrm
@@ -77,7 +78,11 @@ class KernelSource:
         return await self._xfrm.get()
 
     async def xfrm_stat(self) -> dict[str, int] | None:
-        return await asyncio.to_thread(read_xfrm_stat)
+        try:
+            return await asyncio.to_thread(read_xfrm_stat, self.options.netns)
+        except NetnsGone:
+            # No counters to show; the XFRM dump that follows fails and says why.
+            return {}
 
     async def hooks(self) -> dict[str, PppHookRecord]:
         return await asyncio.to_thread(read_state_dir, self.options.state_dir)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-XFRM_STAT = Path("/proc/net/xfrm_stat")
+from exporter.kernel.netlink import NetnsGone
+from exporter.kernel.procnet import read_proc_net
 
 
 def parse_xfrm_stat(text: str) -> dict[str, int]:
@@ -17,9 +16,12 @@ def parse_xfrm_stat(text: str) -> dict[str, int]:
     return out
 
 
-def read_xfrm_stat(path: Path = XFRM_STAT) -> dict[str, int] | None:
-    """The counters; None when the file is missing (kernel without CONFIG_XFRM_STATISTICS)."""
+def read_xfrm_stat(netns: str | None = None) -> dict[str, int] | None:
+    """The counters of `netns` (None: ours); None when the file is missing (kernel without
+    CONFIG_XFRM_STATISTICS). Blocking."""
     try:
-        return parse_xfrm_stat(path.read_text())
+        return parse_xfrm_stat(read_proc_net("xfrm_stat", netns))
+    except NetnsGone:
+        raise
     except FileNotFoundError:
         return None

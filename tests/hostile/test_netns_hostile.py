@@ -18,6 +18,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -195,3 +196,43 @@ def test_reading_a_namespace_never_signals_the_daemon(netns_names: Callable[[], 
         return got
 
     assert asyncio.run(main()) == []
+
+
+def block_one_packet(name: str) -> None:
+    """One packet refused by an XFRM block policy inside `name`: XfrmOutPolBlock 1 there,
+    nothing in the exporter's own namespace."""
+    ip = ["ip", "-n", name]
+    subprocess.run([*ip, "link", "add", "v0", "type", "veth", "peer", "name", "v1"], check=True)
+    for dev in ("lo", "v0", "v1"):
+        subprocess.run([*ip, "link", "set", dev, "up"], check=True)
+    subprocess.run([*ip, "addr", "add", "10.9.9.1/24", "dev", "v0"], check=True)
+    subprocess.run(
+        [*ip, "xfrm", "policy", "add", "src", "10.9.9.1/32", "dst", "10.9.9.2/32",
+         "dir", "out", "action", "block"], check=True,
+    )  # fmt: skip
+    send = (
+        "import socket, contextlib\n"
+        "with contextlib.suppress(PermissionError):\n"
+        "    socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', ('10.9.9.2', 9))\n"
+    )
+    subprocess.run(["ip", "netns", "exec", name, sys.executable, "-c", send], check=True)
+
+
+def test_xfrm_stat_is_the_namespaces(netns_names: Callable[[], str]) -> None:
+    """/proc/net/xfrm_stat is per namespace: the one named, not the exporter's."""
+    name = netns_names()
+    add(name)
+    block_one_packet(name)
+    options = KernelOptions(netns=name, ppp=False, l2tp=False, sessions=False)
+    (collector,) = build_kernel_collectors(options, lambda: None)
+    collection = asyncio.run(collector.collect())
+    assert collection.success, collection.error
+    errors = {
+        s.labels["reason"]: s.value
+        for family in collection.families
+        if family.name == "xfrm_errors"
+        for s in family.samples
+    }
+    if not errors:
+        pytest.skip("kernel without CONFIG_XFRM_STATISTICS")
+    assert errors["XfrmOutPolBlock"] == 1, errors

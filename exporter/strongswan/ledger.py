@@ -28,11 +28,12 @@ idle go first). Time alone bounded them before: a flood of 130,000 new SAs held 
 
 from __future__ import annotations
 
+import sys
 import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from exporter.strongswan.model import ChildSA, IkeSA
 from exporter.strongswan.parse import parse_child_rekeys, parse_ike_rekeys, parse_ike_sas
@@ -514,6 +515,22 @@ class SaLedger:
                 self._ike_down(ike_id)
         self._baseline = True
         self.tick()
+        self._compact()
+
+    def _compact(self) -> None:
+        """A dict keeps the table it grew to when its entries go (after a flood of SAs that
+        a listing removed, hundreds of bytes per SA that was): once per listing, copy the
+        per-SA dicts that are far larger than what they hold."""
+        self.ike = _compacted(self.ike)
+        self.children = _compacted(self.children)
+        self._ike_by_peer = _compacted(self._ike_by_peer)
+        self._children_of = _compacted(self._children_of)
+        self._ended_ike = _compacted(self._ended_ike)
+        self._ended_children = _compacted(self._ended_children)
+        self._pending = _compacted(self._pending)
+        self._recent_ups = _compacted(self._recent_ups)
+        self._user_active = _compacted(self._user_active)
+        self._user_ended = _compacted(self._user_ended)
 
     def _charon_restarted(self) -> None:
         """Every SA of the old charon is gone (each a drop, counted once), and uniqueids
@@ -540,6 +557,22 @@ class SaLedger:
         for child in self.children.values():
             _add_to(totals, (child.conn, child.user), child.traffic)
         return totals
+
+
+#: Bytes per entry above which `_compacted` copies a dict (a fresh one takes 30-100).
+_SPARSE_BYTES_PER_ENTRY = 400
+
+
+_Dict = TypeVar("_Dict", bound=dict[Any, Any])
+
+
+def _compacted(d: _Dict) -> _Dict:
+    """`d`, or a copy sized for its entries when `d` is mostly empty table."""
+    if sys.getsizeof(d) <= 4096 + _SPARSE_BYTES_PER_ENTRY * len(d):
+        return d
+    if isinstance(d, defaultdict):
+        return defaultdict(d.default_factory, d)  # type: ignore[return-value]
+    return type(d)(d)
 
 
 def _add_to(totals: dict[tuple[str, str], Traffic], key: tuple[str, str], t: Traffic) -> None:

@@ -2,6 +2,7 @@
 made by tests/fixtures/record_events.py in the netns lab)."""
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -329,3 +330,20 @@ def test_a_listing_beyond_the_cap_keeps_the_tracked_sas() -> None:
     assert ledger.untracked == 30
     settle(ledger, clock)
     assert nonzero(ledger.ike_events) == {("ikev2-psk", "up"): CAP}
+
+
+def test_a_listing_gives_back_the_tables_a_flood_grew() -> None:
+    """A dict keeps the table it grew to when entries go; the ledger copies the sparse ones
+    at each listing."""
+    clock = Clock()
+    ledger = capped_ledger(clock)
+    ledger.max_sas = 20_000
+    flood(ledger, clock, 20_000)
+    grown = sys.getsizeof(ledger.ike)
+    clock.now += 1
+    ledger.reconcile([], clock())
+    settle(ledger, clock)
+    ledger.reconcile([], clock())
+    assert not ledger.ike and sys.getsizeof(ledger.ike) < grown / 100
+    assert sys.getsizeof(ledger._ike_by_peer) < grown / 100
+    assert sys.getsizeof(ledger._children_of) < grown / 100

@@ -290,6 +290,8 @@ BOMBS = {
     + "\n",
     "recursive-alias": "modules: &m\n  a: *m\n",
     "deep-nesting": "modules: " + "[" * 5000 + "]" * 5000 + "\n",
+    "many-values": "modules:\n" + "".join(f"  m{i}: {{}}\n" for i in range(60_000)),
+    "huge-file": "# " + "x" * (1 << 21) + "\nvici: {}\n",
 }
 
 

@@ -27,6 +27,15 @@ squares, MB per minute) over the whole run after the warm-up and over its last h
 
     sudo python bench/soak.py --duration 3600 --tracemalloc --csv /tmp/soak.csv
 
+``--flood N`` measures item 6 instead (no lab, no root): a fake VICI peer on a Unix socket
+(tests/hostile/fake_charon.py) sends ``ike-updown`` + ``child-updown`` ups of N new SAs to
+a real exporter as fast as it reads them; RSS before, at its peak during the flood, right
+after, and every 10 s for ``--after`` s once the event stream dropped and the reconnect's
+listing (empty) removed every SA; with the exporter's ``strongswan_sas_untracked_total``.
+
+    python bench/soak.py --flood 130000
+    python bench/soak.py --flood 130000 --exporter-arg=--collector.strongswan.max-sas=1000000
+
 Everything it starts (charons, namespaces, exporters) is torn down on exit, failure,
 Ctrl-C or SIGTERM.
 """
@@ -498,6 +507,77 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
     return 0
 
 
+def run_flood(args: argparse.Namespace, workdir: Path) -> int:
+    from tests.conftest import Scrape
+    from tests.hostile.fake_charon import FakeCharon
+
+    peer = FakeCharon(workdir / "charon.vici", flood=args.flood, held=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    argv = [sys.executable, "-m", "exporter", "--web.listen-address", f"127.0.0.1:{port}"]
+    argv += ["--vici.socket", peer.uri, *(args.exporter_arg or [])]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    with open(workdir / "exporter.log", "wb") as fh:
+        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
+
+    def rss() -> float:
+        return status_kb(proc.pid, "VmRSS") / 1024
+
+    def scrape() -> Scrape:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        try:
+            conn.request("GET", "/metrics")
+            return Scrape(conn.getresponse().read().decode())
+        finally:
+            conn.close()
+
+    def value(scraped: Scrape, name: str) -> float:
+        return sum(float(x.value) for x in scraped.samples(name))
+
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(OSError, http.client.HTTPException):
+                if value(scrape(), "strongswan_event_stream_up") == 1:
+                    break
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("the exporter did not connect to the fake peer")
+            time.sleep(0.5)
+        for _ in range(3):
+            scrape()
+        before = peak = rss()
+        log(f"exporter up: RSS {before:.1f} MB; flooding {args.flood} SAs")
+        t0 = time.monotonic()
+        peer.release()
+        while not peer.flood_done.wait(1.0):
+            peak = max(peak, rss())
+        while value(scraped := scrape(), "strongswan_event_stream_events_total") < 2 * args.flood:
+            peak = max(peak, rss())
+            time.sleep(0.5)
+        took = time.monotonic() - t0
+        peak = max(peak, rss())
+        sas = value(scraped, "strongswan_ike_sas")
+        untracked = value(scraped, "strongswan_sas_untracked_total")
+        log(
+            f"flood of {args.flood} SAs read in {took:.1f} s: RSS {before:.1f} -> peak "
+            f"{peak:.1f} MB, {rss():.1f} MB now; {sas:.0f} SAs tracked, {untracked:.0f} untracked"
+        )
+        peer.drop_events()
+        for i in range(max(1, int(args.after / 10))):
+            time.sleep(10)
+            scraped = scrape()
+            log(
+                f"{10 * (i + 1)} s after the stream dropped: RSS {rss():.1f} MB, "
+                f"{value(scraped, 'strongswan_ike_sas'):.0f} SAs, reconnects "
+                f"{value(scraped, 'strongswan_event_stream_reconnects_total'):.0f}"
+            )
+    finally:
+        process.stop(proc)
+        peer.close()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--duration", type=float, default=3600.0, help="seconds of churn")
@@ -517,7 +597,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--exporter-arg", action="append", help="extra exporter argument (repeatable)"
     )
+    parser.add_argument("--flood", type=int, default=0, help="item 6: flood N SAs instead")
+    parser.add_argument("--after", type=float, default=60.0, help="--flood: s watched after")
     args = parser.parse_args(argv)
+    if args.flood:
+        with tempfile.TemporaryDirectory(prefix="bench-flood-") as tmp:
+            return run_flood(args, Path(tmp))
     if os.geteuid() != 0:
         print("run as root: network namespaces and charon", file=sys.stderr)
         return 2

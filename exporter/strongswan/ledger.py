@@ -265,7 +265,9 @@ class SaLedger:
             if last >= idle and len(users) <= cap:
                 break
             if user in live_users:
-                users.move_to_end(user)  # still connected: not idle, whatever the clock
+                # Still connected: not idle whatever the clock (its CHILD SA's end
+                # touches it again); to the back, so the front stays the longest idle.
+                self._touch(user)
             else:
                 del users[user]
                 self._user_ended.pop(user, None)

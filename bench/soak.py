@@ -10,8 +10,9 @@ curve:
   ``--child-rekey`` s and each IKE SA rekeyed (IKEv2) or reauthenticated (IKEv1) every
   ``--ike-rekey`` s by charon itself;
 - churn: every ``--churn-interval`` s one random client goes down (``terminate``) if it is
-  up or comes up (``initiate``) if not, and one random live tunnel carries a ping, so
-  up/down/rekey events, uniqueids, tombstones and traffic counts keep moving;
+  up or comes up (``initiate``) if not, and (every ``--ping-every`` toggles) one random
+  live tunnel carries a ping, so up/down/rekey events, uniqueids, tombstones and traffic
+  counts keep moving;
 - the exporter as a subprocess (``python -m exporter``, default settings: cheap questions
   every 10 s, list-sas every 120 s, events on) in the responder's namespace, scraped every
   ``--scrape-interval`` s with Prometheus' headers; its VmRSS read at every scrape;
@@ -217,6 +218,7 @@ class Churn(threading.Thread):
         self.up: set[int] = set()
         self.stats = ChurnStats()
         self.clients = args.clients
+        self.ping_every = args.ping_every
 
     def _charon(self, i: int) -> Any:
         return self.lab.initiator_of(i).charon
@@ -258,7 +260,8 @@ class Churn(threading.Thread):
                     self.initiate(i)
                     self.up.add(i)
                     self.stats.ups += 1
-                if self.up:
+                toggles = self.stats.ups + self.stats.downs
+                if self.up and self.ping_every and toggles % self.ping_every == 0:
                     self.ping(self.rng.choice(sorted(self.up)))
             except Exception as err:  # a failed initiate leaves it down; go on
                 self.stats.failed += 1
@@ -584,6 +587,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=40, help="client connections")
     parser.add_argument("--ikev1-every", type=int, default=4, help="every Nth client IKEv1")
     parser.add_argument("--churn-interval", type=float, default=3.0, help="s between toggles")
+    parser.add_argument("--ping-every", type=int, default=1, help="a ping every N toggles")
     parser.add_argument("--child-rekey", type=int, default=90, help="CHILD SA rekey_time, s")
     parser.add_argument("--ike-rekey", type=int, default=300, help="IKE rekey/reauth time, s")
     parser.add_argument("--scrape-interval", type=float, default=15.0)

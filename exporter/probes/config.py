@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
 
-import yaml
-
+from exporter import strict_yaml
 from exporter.config import SettingsError, ViciAddress
+from exporter.config import parse_duration as config_duration
 from exporter.probes.addresses import (
     AddressError,
     IpNetwork,
@@ -227,21 +227,13 @@ class ProbeSettings:
 
 # -- parsing ----------------------------------------------------------------------------------
 
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)?$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}
-
 
 def parse_duration(value: object, key: str) -> float:
-    """`5s`, `500ms`, `1m` or a plain number of seconds."""
-    if isinstance(value, bool):
-        raise ProbeConfigError(f"{key}: expected a duration like 5s, got {value!r}")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    else:
-        m = _DURATION.match(str(value).strip())
-        if not m:
-            raise ProbeConfigError(f"{key}: expected a duration like 5s or 500ms, got {value!r}")
-        seconds = float(m.group(1)) * _UNITS[m.group(2)]
+    """A duration in the one grammar of the configuration (`exporter.config`), above 0."""
+    try:
+        seconds = config_duration(value)
+    except ValueError as err:
+        raise ProbeConfigError(f"{key}: {err}") from None
     if seconds <= 0:
         raise ProbeConfigError(f"{key}: must be above zero")
     return seconds
@@ -508,13 +500,14 @@ def parse_probe_settings(data: object, source: str = "<config>") -> ProbeSetting
 def load_probe_settings(path: str | Path) -> ProbeSettings:
     """Read and validate the module file."""
     try:
-        text = Path(path).read_text()
+        raw = Path(path).read_bytes()
     except OSError as err:
         raise ProbeConfigError(f"{path}: cannot read: {err.strerror or err}") from None
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ProbeConfigError(f"{path}: not valid YAML: {err}") from None
+        _, data = strict_yaml.load(raw)
+    except strict_yaml.YamlProblem as err:
+        where = f"{path}:{err.line}" if err.line else str(path)
+        raise ProbeConfigError(f"{where}: {err}") from None
     return parse_probe_settings(data, str(path))
 
 

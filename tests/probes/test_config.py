@@ -113,6 +113,23 @@ def test_durations(text: object, seconds: float) -> None:
 
 
 @pytest.mark.parametrize(
+    "value", [float("nan"), float("inf"), "inf", "nan", "1.0e+400", "5sss", "0", 0, "-1s"]
+)
+def test_bad_durations_are_refused(value: object) -> None:
+    # The configuration's one grammar: `.nan`, `.inf` and 1.0e+400 once passed as a
+    # module's timeout (issue 14, item 12).
+    with pytest.raises(ProbeConfigError, match="^timeout: "):
+        parse_duration(value, "timeout")
+
+
+def test_module_file_refuses_duplicate_keys(tmp_path: Path) -> None:
+    doc = tmp_path / "modules.yml"
+    doc.write_text("modules:\n  a: {prober: ike}\n  a: {prober: l2tp}\n")
+    with pytest.raises(ProbeConfigError, match=r"modules.yml:3: .*duplicate key"):
+        load_probe_settings(doc)
+
+
+@pytest.mark.parametrize(
     ("text", "host", "port"),
     [
         ("vpn.example.net", "vpn.example.net", None),

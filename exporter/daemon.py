@@ -8,7 +8,6 @@ traffic counters) and the event stream survive it, so no counter goes backwards.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import signal

@@ -118,7 +118,7 @@ def test_durations(text: object, seconds: float) -> None:
 def test_bad_durations_are_refused(value: object) -> None:
     # The configuration's one grammar: `.nan`, `.inf` and 1.0e+400 once passed as a
     # module's timeout (issue 14, item 12).
-    with pytest.raises(ProbeConfigError, match="^timeout: "):
+    with pytest.raises(ProbeConfigError, match=r"^timeout: "):
         parse_duration(value, "timeout")
 
 

@@ -1,12 +1,20 @@
 """Kernel collectors against THIS machine's kernel: no mocks, the real sockets.
 
-This kernel has no L2TP module, no ppp interfaces and no XFRM states: the collectors
-must say so cleanly (l2tp_available 0, empty families, success 1) and say it once.
+This kernel has no L2TP module, no PPP and no ESP/AH/IPcomp (so no ppp interfaces and no
+XFRM states): the collectors must say so cleanly (l2tp_available 0, empty families,
+success 1) and say it once. What the kernel does hold, the dumps must return: they are
+checked in a network namespace of the test's own, filled with known XFRM policies and
+links.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import secrets
+import shutil
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -67,11 +75,80 @@ async def test_l2tp_unavailable_is_its_own_exception() -> None:
         await dump_l2tp(5.0)
 
 
-async def test_dumps_answer_here() -> None:
-    """Real rtnetlink and NETLINK_XFRM dumps: no ppp, no SAs on this machine."""
-    assert await dump_ppp("ppp*", 5.0) == [] or Path("/dev/ppp").exists()
-    snap = await dump_xfrm(5.0)
-    assert isinstance(snap.states, tuple) and isinstance(snap.policies, tuple)
+@pytest.fixture
+def namespace() -> Iterator[str]:
+    """A network namespace of this test's own, deleted afterwards, also when the test fails.
+
+    Not named like a lab (``l2x-``), so no lab's leftover sweep reports or removes it.
+    """
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("needs root and iproute2 to make a network namespace")
+    name = f"kernhost-{os.getpid()}-{secrets.token_hex(3)}"
+    _ip("netns", "add", name)
+    try:
+        _ip("-n", name, "link", "set", "lo", "up")
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "delete", name], capture_output=True, check=False)
+
+
+def _ip(*args: str) -> None:
+    done = subprocess.run(["ip", *args], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, f"ip {' '.join(args)}: {done.stderr.strip()}"
+
+
+#: Policies made with `ip xfrm policy add` and what the dump must say of each:
+#: (direction, priority, src, dst, proto, action). This kernel has no ESP, AH or IPcomp
+#: (CONFIG_INET_ESP and friends are off), so it takes no SA; policies need none of them.
+POLICIES = [
+    (
+        "src 10.1.0.0/24 dst 10.2.0.0/16 proto udp dir out priority 1234 "
+        "tmpl src 192.0.2.1 dst 192.0.2.2 proto esp reqid 7 mode tunnel",
+        ("out", 1234, "10.1.0.0/24", "10.2.0.0/16", 17, "allow"),
+    ),
+    (
+        "src 10.3.0.7/32 dst 10.4.0.0/16 dir in priority 99 action block",
+        ("in", 99, "10.3.0.7/32", "10.4.0.0/16", 0, "block"),
+    ),
+    (
+        "src 10.2.0.0/16 dst 10.1.0.0/24 proto tcp dir fwd priority 5 "
+        "tmpl src 192.0.2.2 dst 192.0.2.1 proto esp reqid 8 mode tunnel",
+        ("fwd", 5, "10.2.0.0/16", "10.1.0.0/24", 6, "allow"),
+    ),
+    (
+        "src 2001:db8:1::/64 dst 2001:db8:2::5/128 dir out priority 77 action block",
+        ("out", 77, "2001:db8:1::/64", "2001:db8:2::5/128", 0, "block"),
+    ),
+]
+
+
+async def test_xfrm_dump_answers_with_the_policies_of_the_namespace(namespace: str) -> None:
+    """Real NETLINK_XFRM dumps in a namespace of known content: exactly the policies made
+    there (IPv4 and IPv6 selectors, all three directions, allow and block), and no SA."""
+    empty = await dump_xfrm(5.0, netns=namespace)
+    assert empty.states == () and empty.policies == ()
+    for spec, _ in POLICIES:
+        _ip("-n", namespace, "xfrm", "policy", "add", *spec.split())
+    snap = await dump_xfrm(5.0, netns=namespace)
+    assert snap.states == ()
+    got = sorted((p.direction, p.priority, p.src, p.dst, p.proto, p.action) for p in snap.policies)
+    assert got == sorted(expected for _, expected in POLICIES)
+    indexes = [p.index for p in snap.policies]
+    assert all(indexes) and len(set(indexes)) == len(indexes), indexes
+
+
+async def test_ppp_dump_answers_with_ppp_links_only(namespace: str) -> None:
+    """Real rtnetlink dumps in a namespace whose links are named like ppp interfaces and
+    have point-to-point addresses, but are veths: none is a ppp interface.
+
+    This kernel has no PPP (no /dev/ppp), so a real ppp link cannot be made here; the
+    recorded dumps in test_kernel_decode.py cover decoding real ones.
+    """
+    _ip("-n", namespace, "link", "add", "ppp0", "type", "veth", "peer", "name", "ppp1")
+    _ip("-n", namespace, "addr", "add", "10.9.0.1", "peer", "10.9.0.2", "dev", "ppp0")
+    _ip("-n", namespace, "link", "set", "ppp0", "up")
+    assert await dump_ppp("ppp*", 5.0, netns=namespace) == []
+    assert await dump_ppp("*", 5.0, netns=namespace) == []
 
 
 async def test_dump_has_a_deadline() -> None:

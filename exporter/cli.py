@@ -18,8 +18,8 @@ from exporter.config import (
     ListenAddress,
     Settings,
     SettingsError,
-    ViciAddress,
     parse_duration,
+    parse_vici_socket,
 )
 from exporter.kernel.options import add_kernel_flags
 from exporter.logs import setup_logging
@@ -275,7 +275,7 @@ def apply_flags(base: Settings, flags: Mapping[str, Any]) -> Settings:
     if "listen_address" in flags:
         changes["listen_address"] = ListenAddress.parse(flags["listen_address"])
     if "vici_socket" in flags:
-        changes["vici_socket"] = ViciAddress.parse(flags["vici_socket"])
+        changes["vici_socket"] = parse_vici_socket(flags["vici_socket"])
     if "web_config_file" in flags:
         changes["web_config_file"] = flags["web_config_file"]
     for key in ("telemetry_path", "vici_timeout", "log_level", "log_format", "enable_lifecycle"):

@@ -10,10 +10,13 @@ import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from exporter.kernel.options import KernelOptions
 from exporter.privacy import PrivacyOptions
+
+# Re-exported: Settings holds one, and code that builds Settings names it from here.
+from exporter.vici.address import ViciAddress as ViciAddress
+from exporter.vici.address import ViciAddressError
 
 #: Chosen from the gaps in Prometheus' default port allocations list.
 DEFAULT_PORT = 9945
@@ -82,42 +85,12 @@ def check_telemetry_path(path: str) -> None:
         )
 
 
-@dataclass(frozen=True)
-class ViciAddress:
-    """Where charon's VICI socket is: a UNIX socket path or a TCP host and port."""
-
-    scheme: Literal["unix", "tcp"]
-    path: str = ""
-    host: str = ""
-    port: int = 0
-
-    @classmethod
-    def parse(cls, uri: str) -> ViciAddress:
-        parts = urlsplit(uri)
-        if parts.scheme == "unix":
-            path = parts.path or parts.netloc
-            if not path:
-                raise SettingsError(f"--vici.socket {uri!r}: a unix:// URI needs a path")
-            return cls(scheme="unix", path=path)
-        if parts.scheme == "tcp":
-            try:
-                port = parts.port
-            except ValueError:
-                port = None
-            if not parts.hostname or port is None or not 0 < port < 65536:
-                raise SettingsError(
-                    f"--vici.socket {uri!r}: a tcp:// URI needs a host and a port 1-65535"
-                )
-            return cls(scheme="tcp", host=parts.hostname, port=port)
-        raise SettingsError(
-            f"--vici.socket {uri!r}: expected unix:///path/to/charon.vici or tcp://host:port"
-        )
-
-    def __str__(self) -> str:
-        if self.scheme == "unix":
-            return f"unix://{self.path}"
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"tcp://{host}:{self.port}"
+def parse_vici_socket(uri: str) -> ViciAddress:
+    """`--vici.socket`'s value as an address; SettingsError naming the flag if it is none."""
+    try:
+        return ViciAddress.parse(uri)
+    except ViciAddressError as err:
+        raise SettingsError(f"--vici.socket {err}") from None
 
 
 @dataclass(frozen=True)
@@ -186,7 +159,7 @@ class Settings:
         default_factory=lambda: ListenAddress("0.0.0.0", DEFAULT_PORT)
     )
     telemetry_path: str = "/metrics"
-    vici_socket: ViciAddress = field(default_factory=lambda: ViciAddress.parse(DEFAULT_VICI_SOCKET))
+    vici_socket: ViciAddress = field(default_factory=lambda: parse_vici_socket(DEFAULT_VICI_SOCKET))
     vici_timeout: float = 5.0
     log_level: LogLevel = "info"
     log_format: LogFormat = "logfmt"

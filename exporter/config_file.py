@@ -59,10 +59,10 @@ from exporter.config import (
     Settings,
     SettingsError,
     StrongswanOptions,
-    ViciAddress,
     WebLimits,
     check_telemetry_path,
     parse_duration,
+    parse_vici_socket,
 )
 from exporter.kernel.options import KernelOptions
 from exporter.privacy import LABEL_KINDS, PrivacyOptions, Treatment
@@ -286,7 +286,7 @@ def settings_from_document(doc: Document, base: Settings | None = None) -> Setti
     web.finish()
 
     vici = top.section("vici")
-    socket = vici.value("socket", base.vici_socket, ViciAddress.parse)
+    socket = vici.value("socket", base.vici_socket, parse_vici_socket)
     timeout = vici.value("timeout", base.vici_timeout, duration)
     vici.finish()
 

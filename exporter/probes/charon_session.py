@@ -15,9 +15,9 @@ from typing import Any
 
 from vici.protocol import Packet
 
-from exporter.config import ViciAddress
 from exporter.probes.config import LoginOptions
 from exporter.vici import ViciConnection, ViciError
+from exporter.vici.address import ViciAddress
 from exporter.vici.codec import ViciMessage
 
 #: Seconds for one VICI call that is not `initiate`.

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 from exporter import strict_yaml
-from exporter.config import SettingsError, ViciAddress
 from exporter.config import parse_duration as config_duration
 from exporter.probes.addresses import (
     AddressError,
@@ -41,6 +40,7 @@ from exporter.probes.addresses import (
     parse_network,
 )
 from exporter.probes.proposals import ProposalError, parse_ike_proposal
+from exporter.vici.address import ViciAddress, ViciAddressError
 
 ProberName = Literal["ike", "l2tp", "login"]
 PROBERS: tuple[ProberName, ...] = ("ike", "l2tp", "login")
@@ -391,8 +391,8 @@ def _login_options(s: _Section) -> LoginOptions:
     s.finish()
     try:
         ViciAddress.parse(opts.vici_socket)
-    except SettingsError as err:
-        raise ProbeConfigError(f"{s.key('vici_socket')}: {str(err).split(' ', 1)[1]}") from None
+    except ViciAddressError as err:
+        raise ProbeConfigError(f"{s.key('vici_socket')}: {err}") from None
     if opts.psk is None:
         raise ProbeConfigError(f"{s.key('psk')}: the login prober needs the IPsec pre-shared key")
     if not opts.username or opts.password is None:

@@ -21,9 +21,9 @@ from typing import Any
 
 from vici.protocol import Packet
 
-from exporter.config import ViciAddress
 from exporter.strongswan.ledger import SaLedger
 from exporter.vici import Backoff, ViciConnection, ViciConnectionError, ViciError
+from exporter.vici.address import ViciAddress
 
 log = logging.getLogger("exporter.events")
 

@@ -8,7 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from exporter.config import ViciAddress
+from exporter.vici.address import ViciAddress
 from exporter.vici.codec import ViciMessage
 from exporter.vici.connection import ViciConnection
 from exporter.vici.errors import ViciConnectionError, ViciError, ViciProtocolError

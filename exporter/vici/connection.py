@@ -13,7 +13,7 @@ from typing import Any
 
 from vici.protocol import Packet
 
-from exporter.config import ViciAddress
+from exporter.vici.address import ViciAddress
 from exporter.vici.codec import (
     HEADER,
     INLINE_DECODE_LIMIT,

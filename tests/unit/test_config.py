@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from exporter.config import (
@@ -6,7 +8,9 @@ from exporter.config import (
     Settings,
     SettingsError,
     ViciAddress,
+    parse_vici_socket,
 )
+from exporter.vici.address import ViciAddressError
 
 
 @pytest.mark.parametrize(
@@ -27,7 +31,10 @@ def test_vici_address_parses_and_prints_back(uri: str, expected: ViciAddress) ->
     "uri", ["ftp://x", "unix://", "tcp://host", "tcp://host:0", "tcp://host:99999", "/a/path"]
 )
 def test_bad_vici_address_names_the_flag(uri: str) -> None:
-    with pytest.raises(SettingsError, match=r"--vici\.socket"):
+    with pytest.raises(SettingsError, match=rf"^--vici\.socket '{re.escape(uri)}': "):
+        parse_vici_socket(uri)
+    # The VICI package's own parser knows no flags: it names the URI only.
+    with pytest.raises(ViciAddressError, match=rf"^'{re.escape(uri)}': "):
         ViciAddress.parse(uri)
 
 

@@ -17,12 +17,12 @@ from typing import Any
 from aiohttp import web
 
 from exporter import __version__
+from exporter.collectors.kernel import build_kernel_collectors
 from exporter.collectors.strongswan import StrongswanCollector
 from exporter.config import Settings, SettingsError
 from exporter.fds import FdLimitError, ensure_fd_budget, fds_needed, quiet_accept_exhaustion
 from exporter.http import RELOAD_KEY, build_app
 from exporter.http_limits import ConnectionGate, LimitedSite, server_kwargs
-from exporter.kernel.options import build_kernel_collectors
 from exporter.logs import HTTP_SERVER_LOG, setup_logging
 from exporter.privacy import PrivacyFilter
 from exporter.probes.config import ProbeSettings

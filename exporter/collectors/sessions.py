@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from exporter.collectors.base import Collection
+from exporter.collectors.join import join_sessions
 from exporter.collectors.limits import SeriesLimiter
-from exporter.kernel.join import join_sessions
 from exporter.kernel.l2tp import L2tpUnavailable
 from exporter.kernel.model import L2tpIpsecSession, L2tpSnapshot
 from exporter.kernel.source import KernelSource

@@ -25,8 +25,9 @@ from pathlib import Path
 import pytest
 
 from exporter.cli import parse_command_line
+from exporter.collectors.kernel import build_kernel_collectors
 from exporter.config import SettingsError
-from exporter.kernel.options import KernelOptions, build_kernel_collectors
+from exporter.kernel.options import KernelOptions
 
 from ..conftest import Scrape, StartExporter
 

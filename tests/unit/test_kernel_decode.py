@@ -23,12 +23,12 @@ from pyroute2.netlink import GENL_ID_CTRL, ctrlmsg
 from pyroute2.netlink.nlsocket import Marshal
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 
+from exporter.collectors.join import join_sessions
 from exporter.collectors.l2tp import render_l2tp
 from exporter.collectors.limits import SeriesLimiter
 from exporter.collectors.ppp import render_ppp
 from exporter.collectors.sessions import render_sessions
 from exporter.collectors.xfrm import render_xfrm, render_xfrm_stat
-from exporter.kernel.join import join_sessions
 from exporter.kernel.l2tp import decode_sessions, decode_tunnels, l2tp_msg
 from exporter.kernel.model import L2tpSnapshot, PppHookRecord, XfrmSnapshot
 from exporter.kernel.rtnl import decode_addresses, decode_links, ppp_interfaces

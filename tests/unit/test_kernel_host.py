@@ -21,8 +21,9 @@ import pytest
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from exporter.collectors.kernel import build_kernel_collectors
 from exporter.kernel.l2tp import L2tpUnavailable, dump_l2tp
-from exporter.kernel.options import KernelOptions, build_kernel_collectors
+from exporter.kernel.options import KernelOptions
 from exporter.kernel.rtnl import dump_ppp
 from exporter.kernel.xfrm import dump_xfrm
 from exporter.scrape import Scraper

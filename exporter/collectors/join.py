@@ -1,6 +1,8 @@
 """The join: ppp interface → L2TP session → tunnel peer → IKE SA → user.
 
 Pure functions over snapshots, so recorded answers exercise exactly what production does.
+It lives with the sessions collector, its one user, because it needs both sources' types
+(kernel and strongSwan); neither source imports the other.
 """
 
 from __future__ import annotations

@@ -269,7 +269,7 @@ async def test_concurrent_first_requests_share_one_check(
 async def test_a_flood_of_new_passwords_is_bounded(
     pki: Pki, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("exporter.web_config.MAX_PENDING_CHECKS", 3)
+    monkeypatch.setattr("exporter.web_config.basic_auth.MAX_PENDING_CHECKS", 3)
     auth = BasicAuth({"prometheus": pki.hashed.encode()})
     headers = [basic("prometheus", f"guess{i}")["Authorization"] for i in range(10)]
     verdicts = await asyncio.gather(*(auth.check(h) for h in headers))

@@ -97,6 +97,9 @@ class FakeCharon:
         self._conns: list[socket.socket] = []
         self._event_conn: socket.socket | None = None
         self._closed = False
+        #: What `list-sas` answers: one `list-sa` event each ({conn: IKE SA section}).
+        self.listing: list[dict[str, Any]] = []
+        self._event_sending: threading.Lock | None = None
         self._lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True, name="fake-charon").start()
 
@@ -111,6 +114,20 @@ class FakeCharon:
         with self._lock:
             for conn in self._conns:
                 conn.close()
+
+    def send_events(self, events: list[tuple[str, dict[str, Any]]]) -> bool:
+        """Write events to the event connection, if there is one."""
+        with self._lock:
+            conn, sending = self._event_conn, self._event_sending
+        if conn is None or sending is None:
+            return False
+        data = b"".join(encode_event(name, msg) for name, msg in events)
+        try:
+            with sending:
+                conn.sendall(data)
+        except OSError:
+            return False
+        return True
 
     def release(self) -> None:
         """Start the flood (or let it start once the event stream registers)."""
@@ -148,16 +165,20 @@ class FakeCharon:
                     with sending:
                         conn.sendall(_frame(bytes([Packet.EVENT_CONFIRM])))
                     registered.add(name)
+                    if registered >= EVENTS:
+                        with self._lock:
+                            self._event_conn, self._event_sending = conn, sending
                     if registered >= EVENTS and self.flood and not self._flood_started:
                         self._flood_started = True
-                        with self._lock:
-                            self._event_conn = conn
                         threading.Thread(
                             target=self._flood, args=(conn, sending), daemon=True
                         ).start()
                 elif kind == Packet.CMD_REQUEST:
+                    listed = b""
+                    if name == "list-sas":
+                        listed = b"".join(encode_event("list-sa", sa) for sa in self.listing)
                     with sending:
-                        conn.sendall(_response(ANSWERS.get(name)))
+                        conn.sendall(listed + _response(ANSWERS.get(name)))
         except OSError:
             pass
         finally:

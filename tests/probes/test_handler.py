@@ -72,6 +72,7 @@ MODULES: dict[str, Any] = {
     "v2_group": {"prober": "ike", "timeout": "2s",
                  "ike": {"version": 2, "proposals": ["aes256-sha256-modp1024-modp2048"]}},
     "quick": {"prober": "ike", "timeout": "1s", "ike": {"version": 2, "attempts": 2}},
+    "hold": {"prober": "ike", "timeout": "60s", "ike": {"version": 2, "attempts": 1}},
 }  # fmt: skip
 # The responders listen on free ports, not on 500: the modules let the target choose.
 for _module in MODULES.values():
@@ -179,15 +180,56 @@ def test_probe_deadline() -> None:
     assert probe_deadline(m, "junk", 100.0) == 110.0
 
 
+class HeldResponder(Responder):
+    """Answers nothing until told: `arrived` is set at the first request, `answer()` then
+    replies to it. A probe against it holds its slot for as long as the test wants."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda _req, _n: None)
+        self.arrived = asyncio.Event()
+        self.peer: tuple[str, int] | None = None
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        super().datagram_received(data, addr)
+        self.peer = addr
+        self.arrived.set()
+
+    def answer(self, answer: bytes) -> None:
+        assert self.transport is not None and self.peer is not None
+        self.transport.sendto(self.requests[-1][:8] + answer[8:], self.peer)
+
+
 async def test_concurrency_limit(client: TestClient[Any, Any]) -> None:
-    _, port = await responder(lambda _req, _n: None)
-    query = f"/probe?module=quick&target=127.0.0.1:{port}"
-    first, second = await asyncio.gather(get(client, query), get(client, query))
-    # max_concurrent is 1: the second request never gets a slot before its deadline.
-    assert {first.value("probe_ike_packets_sent"), second.value("probe_ike_packets_sent")} == {
-        2.0, None,
-    }  # fmt: skip
-    assert first.value("probe_success") == second.value("probe_success") == 0
+    """max_concurrent is 1. Ordered by events, not by timing: the second probe starts only
+    once the first is known to hold the slot (its request reached the responder), and the
+    first is answered only after the second gave up, so no load can reorder them."""
+    loop = asyncio.get_running_loop()
+    held_transport, held = await loop.create_datagram_endpoint(
+        HeldResponder, local_addr=("127.0.0.1", 0)
+    )
+    port = held_transport.get_extra_info("sockname")[1]
+    # `hold` waits 60 s for its answer: far longer than the waiting probe's 1 s.
+    holder = asyncio.create_task(get(client, f"/probe?module=hold&target=127.0.0.1:{port}"))
+    try:
+        await asyncio.wait_for(held.arrived.wait(), 30)
+        waiter, waiter_port = await responder(lambda _req, _n: recorded("ikev2_accepted"))
+        blocked = await get(client, f"/probe?module=quick&target=127.0.0.1:{waiter_port}")
+        assert not holder.done()
+        # No slot before its deadline: it never sent a packet and failed.
+        assert blocked.value("probe_success") == 0
+        assert blocked.value("probe_ike_packets_sent") is None
+        assert waiter.requests == []
+        held.answer(recorded("ikev2_accepted"))
+        first = await asyncio.wait_for(holder, 30)
+        assert first.value("probe_success") == 1, first.text
+        assert len(held.requests) == 1
+        # The slot was given back: the next probe gets it and succeeds.
+        after = await get(client, f"/probe?module=quick&target=127.0.0.1:{waiter_port}")
+        assert after.value("probe_success") == 1, after.text
+        assert len(waiter.requests) == 1
+    finally:
+        holder.cancel()
+        held_transport.close()
 
 
 @pytest.mark.parametrize(

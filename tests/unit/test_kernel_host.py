@@ -36,7 +36,7 @@ def _l2tp_missing() -> bool:
 
 async def _scrape(collectors: list) -> dict[str, dict[tuple, float]]:  # type: ignore[type-arg]
     families = await Scraper(collectors).scrape()
-    text = generate_latest(Families(families)).decode()  # type: ignore[arg-type]
+    text = generate_latest(Families(families)).decode()
     out: dict[str, dict[tuple, float]] = {}  # type: ignore[type-arg]
     for fam in text_string_to_metric_families(text):
         for s in fam.samples:

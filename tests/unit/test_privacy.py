@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
-from prometheus_client.core import GaugeMetricFamily
+import pytest
+from prometheus_client.core import GaugeMetricFamily, Metric
 
+from exporter.collectors.join import join_sessions
+from exporter.collectors.l2tp import render_l2tp
 from exporter.collectors.limits import SeriesLimiter
+from exporter.collectors.ppp import render_ppp
+from exporter.collectors.sessions import render_sessions
 from exporter.collectors.strongswan import render
+from exporter.collectors.strongswan_ledger import render_ledger
+from exporter.collectors.xfrm import render_xfrm
 from exporter.config import StrongswanOptions
-from exporter.privacy import PrivacyFilter, PrivacyOptions, pseudonym
+from exporter.exposition import render_openmetrics, render_text
+from exporter.privacy import LABEL_KINDS, PrivacyFilter, PrivacyOptions, Treatment, pseudonym
 from exporter.strongswan.fetch import assemble_snapshot
-from tests.recordings import RECORDED_NOW, VICI_FIXTURES, load_answers
+from tests.recordings import RECORDED_NOW, VICI_FIXTURES, load_answers, scenarios
+from tests.unit.test_kernel_decode import (
+    VICI_GUEST,
+    _hooks_from_recording,
+    l2tp_fixture,
+    ppp_fixture,
+    xfrm_fixture,
+)
+from tests.unit.test_ledger import Clock, replay
 
 KEY = b"k" * 32
 
@@ -23,9 +39,83 @@ def families(options: PrivacyOptions) -> dict[str, list[tuple[dict[str, str], fl
     return out
 
 
-def test_keep_changes_nothing() -> None:
-    plain = families(PrivacyOptions())
-    assert any(labels.get("user") == "nycmesh" for labels, _ in plain["strongswan_user_sessions"])
+def recorded_families() -> list[Metric]:
+    """Every family the collectors render from the recordings, each call built anew: the
+    strongSwan ones (all VICI recordings, SA details on), the event ledger's, and the
+    kernel's (ppp, L2TP, XFRM, the joined sessions). Users and addresses are in many."""
+    limiter = SeriesLimiter(100_000)
+    out: list[Metric] = []
+    for scenario in [*scenarios(), VICI_GUEST]:
+        snapshot = assemble_snapshot(load_answers(scenario), RECORDED_NOW)
+        out += render(snapshot, StrongswanOptions(sa_details=True), limiter)
+    for events in ("up", "reauth-then-terminate-nycmesh"):
+        out += render_ledger(replay(events, Clock()), snapshot.connections, limiter, True)
+    out += render_ppp(ppp_fixture(), limiter)
+    out += render_l2tp(l2tp_fixture(), limiter)
+    out += render_xfrm(xfrm_fixture(), limiter)
+    guest = assemble_snapshot(load_answers(VICI_GUEST), RECORDED_NOW)
+    joined = join_sessions(ppp_fixture(), l2tp_fixture(), _hooks_from_recording(), guest)
+    out += render_sessions(joined, limiter)
+    return out
+
+
+def _personal(families: list[Metric]) -> dict[str, set[str]]:
+    """Family name -> the user and address labels its samples carry."""
+    personal = frozenset().union(*LABEL_KINDS.values())
+    found: dict[str, set[str]] = {}
+    for family in families:
+        names = {name for s in family.samples for name in s.labels} & personal
+        if names:
+            found.setdefault(family.name, set()).update(names)
+    return found
+
+
+def test_the_recordings_are_rich_in_personal_labels() -> None:
+    """What keeps the test below from passing on input with nothing to change."""
+    found = _personal(recorded_families())
+    assert len(found) >= 12, found
+    for kind, names in LABEL_KINDS.items():
+        assert len(names & set().union(*found.values())) >= 4, (kind, found)
+
+
+def _keep_everything_per_family() -> PrivacyOptions:
+    """Defaults that hash users and drop addresses, and every family of the input set back
+    to keep: the per-family override must win in each."""
+    keep_all: dict[str, Treatment] = {kind: "keep" for kind in LABEL_KINDS}
+    return PrivacyOptions(
+        defaults={"users": "hash", "addresses": "drop"},
+        families={f.name: keep_all for f in recorded_families()},
+        hash_key=KEY,
+    )
+
+
+KEEP = {
+    "defaults": PrivacyOptions(),
+    "explicit": PrivacyOptions(defaults={"users": "keep", "addresses": "keep"}),
+    "active-elsewhere": PrivacyOptions(
+        families={"no_such_family": {"users": "hash", "addresses": "drop"}}, hash_key=KEY
+    ),
+}
+
+
+@pytest.mark.parametrize("case", [*KEEP, "per-family"])
+def test_keep_changes_nothing(case: str) -> None:
+    """Whatever `keep` is reached by, the filtered families are the unfiltered ones: same
+    exposition bytes (text and OpenMetrics), same family objects' kind (the fast row path
+    stays) and fields. The two sides are rendered separately, so a filter that edits the
+    families it is given in place cannot hide its change."""
+    options = KEEP[case] if case in KEEP else _keep_everything_per_family()
+    unfiltered = recorded_families()
+    filtered = PrivacyFilter(options).apply(recorded_families())
+    assert render_text(filtered) == render_text(unfiltered)
+    assert render_openmetrics(filtered) == render_openmetrics(unfiltered)
+    assert len(filtered) == len(unfiltered)
+    for got, want in zip(filtered, unfiltered, strict=True):
+        assert type(got) is type(want), got.name
+        assert (got.name, got.documentation, got.type, got.unit) == (
+            want.name, want.documentation, want.type, want.unit,
+        )  # fmt: skip
+        assert got.samples == want.samples, got.name
 
 
 def test_hash_replaces_users_with_a_keyed_pseudonym() -> None:

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import gzip
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from html import escape
 from urllib.parse import urlsplit
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
-from prometheus_client import exposition
 from prometheus_client.core import Metric
 
 from exporter import __version__
 from exporter.config import SettingsError
-from exporter.exposition import render_openmetrics, render_text
+from exporter.exposition import encode, negotiate
 from exporter.scrape import Scraper
 
 SCRAPER_KEY = web.AppKey("scraper", Scraper)
@@ -44,35 +42,6 @@ LANDING = """<!DOCTYPE html>
 </body>
 </html>
 """
-
-
-def negotiate(accept: str | None, accept_encoding: str | None) -> tuple[str, bool]:
-    """(content type, gzip?) for what the client asked: OpenMetrics or text 0.0.4."""
-    _, content_type = exposition.choose_encoder(accept or "")
-    return content_type, bool(accept_encoding and "gzip" in accept_encoding)
-
-
-def encode(
-    families: Sequence[Metric], content_type: str, gzipped: bool
-) -> tuple[bytes, dict[str, str]]:
-    if content_type.startswith("application/openmetrics-text"):
-        body = render_openmetrics(families)
-    else:
-        body = render_text(families)
-    headers = {"Content-Type": content_type}
-    if gzipped:
-        # Level 1: a quarter of level 6's time for a third more bytes (measured on a
-        # 420 KB answer: 1.0 vs 4.2 ms, 31 vs 23 KB); at thousands of users it matters.
-        body = gzip.compress(body, compresslevel=1)
-        headers["Content-Encoding"] = "gzip"
-    return body, headers
-
-
-def render_exposition(
-    families: Iterable[Metric], accept: str | None, accept_encoding: str | None
-) -> tuple[bytes, dict[str, str]]:
-    """Encode for what the client asked: OpenMetrics or text 0.0.4, gzip when accepted."""
-    return encode(list(families), *negotiate(accept, accept_encoding))
 
 
 class RenderCache:

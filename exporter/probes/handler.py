@@ -16,7 +16,7 @@ import time
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge
 
-from exporter.http import render_exposition
+from exporter.exposition import render_exposition
 from exporter.probes import ike, l2tp, login
 from exporter.probes.base import Prober, Target, TargetError, check_target_port, parse_target
 from exporter.probes.config import Module, ProbeSettings

@@ -21,8 +21,13 @@ from exporter.config import (
     parse_duration,
     parse_vici_socket,
 )
+from exporter.config_file import read_document, settings_from_document
+from exporter.daemon import StartupError, serve
+from exporter.kernel.netlink import netns_problem
 from exporter.kernel.options import add_kernel_flags
 from exporter.logs import setup_logging
+from exporter.probe_config import probe_settings_for
+from exporter.web_config import load_web_config
 
 PROG = "l2tp-ipsec-exporter"
 
@@ -248,6 +253,11 @@ class CommandLine:
     flags: Mapping[str, Any]
     config_check: bool = False
 
+    def reload_settings(self) -> Settings:
+        """What a reload runs with: the config file read again, these flags on top (the
+        daemon's settings loader, handed to it by `main`)."""
+        return load_settings(self.settings.config_file, self.flags)
+
 
 def apply_flags(base: Settings, flags: Mapping[str, Any]) -> Settings:
     """`base` (built-in defaults or the config file) with the explicit flags on top."""
@@ -312,8 +322,6 @@ def load_settings(config_file: str | None, flags: Mapping[str, Any]) -> Settings
     """Settings from the config file (if any) and the flags; raises SettingsError."""
     base = Settings()
     if config_file:
-        from exporter.config_file import read_document, settings_from_document
-
         base = settings_from_document(read_document(config_file))
     settings = apply_flags(base, flags)
     _check_netns(settings, config_file, from_flag="kernel_netns" in flags)
@@ -322,8 +330,6 @@ def load_settings(config_file: str | None, flags: Mapping[str, Any]) -> Settings
 
 def _check_netns(settings: Settings, config_file: str | None, *, from_flag: bool) -> None:
     """A missing namespace is refused now (start, reload), never created later."""
-    from exporter.kernel.netlink import netns_problem
-
     netns = settings.kernel.netns
     problem = netns_problem(netns) if netns else None
     if netns and problem:
@@ -347,12 +353,8 @@ def parse_command_line(argv: Sequence[str] | None = None) -> CommandLine:
     try:
         settings = load_settings(config_file, args)
         if settings.web_config_file:
-            from exporter.web_config import load_web_config
-
             load_web_config(settings.web_config_file)  # a bad file stops us now
         if config_file:
-            from exporter.probe_config import probe_settings_for
-
             probe_settings_for(settings)  # validated now, not at the first probe
     except SettingsError as err:
         parser.error(str(err))
@@ -364,10 +366,10 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from exporter.daemon import StartupError, serve
-
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["demo"]:
+        # Imported here for start-up cost: the demo brings the lab (network namespaces,
+        # charon, Prometheus helpers), which only this subcommand uses.
         from exporter.demo import run_demo
 
         return run_demo(args[1:])
@@ -378,7 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     setup_logging(settings.log_level, settings.log_format)
     try:
-        asyncio.run(serve(settings, flags=command_line.flags))
+        asyncio.run(serve(settings, load_settings=command_line.reload_settings))
     except StartupError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 1

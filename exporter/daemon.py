@@ -11,7 +11,7 @@ import asyncio
 import dataclasses
 import logging
 import signal
-from collections.abc import Mapping
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -25,6 +25,7 @@ from exporter.http import RELOAD_KEY, build_app
 from exporter.http_limits import ConnectionGate, LimitedSite, server_kwargs
 from exporter.logs import HTTP_SERVER_LOG, setup_logging
 from exporter.privacy import PrivacyFilter
+from exporter.probe_config import probe_settings_for
 from exporter.probes.config import ProbeSettings
 from exporter.scrape import Scraper
 from exporter.strongswan.events import EventStream
@@ -35,15 +36,22 @@ from exporter.web_config import LiveWebConfig, load_web_config
 
 log = logging.getLogger("exporter")
 
+#: Builds the settings a reload applies (cli.main hands in one that reads the config file
+#: again with the command line's flags on top); raises SettingsError. Injected, so the
+#: daemon never imports the command line.
+SettingsLoader = Callable[[], Settings]
+
 
 class StartupError(Exception):
     """The daemon cannot start (e.g. the listen address is taken)."""
 
 
 class Runtime:
-    def __init__(self, settings: Settings, flags: Mapping[str, Any]) -> None:
+    def __init__(self, settings: Settings, load_settings: SettingsLoader | None = None) -> None:
         self.settings = settings
-        self.flags = flags
+        # Without a loader (settings built in code: the demo, tests) there is nothing to
+        # read again: a reload re-applies the running settings.
+        self.load_settings = load_settings or (lambda: self.settings)
         self.client = ViciClient(settings.vici_socket, settings.vici_timeout)
         options = settings.strongswan
         self.ledger: SaLedger | None = None
@@ -93,6 +101,8 @@ class Runtime:
         )
         app[RELOAD_KEY] = self.reload
         if self.probes is not None:
+            # Imported here for start-up cost: the probers and pycryptodome (~0.1 s) load
+            # only when probe modules are configured.
             from exporter.probes.handler import add_probe_routes
 
             add_probe_routes(app, self.probes)  # type: ignore[arg-type]  # a live proxy
@@ -101,10 +111,8 @@ class Runtime:
     async def reload(self) -> str:
         """Re-read the configuration; on error keep the running one and raise."""
         async with self._reload_lock:
-            from exporter.cli import load_settings
-
             try:
-                new = load_settings(self.settings.config_file, self.flags)
+                new = self.load_settings()
                 probes = _probe_settings(new)
                 web_config = None
                 path = self.settings.web_config_file
@@ -199,8 +207,6 @@ class LiveProbeSettings:
 
 
 def _probe_settings(settings: Settings) -> LiveProbeSettings | None:
-    from exporter.probe_config import probe_settings_for
-
     probes = probe_settings_for(settings)
     return None if probes is None else LiveProbeSettings(probes)
 
@@ -208,10 +214,10 @@ def _probe_settings(settings: Settings) -> LiveProbeSettings | None:
 async def serve(
     settings: Settings,
     stop: asyncio.Event | None = None,
-    flags: Mapping[str, Any] | None = None,
+    load_settings: SettingsLoader | None = None,
 ) -> None:
     stop = stop or asyncio.Event()
-    runtime = Runtime(settings, flags or {})
+    runtime = Runtime(settings, load_settings)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)

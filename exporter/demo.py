@@ -30,7 +30,10 @@ from exporter.config import (
     StrongswanOptions,
     ViciAddress,
 )
+from exporter.daemon import serve
+from exporter.lab import Lab, requirements
 from exporter.lab.configs import ConnName
+from exporter.lab.prometheus import PrometheusServer, scrape_config
 from exporter.logs import setup_logging
 
 log = logging.getLogger("exporter.demo")
@@ -58,8 +61,6 @@ def check_machine(with_prometheus: bool) -> None:
             "the demo needs root: it creates network namespaces and veth links and runs "
             "charon daemons in them (run it with sudo, or as root)"
         )
-    from exporter.lab import requirements
-
     problems = requirements.problems(promtool=with_prometheus)
     if with_prometheus and shutil.which("prometheus") is None:
         problems.append("missing prometheus: apt-get install prometheus")
@@ -92,10 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
 class Churn:
     """Clients living their lives: traffic now and then, drops, reconnects."""
 
-    def __init__(self, lab: object, interval: float, rng: random.Random) -> None:
-        from exporter.lab import Lab
-
-        assert isinstance(lab, Lab)
+    def __init__(self, lab: Lab, interval: float, rng: random.Random) -> None:
         self.lab = lab
         self.interval = interval
         self.rng = rng
@@ -128,8 +126,6 @@ class Churn:
 
 
 async def _serve_until_signal(settings: Settings, urls: Sequence[str]) -> None:
-    from exporter.daemon import serve
-
     stop = asyncio.Event()
     server = asyncio.create_task(serve(settings, stop))
     await asyncio.sleep(0.5)
@@ -151,9 +147,6 @@ def run_demo(argv: Sequence[str]) -> int:
     except (SettingsError, DemoError) as err:
         print(f"l2tp-ipsec-exporter demo: error: {err}", file=sys.stderr)
         return 1
-
-    from exporter.lab import Lab
-    from exporter.lab.prometheus import PrometheusServer, scrape_config
 
     # SIGTERM must unwind like Ctrl-C so the finally block tears the lab down (while the
     # daemon runs, its own handlers stop it cleanly instead).

@@ -329,12 +329,12 @@ def test_reload_of_a_bomb_does_not_block_the_loop(tmp_path: Path) -> None:
     from exporter.daemon import Runtime
 
     path = write(tmp_path, "vici:\n  timeout: 5s\n")
-    settings = parse_command_line(
+    command_line = parse_command_line(
         ["--config.file", str(path), "--vici.socket", f"unix://{tmp_path}/x.vici"]
-    ).settings
+    )
 
     async def main() -> float:
-        runtime = Runtime(settings, {"vici_socket": f"unix://{tmp_path}/x.vici"})
+        runtime = Runtime(command_line.settings, command_line.reload_settings)
         write(tmp_path, BOMBS["billion-laughs-in-modules"])
         started = time.monotonic()
         with no_hang(3), pytest.raises(SettingsError):

@@ -103,11 +103,10 @@ def test_missing_namespace_is_refused_at_reload(
     config = tmp_path / "config.yml"
     config.write_text(f"collectors:\n  kernel:\n    netns: {there}\n")
     vici = f"unix://{tmp_path}/no-charon.vici"
-    flags = {"vici_socket": vici}
-    settings = parse_command_line(["--config.file", str(config), "--vici.socket", vici]).settings
+    command_line = parse_command_line(["--config.file", str(config), "--vici.socket", vici])
 
     async def main() -> None:
-        runtime = Runtime(settings, flags)
+        runtime = Runtime(command_line.settings, command_line.reload_settings)
         try:
             config.write_text(f"collectors:\n  kernel:\n    netns: {missing}\n")
             with pytest.raises(SettingsError, match=f"{missing}.*no such network namespace"):

@@ -170,7 +170,7 @@ async def test_reload_refuses_a_login_module_without_allowed_targets(tmp_path: P
     command_line = parse_command_line(
         ["--config.file", str(config), "--vici.socket", "unix:///nonexistent/v"]
     )
-    runtime = Runtime(command_line.settings, command_line.flags)
+    runtime = Runtime(command_line.settings, command_line.reload_settings)
     try:
         async with TestClient(TestServer(runtime.app())) as client:
             write_config(config, None)

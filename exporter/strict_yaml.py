@@ -76,16 +76,18 @@ def decode(data: bytes) -> str:
         raise YamlProblem("not UTF-8", f"byte 0x{byte}; save the file as UTF-8", line) from None
 
 
+def _not_valid(err: yaml.YAMLError) -> YamlProblem:
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    return YamlProblem("not valid YAML", problem, mark.line + 1 if mark is not None else None)
+
+
 def compose(text: str) -> yaml.Node | None:
     """The node tree of a one-document YAML text, checked (see the module's doc)."""
     try:
         node = yaml.compose(text, Loader=_Loader)
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise YamlProblem(
-            "not valid YAML", problem, mark.line + 1 if mark is not None else None
-        ) from None
+        raise _not_valid(err) from None
     if node is not None:
         _check(node)
     return node
@@ -99,11 +101,7 @@ def construct(node: yaml.Node | None) -> Any:
     try:
         return loader.construct_document(node)
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise YamlProblem(
-            "not valid YAML", problem, mark.line + 1 if mark is not None else None
-        ) from None
+        raise _not_valid(err) from None
     finally:
         loader.dispose()
 

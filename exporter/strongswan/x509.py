@@ -152,9 +152,12 @@ def _time(tag: int, value: bytes) -> float:
     if tag == 0x17:
         year += 2000 if year < 50 else 1900  # RFC 5280 4.1.2.5.1
     zone = match[7] or b"Z"
-    offset = 0 if zone == b"Z" else (int(zone[1:3]) * 60 + int(zone[3:5])) * 60
-    if zone.startswith(b"-"):
-        offset = -offset
+    offset = 0
+    if zone != b"Z":
+        hours, minutes = int(zone[1:3]), int(zone[3:5])
+        if hours > 12 or minutes > 59:  # openssl's bounds: "Bad time value" past them
+            raise CertificateError(f"bad time offset {value[:32]!r}")
+        offset = (hours * 60 + minutes) * 60 * (-1 if zone.startswith(b"-") else 1)
     try:  # range checks (month 13, day 32, hour 24): calendar.timegm would roll them over
         when = datetime.datetime(year, month, day, hour, minute, second)
     except ValueError as err:
@@ -206,7 +209,7 @@ def read_certificate(der: bytes) -> CertificateFacts:
         raw_serial = raw_serial[1:]
     # The same colon-separated form `swanctl --list-certs` prints.
     serial = raw_serial.hex(":")
-    validity = _children(fields[3][1])
+    validity = _first_children(fields[3][1], 3)
     if len(validity) != 2:
         raise CertificateError("malformed validity")
     return CertificateFacts(

@@ -411,7 +411,7 @@ _LARGEST = 512 * 1024
 
 @pytest.mark.parametrize(
     "shape",
-    ["attributes", "rdns", "arcs", "serial", "tbs fields", "string"],
+    ["attributes", "rdns", "arcs", "serial", "tbs fields", "validity", "string"],
 )
 def test_the_largest_certificates_cost_time_and_memory_in_their_size(shape: str) -> None:
     attribute = _attribute_name(b"\x55\x04\x03")[2:]  # one SET of one attribute
@@ -427,6 +427,8 @@ def test_the_largest_certificates_cost_time_and_memory_in_their_size(shape: str)
         der = _certificate(name=_attribute_name(b"\x2a" * (_LARGEST // 2)))
     elif shape == "serial":
         der = _certificate(serial=b"\x7f" * _LARGEST)
+    elif shape == "validity":  # a quarter million times
+        der = _certificate(not_after=_tlv(0x17, b"270101000000Z") * (_LARGEST // 15))
     elif shape == "tbs fields":  # a TBSCertificate of a quarter million NULLs
         der = _tlv(0x30, _tlv(0x30, b"\x05\x00" * (_LARGEST // 2)))
     else:

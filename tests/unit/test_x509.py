@@ -59,6 +59,8 @@ def _certificate(not_after: bytes = b"270101000000Z", attribute: bytes | None = 
         b"270100000000Z",  # day 0: read as Dec 31
         b"270132000000Z",  # day 32: rolled over into February
         b"270101240000Z",  # hour 24
+        b"270101000000+1300",  # offsets past 12 hours or 59 minutes (openssl's bounds)
+        b"270101000000-0060",
         b"+1+1+1+1+1+1",  # int() takes signs, blanks, underscores: read as a date
         ("\u0661" * 12 + "Z").encode(),  # Arabic-Indic digits (refused before too)
     ],

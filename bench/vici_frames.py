@@ -38,6 +38,7 @@ from vici.protocol import Message, Packet
 
 from exporter.vici import codec
 from exporter.vici.connection import ViciConnection
+from exporter.vici.errors import ViciProtocolError
 
 KIB = 1024
 
@@ -103,7 +104,7 @@ def timed(decode: Callable[[bytes], Any], packet: bytes) -> tuple[float, str]:
     try:
         decode(packet)
         outcome = "decoded"
-    except codec.ViciProtocolError as err:
+    except ViciProtocolError as err:
         outcome = f"refused: {err}"
     return time.perf_counter() - start, outcome
 

@@ -108,7 +108,7 @@ def render_text(families: Iterable[Metric]) -> bytes:
     out: list[str] = []
     for family in families:
         if not _fast(family) or _has_created(family):
-            out.append(exposition.generate_latest(_One(family)).decode())  # type: ignore[arg-type]
+            out.append(exposition.generate_latest(_One(family)).decode())
             continue
         name, kind = family.name, family.type
         if kind == "counter":
@@ -128,7 +128,8 @@ def render_openmetrics(families: Iterable[Metric]) -> bytes:
     out: list[str] = []
     for family in families:
         if not _fast(family):
-            text = openmetrics.generate_latest(_One(family)).decode()  # type: ignore[no-untyped-call, arg-type]
+            # prometheus_client's OpenMetrics writer has no annotations.
+            text = openmetrics.generate_latest(_One(family)).decode()  # type: ignore[no-untyped-call]
             out.append(text.removesuffix("# EOF\n"))
             continue
         doc = _value(family.documentation)

@@ -38,7 +38,7 @@ class TableFamily(Metric):
     def extend(self, rows: Iterable[Row]) -> None:
         self.rows.extend(rows)
 
-    @property  # type: ignore[override]
+    @property
     def samples(self) -> list[Sample]:
         names = self.labels
         return [

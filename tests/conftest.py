@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from exporter.lab import process
 
@@ -121,12 +123,12 @@ class Scrape:
     """One /metrics answer: the text and its parsed families."""
 
     text: str
-    families: dict[str, Any] = field(default_factory=dict)
+    families: dict[str, Metric] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.families = {f.name: f for f in text_string_to_metric_families(self.text)}
 
-    def samples(self, name: str, **labels: str) -> list[Any]:
+    def samples(self, name: str, **labels: str) -> list[Sample]:
         """Samples whose name is ``name`` and whose labels include ``labels``."""
         return [
             s
@@ -142,6 +144,12 @@ class Scrape:
             return None
         assert len(found) == 1, f"{name}{labels} matches {len(found)} samples: {found}"
         return float(found[0].value)
+
+    def required_value(self, name: str, **labels: str) -> float:
+        """The one sample's value; error when absent or when several match."""
+        found = self.value(name, **labels)
+        assert found is not None, f"{name}{labels} is not in the scrape"
+        return found
 
 
 @dataclass

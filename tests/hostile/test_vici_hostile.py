@@ -183,7 +183,7 @@ async def test_wrong_kind_of_answer_to_a_request() -> None:
         await conn.request("version")
 
 
-async def _no_send(_data: bytes) -> None:
+async def _no_send(data: bytes) -> None:
     pass
 
 

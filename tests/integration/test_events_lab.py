@@ -13,9 +13,11 @@ from typing import Any
 
 import pytest
 
+from exporter.lab.base import NamespaceLab
 from exporter.lab.configs import XAUTH_USER
 from exporter.lab.netns import NetnsError
 from exporter.lab.rekey import ClientLedger, SaCounts, short_rekey_client_conf
+from tests.conftest import ExporterProcess, Scrape, StartExporter
 
 pytestmark = pytest.mark.lab
 
@@ -41,7 +43,7 @@ MONOTONIC = (
 # -- helpers -------------------------------------------------------------------------------------
 
 
-def start(start_exporter: Any, lab: Any) -> Any:
+def start(start_exporter: StartExporter, lab: NamespaceLab) -> ExporterProcess:
     # Exact totals at each check: the live CHILD SAs' counts come from a listing every
     # second instead of the default 60 s (ended SAs' counts come from events anyway).
     return start_exporter(
@@ -51,36 +53,36 @@ def start(start_exporter: Any, lab: Any) -> Any:
     )  # fmt: skip
 
 
-def ike(s: Any, conn: str, event: str) -> float:
+def ike(s: Scrape, conn: str, event: str) -> float:
     return s.value(IKE_EVENTS, conn=conn, event=event) or 0.0
 
 
-def child(s: Any, conn: str, event: str) -> float:
+def child(s: Scrape, conn: str, event: str) -> float:
     return s.value(CHILD_EVENTS, conn=conn, child=conn, event=event) or 0.0
 
 
-def established(s: Any, conn: str) -> float:
+def established(s: Scrape, conn: str) -> float:
     return s.value("strongswan_connection_established", conn=conn) or 0.0
 
 
-def streaming(s: Any) -> bool:
+def streaming(s: Scrape) -> bool:
     return s.value("strongswan_up") == 1 and s.value("strongswan_event_stream_up") == 1
 
 
-def traffic(s: Any, conn: str, kind: str = "bytes", direction: str = "in") -> float:
+def traffic(s: Scrape, conn: str, kind: str = "bytes", direction: str = "in") -> float:
     return (
         s.value(f"strongswan_child_sa_{kind}_total", conn=conn, child=conn, direction=direction)
         or 0.0
     )
 
 
-def user_traffic(s: Any, conn: str, user: str, kind: str, direction: str) -> float:
+def user_traffic(s: Scrape, conn: str, user: str, kind: str, direction: str) -> float:
     return (
         s.value(f"strongswan_user_{kind}_total", conn=conn, user=user, direction=direction) or 0.0
     )
 
 
-def matches(s: Any, conn: str, sent: SaCounts) -> bool:
+def matches(s: Scrape, conn: str, sent: SaCounts) -> bool:
     """The server's rekey-proof totals equal what the client counted: what the client sent
     came in, what it received went out."""
     return (
@@ -91,7 +93,7 @@ def matches(s: Any, conn: str, sent: SaCounts) -> bool:
     )
 
 
-def totals_text(s: Any, conn: str, sent: SaCounts) -> str:
+def totals_text(s: Scrape, conn: str, sent: SaCounts) -> str:
     got = {(k, d): traffic(s, conn, k, d) for k in ("bytes", "packets") for d in ("in", "out")}
     return f"server {got}; client {sent}"
 
@@ -99,23 +101,23 @@ def totals_text(s: Any, conn: str, sent: SaCounts) -> str:
 class Recorder:
     """Every scrape a test takes, so monotonicity can be checked over all of them."""
 
-    def __init__(self, exp: Any) -> None:
+    def __init__(self, exp: ExporterProcess) -> None:
         self.exp = exp
-        self.scrapes: list[Any] = []
+        self.scrapes: list[Scrape] = []
 
-    def scrape(self) -> Any:
+    def scrape(self) -> Scrape:
         s = self.exp.scrape()
         self.scrapes.append(s)
         return s
 
-    def wait_for(self, check: Callable[[Any], bool], timeout: float = 20.0) -> Any:
-        def keep(s: Any) -> bool:
+    def wait_for(self, check: Callable[[Scrape], bool], timeout: float = 20.0) -> Scrape:
+        def keep(s: Scrape) -> bool:
             self.scrapes.append(s)
             return check(s)
 
         return self.exp.wait_for(keep, timeout=timeout)
 
-    def hold(self, seconds: float) -> list[Any]:
+    def hold(self, seconds: float) -> list[Scrape]:
         """Scrape for ``seconds`` (a drop counted late would show up in this window)."""
         deadline = time.monotonic() + seconds
         taken = []
@@ -224,7 +226,7 @@ def test_terminated_clients_are_counted_down_exactly_once(
         )
     )
     assert before.value(LAST_CHANGE, conn="nycmesh") is None  # nothing happened yet
-    events_before = before.value("strongswan_event_stream_events_total")
+    events_before = before.required_value("strongswan_event_stream_events_total")
     dropped = {"nycmesh": 2, "ikev2-psk": 1}
 
     t0 = time.time()
@@ -252,7 +254,7 @@ def test_terminated_clients_are_counted_down_exactly_once(
             assert child(s, conn, event) == child(before, conn, event), (conn, event)
         changed = s.value(LAST_CHANGE, conn=conn)
         assert changed is not None and t0 - 1 <= changed <= time.time() + 1, (conn, changed, t0)
-    assert s.value("strongswan_event_stream_events_total") >= events_before + 2 * 3
+    assert s.required_value("strongswan_event_stream_events_total") >= events_before + 2 * 3
     rec.assert_monotonic()
 
 
@@ -452,7 +454,7 @@ def test_server_restart_mid_run(hard: bool, make_lab: Any, start_exporter: Any) 
         assert client.ping(3) == 3
         old[client.conn] = ClientLedger(client.charon).read()
     before = rec.wait_for(lambda s: all(matches(s, c, old[c]) for c in conns))
-    reconnects = before.value("strongswan_event_stream_reconnects_total")
+    reconnects = before.required_value("strongswan_event_stream_reconnects_total")
 
     if hard:
         lab.server.kill()
@@ -466,7 +468,7 @@ def test_server_restart_mid_run(hard: bool, make_lab: Any, start_exporter: Any) 
     s = rec.wait_for(
         lambda s: (
             streaming(s)
-            and s.value("strongswan_event_stream_reconnects_total") >= reconnects + 1
+            and s.required_value("strongswan_event_stream_reconnects_total") >= reconnects + 1
             and all(ike(s, c, "down") == 1 and child(s, c, "down") == 1 for c in conns)
         ),
         timeout=30,

@@ -13,17 +13,18 @@ from typing import Any
 import pytest
 
 from exporter.lab.configs import POOLS, SECRETS, XAUTH_USER
+from tests.conftest import Scrape
 
 pytestmark = pytest.mark.lab
 
 NYC = {"conn": "nycmesh"}
 
 
-def _ike(scrape: Any, conn: str, state: str = "ESTABLISHED") -> float | None:
+def _ike(scrape: Scrape, conn: str, state: str = "ESTABLISHED") -> float | None:
     return scrape.value("strongswan_ike_sas", conn=conn, state=state)
 
 
-def _installed_children(scrape: Any, conn: str) -> float:
+def _installed_children(scrape: Scrape, conn: str) -> float:
     return sum(
         s.value for s in scrape.samples("strongswan_child_sas", conn=conn, state="INSTALLED")
     )

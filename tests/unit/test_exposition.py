@@ -15,9 +15,7 @@ from prometheus_client.core import (
     InfoMetricFamily,
     Metric,
 )
-from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.samples import Sample
-from prometheus_client.utils import floatToGoString
 
 from exporter.collectors.limits import SeriesLimiter
 from exporter.collectors.strongswan import render
@@ -30,7 +28,7 @@ from exporter.strongswan.ledger import SaLedger
 from exporter.strongswan.model import ChildSA, IkeSA
 from exporter.table_family import TableFamily, counter_table, gauge_table
 from tests.recordings import RECORDED_NOW, load_answers, scenarios
-from tests.reference import Families
+from tests.reference import Families, floatToGoString, openmetrics_latest
 
 
 def recorded_families() -> list[Metric]:
@@ -56,15 +54,19 @@ async def scraped_families() -> list[Metric]:
     return await Scraper([]).scrape()  # runtime families: process, platform, gc
 
 
+def runtime_families() -> list[Metric]:
+    return asyncio.run(scraped_families())
+
+
 @pytest.mark.parametrize("source", ["recorded", "tricky", "runtime"])
 def test_same_bytes_as_prometheus_client(source: str) -> None:
     families = {
         "recorded": recorded_families,
         "tricky": tricky_families,
-        "runtime": lambda: asyncio.run(scraped_families()),
+        "runtime": runtime_families,
     }[source]()
-    assert render_text(families) == exposition.generate_latest(Families(families))  # type: ignore[arg-type]
-    assert render_openmetrics(families) == openmetrics.generate_latest(Families(families))  # type: ignore[arg-type]
+    assert render_text(families) == exposition.generate_latest(Families(families))
+    assert render_openmetrics(families) == openmetrics_latest(Families(families))
 
 
 def table_families() -> list[Metric]:
@@ -132,8 +134,8 @@ def test_tables_same_bytes_as_prometheus_client(source: str) -> None:
     # holds the row writer to the reference.
     families = table_families() if source == "tables" else ledger_families()
     assert any(isinstance(f, TableFamily) and f.rows for f in families)
-    assert render_text(families) == exposition.generate_latest(Families(families))  # type: ignore[arg-type]
-    assert render_openmetrics(families) == openmetrics.generate_latest(Families(families))  # type: ignore[arg-type]
+    assert render_text(families) == exposition.generate_latest(Families(families))
+    assert render_openmetrics(families) == openmetrics_latest(Families(families))
 
 
 @given(st.one_of(st.integers(min_value=-(2**70), max_value=2**70), st.floats()))

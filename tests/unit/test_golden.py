@@ -44,7 +44,7 @@ def exposition(scenario: Path, options: StrongswanOptions) -> str:
     snapshot = assemble_snapshot(load_answers(scenario), RECORDED_NOW)
     limiter = SeriesLimiter(options.series_limit)
     families = [up_family(True), *render(snapshot, options, limiter), dropped_family(limiter)]
-    return generate_latest(Families(families)).decode()  # type: ignore[arg-type]
+    return generate_latest(Families(families)).decode()
 
 
 @pytest.mark.parametrize("variant", sorted(OPTIONS))

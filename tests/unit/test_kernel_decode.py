@@ -83,7 +83,7 @@ def xfrm_fixture() -> XfrmSnapshot:
 
 
 def exposition(families: list[Any]) -> str:
-    return generate_latest(Families(families)).decode()  # type: ignore[arg-type]
+    return generate_latest(Families(families)).decode()
 
 
 def check_golden(name: str, text: str) -> None:
@@ -117,7 +117,7 @@ def test_ppp_counters_are_the_kernels_64bit_stats() -> None:
         assert stats.rx_packets >= t["pings"]
     stamps = [by_name[n].up_since for n in ("ppp0", "ppp1", "ppp2")]
     assert all(s is not None and s > BOOTED_AT for s in stamps)
-    assert stamps == sorted(stamps)  # type: ignore[type-var]
+    assert stamps == sorted(stamps)
 
 
 def test_ppp_pattern_selects_interfaces() -> None:

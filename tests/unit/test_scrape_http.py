@@ -8,7 +8,7 @@ import asyncio
 import gzip
 
 from aiohttp.test_utils import TestClient, TestServer
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.collectors.base import Collection
@@ -104,13 +104,13 @@ def test_render_cache_renders_each_collection_once_per_format() -> None:
     from exporter.http import RenderCache
 
     cache = RenderCache()
-    families = [GaugeMetricFamily("demo_value", "A value.", value=1)]
+    families: list[Metric] = [GaugeMetricFamily("demo_value", "A value.", value=1)]
     om = "application/openmetrics-text; version=1.0.0"
     first = cache.get(families, None, None)
     assert cache.get(families, None, None) is first  # shared, not rendered again
     assert cache.get(families, om, None) is not first
     assert cache.get(families, None, "gzip")[1]["Content-Encoding"] == "gzip"
-    fresh = [GaugeMetricFamily("demo_value", "A value.", value=2)]
+    fresh: list[Metric] = [GaugeMetricFamily("demo_value", "A value.", value=2)]
     assert b"demo_value 2.0" in cache.get(fresh, None, None)[0]
 
 

@@ -27,14 +27,17 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
-try:
+if TYPE_CHECKING:  # mypy checks the package import; a script finds build.py next to it
     from . import build
-except ImportError:  # run as a script: python3 tests/vmlab/guest.py
-    import build  # type: ignore[no-redef]
+else:
+    try:
+        from . import build
+    except ImportError:  # run as a script: python3 tests/vmlab/guest.py
+        import build
 
 CTL_PORT = 8000
 EXPORTER_PORT = 9814

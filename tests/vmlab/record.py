@@ -21,12 +21,15 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-try:
+if TYPE_CHECKING:  # mypy checks the package import; a script finds guest.py next to it
     from .guest import Guest
-except ImportError:  # run as a script
-    from guest import Guest  # type: ignore[no-redef]
+else:
+    try:
+        from .guest import Guest
+    except ImportError:  # run as a script
+        from guest import Guest
 
 REPO = Path(__file__).resolve().parents[2]
 NETLINK = REPO / "tests/fixtures/netlink"

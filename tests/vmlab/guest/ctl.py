@@ -150,7 +150,8 @@ def ifaces(netns: str | None = None) -> list[dict[str, Any]]:
     # "ip -j -s addr" is not valid on all versions; fall back to link + addr.
     if not out.strip().startswith("["):
         out = sh(pre + "-j addr show").stdout
-    return json.loads(out or "[]")
+    found: list[dict[str, Any]] = json.loads(out or "[]")
+    return found
 
 
 def iface_stats(name: str, netns: str | None = None) -> dict[str, int]:
@@ -364,8 +365,8 @@ class Client:
         )
         ctl = self.run / "xl2tpd/l2tp-control"
         wait_for(lambda: ctl.exists(), 30, f"{self.ns} xl2tpd control pipe")
-        with open(ctl, "w") as f:
-            f.write("c nycmesh\n")
+        with open(ctl, "w") as pipe:
+            pipe.write("c nycmesh\n")
         ppp = wait_for(self.ppp, timeout, f"{self.ns} ppp0 address", step=0.3)
         return {
             "client": self.n,
@@ -505,8 +506,8 @@ class Plain:
         try:
             ctl = run / "xl2tpd/l2tp-control"
             wait_for(lambda: ctl.exists(), 30, "plain xl2tpd control pipe")
-            with open(ctl, "w") as f:
-                f.write("c nycmesh\n")
+            with open(ctl, "w") as pipe:
+                pipe.write("c nycmesh\n")
             with contextlib.suppress(TimeoutError):
                 wait_for(
                     lambda: xfrm_stat()["XfrmInTmplMismatch"] > before["XfrmInTmplMismatch"],

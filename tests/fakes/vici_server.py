@@ -160,6 +160,8 @@ class FakeViciServer:
         #: Close each connection at its first packet, unanswered.
         self.hang_up = False
         self.connections_opened = 0
+        #: Packets answered (an answer may go to a connection its client already left).
+        self.answered = 0
         self._connections: dict[int, _Connection] = {}
         #: Names held unanswered; None: everything.
         self._held: frozenset[str] | None = frozenset()
@@ -323,6 +325,8 @@ class FakeViciServer:
         return Asked(seq, conn.number, decoded.kind, decoded.name, arguments, loop.time())
 
     def _answer(self, conn: _Connection, asked: Asked) -> None:
+        self.answered += 1
+        self._changed()
         if asked.kind == Packet.EVENT_REGISTER:
             conn.registered.add(asked.name)
             conn.send(frame(bytes([Packet.EVENT_CONFIRM])))

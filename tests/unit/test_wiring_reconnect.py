@@ -68,7 +68,7 @@ async def test_a_late_answer_is_never_read_as_the_next_ones(tmp_path: Path) -> N
         client = ViciClient(charon.address, timeout=0.2, clock=lambda: now[0])
         try:
             charon.hold("version")
-            with pytest.raises(ViciConnectionError, match="did not answer within 0.2 s"):
+            with pytest.raises(ViciConnectionError, match=r"did not answer within 0\.2 s"):
                 await client.request("version")
             answered = charon.answered
             charon.resume()

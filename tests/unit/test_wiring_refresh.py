@@ -1,0 +1,85 @@
+"""The background refresher's schedule, counted in the commands the fake VICI server saw:
+the cheap questions every refresh_interval, list-sas every sa_refresh_interval and right
+after the event stream reconnects.
+
+Intervals are short (20 ms, 500 ms) so the test takes a second; its checks are lower bounds
+on the gaps and counts the exporter cannot miss, so a slow machine only makes it slower.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vici.protocol import Packet
+
+from exporter.daemon import Runtime
+from tests.fakes.exporter_wiring import settings_for
+from tests.fakes.vici_server import FakeViciServer
+
+#: Float rounding between the loop's clock in the fake and time.monotonic() in the exporter.
+EPSILON = 0.001
+#: The questions of every round, in order; a listing round adds list-sas after stats.
+CHEAP = ["version", "stats", "list-conns", "get-pools", "list-certs", "get-counters"]
+
+
+async def test_cheap_questions_every_refresh_interval_listing_every_sa_refresh_interval(
+    tmp_path: Path,
+) -> None:
+    refresh, sa_refresh = 0.02, 0.5
+    async with FakeViciServer(tmp_path / "charon.vici") as charon:
+        settings = settings_for(
+            charon.path, refresh_interval=refresh, sa_refresh_interval=sa_refresh, events=False
+        )
+        runtime = Runtime(settings)
+        runtime.start()
+        try:
+            await charon.wait_until(lambda: charon.count("list-sas") >= 3)
+        finally:
+            await runtime.close()
+
+    commands = [a for a in charon.asked if a.kind == Packet.CMD_REQUEST]
+    rounds = [a.at for a in commands if a.name == "version"]
+    listings = [a.at for a in commands if a.name == "list-sas"]
+    # The first round lists (nothing was listed yet).
+    assert listings[0] < rounds[1]
+    # A round starts refresh_interval after the last one ended, never sooner.
+    assert min(b - a for a, b in zip(rounds, rounds[1:], strict=False)) >= refresh - EPSILON
+    # A listing comes sa_refresh_interval after the last one, never sooner ...
+    assert min(b - a for a, b in zip(listings, listings[1:], strict=False)) >= sa_refresh - EPSILON
+    # ... and the rounds in between ask only the cheap questions.
+    between = [t for t in rounds if listings[0] < t < listings[1]]
+    assert len(between) >= 3, f"{len(between)} rounds between two listings"
+    # Every round asks every cheap question.
+    assert [a.name for a in commands if a.name != "list-sas"][: 2 * len(CHEAP)] == CHEAP * 2
+
+
+async def test_listing_right_after_the_event_stream_reconnects(tmp_path: Path) -> None:
+    async with FakeViciServer(tmp_path / "charon.vici") as charon:
+        # sa_refresh_interval of an hour: every listing here is one the stream asked for.
+        settings = settings_for(charon.path, refresh_interval=0.02, sa_refresh_interval=3600)
+        runtime = Runtime(settings)
+        runtime.start()
+        try:
+
+            def settled_after(registration: int) -> bool:
+                """A listing after the stream registered, then three rounds without one."""
+                listed = charon.last("list-sas")
+                return (
+                    listed is not None
+                    and listed.seq > registration
+                    and charon.count("stats", after=listed.seq) >= 3
+                )
+
+            await charon.wait_until(lambda: len(charon.stream_registrations) == 1)
+            first = charon.stream_registrations[0].seq
+            await charon.wait_until(lambda: settled_after(first))
+            listed = charon.count("list-sas")
+
+            assert charon.drop(event_stream_only=True) == 1
+            await charon.wait_until(lambda: len(charon.stream_registrations) == 2)
+            second = charon.stream_registrations[1].seq
+            await charon.wait_until(lambda: settled_after(second))
+            # The stream's loss and its reconnect: at most one listing each, no more.
+            assert charon.count("list-sas") - listed in (1, 2)
+        finally:
+            await runtime.close()

@@ -8,6 +8,7 @@ on the gaps and counts the exporter cannot miss, so a slow machine only makes it
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 from vici.protocol import Packet
@@ -43,9 +44,9 @@ async def test_cheap_questions_every_refresh_interval_listing_every_sa_refresh_i
     # The first round lists (nothing was listed yet).
     assert listings[0] < rounds[1]
     # A round starts refresh_interval after the last one ended, never sooner.
-    assert min(b - a for a, b in zip(rounds, rounds[1:], strict=False)) >= refresh - EPSILON
+    assert min(b - a for a, b in itertools.pairwise(rounds)) >= refresh - EPSILON
     # A listing comes sa_refresh_interval after the last one, never sooner ...
-    assert min(b - a for a, b in zip(listings, listings[1:], strict=False)) >= sa_refresh - EPSILON
+    assert min(b - a for a, b in itertools.pairwise(listings)) >= sa_refresh - EPSILON
     # ... and the rounds in between ask only the cheap questions.
     between = [t for t in rounds if listings[0] < t < listings[1]]
     assert len(between) >= 3, f"{len(between)} rounds between two listings"

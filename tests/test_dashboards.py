@@ -258,7 +258,9 @@ LISTED_COUNTERS = re.compile(r"rate\((strongswan_child_sa|strongswan_user)_(byte
 
 
 def seconds(duration: str) -> float:
-    number, unit = re.fullmatch(r"(\d+)([smh])", duration).groups()  # type: ignore[union-attr]
+    match = re.fullmatch(r"(\d+)([smh])", duration)
+    assert match is not None, f"not a duration: {duration}"
+    number, unit = match.groups()
     return float(number) * {"s": 1, "m": 60, "h": 3600}[unit]
 
 

@@ -314,7 +314,7 @@ async def test_healthcheck_command_against_a_real_server() -> None:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port: int = runner.addresses[0][1]
     try:
         assert await run_healthcheck(f"http://127.0.0.1:{port}/-/healthy") == 0
         # 404 is an answer too: the daemon lives (a 5xx would not be).
@@ -338,7 +338,7 @@ async def test_healthcheck_counts_401_as_alive_and_500_as_dead() -> None:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port: int = runner.addresses[0][1]
     try:
         assert await run_healthcheck(f"http://127.0.0.1:{port}/-/healthy") == 0
         assert await run_healthcheck(f"http://127.0.0.1:{port}/broken") == 1

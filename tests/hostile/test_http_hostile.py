@@ -80,7 +80,7 @@ async def start(with_auth: bool) -> tuple[web.AppRunner, Server]:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port: int = runner.addresses[0][1]
     return runner, Server(port, [])
 
 
@@ -721,7 +721,7 @@ async def test_when_every_connection_is_busy_a_new_one_is_closed_at_once() -> No
     await runner.setup()
     site = LimitedSite(runner, "127.0.0.1", 0, gate)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port: int = runner.addresses[0][1]
     try:
         busy = [
             asyncio.create_task(raw_exchange(port, request("/slow"), timeout=10)) for _ in range(2)

@@ -11,6 +11,7 @@ with `UPDATE_GOLDEN=1 pytest tests/unit/test_kernel_decode.py`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -270,7 +271,8 @@ def test_stale_hook_record_is_ignored() -> None:
     no ip-down, name reused): the record is not applied."""
     hooks = _hooks_from_recording()
     old = hooks["ppp0"]
-    hooks["ppp0"] = PppHookRecord(**{**old.__dict__, "ifindex": old.ifindex + 100})  # type: ignore[operator]
+    assert old.ifindex is not None
+    hooks["ppp0"] = dataclasses.replace(old, ifindex=old.ifindex + 100)
     sessions = {s.interface: s for s in join_sessions(ppp_fixture(), l2tp_fixture(), hooks, None)}
     assert sessions["ppp0"].ppp_user == "" and sessions["ppp0"].public_address == ""
     assert sessions["ppp1"].ppp_user == "nycmesh"

@@ -14,13 +14,14 @@ import os
 import secrets
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from exporter.collectors.base import Collector
 from exporter.collectors.kernel import build_kernel_collectors
 from exporter.kernel.l2tp import L2tpUnavailable, dump_l2tp
 from exporter.kernel.options import KernelOptions
@@ -29,15 +30,18 @@ from exporter.kernel.xfrm import dump_xfrm
 from exporter.scrape import Scraper
 from tests.reference import Families
 
+#: A sample's labels as (name, value) pairs in name order.
+Labels = tuple[tuple[str, str], ...]
+
 
 def _l2tp_missing() -> bool:
     return not Path("/sys/module/l2tp_netlink").exists()
 
 
-async def _scrape(collectors: list) -> dict[str, dict[tuple, float]]:  # type: ignore[type-arg]
+async def _scrape(collectors: Sequence[Collector]) -> dict[str, dict[Labels, float]]:
     families = await Scraper(collectors).scrape()
     text = generate_latest(Families(families)).decode()
-    out: dict[str, dict[tuple, float]] = {}  # type: ignore[type-arg]
+    out: dict[str, dict[Labels, float]] = {}
     for fam in text_string_to_metric_families(text):
         for s in fam.samples:
             out.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value

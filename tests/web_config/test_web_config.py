@@ -115,7 +115,7 @@ async def serve() -> AsyncIterator[Serve]:
         runners.append(runner)
         site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=config.ssl_context())
         await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        port: int = runner.addresses[0][1]
         scheme = "https" if config.ssl_context() else "http"
         return f"{scheme}://127.0.0.1:{port}"
 
@@ -427,7 +427,7 @@ async def test_reload_swaps_certificate_users_and_headers(pki: Pki) -> None:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=live.ssl_context())
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port: int = runner.addresses[0][1]
     url = f"https://127.0.0.1:{port}"
     ctx = client_context(pki)
     try:

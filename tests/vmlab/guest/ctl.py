@@ -379,8 +379,8 @@ class Client:
         pids = self.pids()
         for name in ("pppd", "xl2tpd", "charon"):
             pid = pids[name]
-            if alive(pid):
-                os.kill(pid, sig)  # type: ignore[arg-type]
+            if pid is not None and alive(pid):
+                os.kill(pid, sig)
         for p in (self.charon, self.xl2tpd):
             if p is not None and p.poll() is None and sig == signal.SIGKILL:
                 p.kill()

@@ -26,12 +26,15 @@ def settings_for(socket: Path, timeout: float = 2.0, **strongswan: Any) -> Setti
     )
 
 
-def config_file_text(socket: Path, timeout: str, refresh: str = "50ms") -> str:
-    """A configuration file (--config.file) with the same shape as `settings_for`."""
+def config_file_text(socket: Path, timeout: str, refresh: str = "50ms", events: bool = True) -> str:
+    """A configuration file (--config.file) with the same shape as `settings_for`; the
+    SAs are listed when the event stream (re)connects, else every hour."""
+    on = "true" if events else "false"
+    strongswan = f"refresh_interval: {refresh}, sa_refresh_interval: 1h, events: {on}"
     return (
         f"vici: {{socket: 'unix://{socket}', timeout: {timeout}}}\n"
         "collectors:\n"
-        f"  strongswan: {{refresh_interval: {refresh}, sa_refresh_interval: 1h}}\n"
+        f"  strongswan: {{{strongswan}}}\n"
         "  ppp: {enabled: false}\n"
         "  l2tp: {enabled: false}\n"
         "  xfrm: {enabled: false}\n"

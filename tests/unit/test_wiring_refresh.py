@@ -11,11 +11,12 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
+import pytest
 from vici.protocol import Packet
 
 from exporter.daemon import Runtime
-from tests.fakes.exporter_wiring import settings_for
-from tests.fakes.vici_server import FakeViciServer
+from tests.fakes.exporter_wiring import scrape, settings_for
+from tests.fakes.vici_server import FakeViciServer, eventually
 
 #: Float rounding between the loop's clock in the fake and time.monotonic() in the exporter.
 EPSILON = 0.001
@@ -84,3 +85,44 @@ async def test_listing_right_after_the_event_stream_reconnects(tmp_path: Path) -
             assert charon.count("list-sas") - listed in (1, 2)
         finally:
             await runtime.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="product bug: StrongswanState._run clears its wake-up after a round, so a "
+    "request_refresh() (the event stream's on_lost) made while a round is under way is lost "
+    "and the listing it asked for waits for sa_refresh_interval; clearing the wake-up "
+    "before the round (when _listing_due() is read) keeps it",
+)
+async def test_a_listing_asked_for_during_a_round_is_not_lost(tmp_path: Path) -> None:
+    async with FakeViciServer(tmp_path / "charon.vici") as charon:
+        settings = settings_for(
+            charon.path, timeout=5.0, refresh_interval=0.02, sa_refresh_interval=3600
+        )
+        runtime = Runtime(settings)
+        runtime.start()
+        try:
+            # Settled: the first round's listing and the stream's, then cheap rounds.
+            await charon.wait_until(lambda: charon.count("list-sas") >= 2)
+            listed = charon.last("list-sas")
+            assert listed is not None
+            await charon.wait_until(lambda: charon.count("stats", after=listed.seq) >= 2)
+            # A round is under way (held at stats) when the event stream is lost, and the
+            # stream cannot subscribe again (its listing then would hide the lost one).
+            charon.hold("stats", "ike-updown")
+            asked = len(charon.asked)
+            await charon.wait_until(lambda: charon.count("stats", after=asked) >= 1)
+            charon.drop(event_stream_only=True)
+            await eventually(
+                lambda: _scraped(runtime, "strongswan_event_stream_up", 0), "the stream lost"
+            )
+            charon.hold("ike-updown")  # the round goes on
+            held_round = len(charon.asked)
+            await charon.wait_until(lambda: charon.count("get-counters", after=held_round) >= 3)
+            assert charon.count("list-sas", after=asked) >= 1, "the stream's loss asked for one"
+        finally:
+            await runtime.close()
+
+
+async def _scraped(runtime: Runtime, name: str, expected: float) -> bool:
+    return (await scrape(runtime.scraper)).get(name) == expected

@@ -22,7 +22,12 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from vici.protocol import Message, Packet
+from vici.protocol import Packet
+
+from exporter.vici.codec import frame as _frame
+
+# The frames both fakes send are encoded in one place: the replaying fake's.
+from tests.fakes.vici_server import encode_event, encode_response
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "vici-events"
 HEADER = struct.Struct("!I")
@@ -64,16 +69,8 @@ def flood_events(
             yield name, msg
 
 
-def encode_event(name: str, message: Mapping[str, Any]) -> bytes:
-    return _frame(Packet._named_request(Packet.EVENT, name, Message.serialize(message)))
-
-
-def _frame(packet: bytes) -> bytes:
-    return HEADER.pack(len(packet)) + packet
-
-
 def _response(message: Mapping[str, Any] | None = None) -> bytes:
-    return _frame(bytes([Packet.CMD_RESPONSE]) + Message.serialize(message or {}))
+    return encode_response(message or {})
 
 
 class FakeCharon:

@@ -20,7 +20,8 @@ A test steers it and waits on what it saw:
   on it (no sleeps).
 
 tests/hostile/fake_charon.py is another kind of peer: threaded, with fixed answers, it
-floods the event stream as fast as the exporter reads (memory bounds, bench/soak.py).
+floods the event stream as fast as the exporter reads (memory bounds, bench/soak.py); it
+sends its frames with this module's encoders.
 """
 
 from __future__ import annotations

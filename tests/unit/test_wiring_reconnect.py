@@ -6,12 +6,18 @@ The client's clock is the test's: the delays are checked exactly, without waitin
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
 
+from exporter.strongswan import events
+from exporter.strongswan.ledger import SaLedger
 from exporter.vici import Backoff, ViciClient, ViciConnectionError
-from tests.fakes.vici_server import FakeViciServer
+from tests.fakes.vici_server import FakeViciServer, eventually
+
+#: Float rounding between the loop's clock in the fake and the exporter's.
+EPSILON = 0.001
 
 
 async def test_reconnects_after_a_drop_with_a_backoff_reset_only_by_an_answer(
@@ -79,3 +85,55 @@ async def test_a_late_answer_is_never_read_as_the_next_ones(tmp_path: Path) -> N
             assert charon.connections_opened == 2
         finally:
             await client.close()
+
+
+async def test_event_stream_backoff_starts_over_only_after_a_stable_connection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The event stream's own rule: a connection that dies at once after connecting (a peer
+    that hangs up, or sends garbage) keeps doubling the delay; one that lived
+    STABLE_SECONDS proved the peer sane, and the delay starts over."""
+    stable = 0.5
+    monkeypatch.setattr(events, "STABLE_SECONDS", stable)
+    backoff = Backoff(initial=0.02, maximum=0.08)
+    listings: list[int] = []
+
+    async def reconcile() -> None:
+        listings.append(1)
+
+    async with FakeViciServer(tmp_path / "charon.vici") as charon:
+        stream = events.EventStream(
+            charon.address, 2.0, SaLedger(), reconcile, backoff=backoff, liveness_interval=0.1
+        )
+        charon.hang_up = True  # every attempt: connected, then hung up on, unregistered
+        stream.start()
+        try:
+            await charon.wait_until(lambda: charon.connections_opened >= 5)
+            attempts = [a.at for a in charon.stream_registrations]
+            gaps = [b - a for a, b in itertools.pairwise(attempts)]
+            assert all(
+                g >= d - EPSILON for g, d in zip(gaps, [0.02, 0.04, 0.08, 0.08], strict=False)
+            )
+            assert backoff.delay == 0.08
+            assert not stream.up and not listings
+
+            charon.hang_up = False
+            await eventually(lambda: stream.up, "the stream subscribed")
+            assert listings == [1]  # and asked for a listing
+            # It lives past STABLE_SECONDS (its liveness questions say how long) ...
+            connection = charon.stream_registrations[-1].connection
+            await charon.wait_until(lambda: _questions(charon, connection) > stable / 0.1)
+            charon.drop(event_stream_only=True)
+            await eventually(lambda: stream.up and stream.reconnects == 1, "subscribed again")
+            assert backoff.delay == 0.02  # ... so the delay started over
+            # One lost at once after connecting does not start it over.
+            charon.drop(event_stream_only=True)
+            await eventually(lambda: stream.up and stream.reconnects == 2, "subscribed again")
+            assert backoff.delay == 0.04
+            assert listings == [1, 1, 1]
+        finally:
+            await stream.stop()
+
+
+def _questions(charon: FakeViciServer, connection: int) -> int:
+    return sum(1 for a in charon.asked if a.connection == connection and a.name == "version")

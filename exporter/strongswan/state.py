@@ -123,11 +123,14 @@ class StrongswanState:
 
     async def _run(self) -> None:
         while True:
+            list_sas = self._listing_due()
+            # Cleared before the round: a request_refresh() while it runs (the event
+            # stream lost) must start the next round at once, not wait for the interval.
+            self._wake.clear()
             try:
-                await self.refresh(list_sas=self._listing_due())
+                await self.refresh(list_sas=list_sas)
             except Exception:  # the refresher must outlive any surprise
                 log.exception("refresh failed")
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.refresh_interval):
                     await self._wake.wait()

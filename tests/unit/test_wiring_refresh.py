@@ -11,7 +11,6 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-import pytest
 from vici.protocol import Packet
 
 from exporter.daemon import Runtime
@@ -87,13 +86,6 @@ async def test_listing_right_after_the_event_stream_reconnects(tmp_path: Path) -
             await runtime.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: StrongswanState._run clears its wake-up after a round, so a "
-    "request_refresh() (the event stream's on_lost) made while a round is under way is lost "
-    "and the listing it asked for waits for sa_refresh_interval; clearing the wake-up "
-    "before the round (when _listing_due() is read) keeps it",
-)
 async def test_a_listing_asked_for_during_a_round_is_not_lost(tmp_path: Path) -> None:
     async with FakeViciServer(tmp_path / "charon.vici") as charon:
         settings = settings_for(

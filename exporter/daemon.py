@@ -166,6 +166,10 @@ class Runtime:
             self.client.reconfigure(new.vici_socket, new.vici_timeout)
             if self.stream is not None:
                 self.stream.reconfigure(new.vici_socket, new.vici_timeout)
+            if new.vici_socket != old.vici_socket:
+                # Another charon: its SAs, not the old one's, from the next round on (with
+                # events on, the stream's reconnect asks for this too).
+                self.state.request_refresh()
         self.collector.reconfigure(new.strongswan)
         if self.ledger is not None:
             self.ledger.user_idle_seconds = new.strongswan.user_idle_seconds

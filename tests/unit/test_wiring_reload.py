@@ -90,14 +90,6 @@ async def test_rejected_reload_keeps_the_connections(tmp_path: Path) -> None:
             await runtime.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: with the event stream off, a reload to another VICI socket keeps "
-    "the old charon's SAs (strongswan_ike_sas, per-SA and per-user series) next to the new "
-    "charon's stats, connections and pools until the next listing, up to "
-    "sa_refresh_interval (120 s by default) later; Runtime._apply could ask for a listing "
-    "(state.request_refresh) when the socket changes, as the event stream's loss does",
-)
 async def test_reload_to_another_socket_without_events_lists_the_new_charon(
     tmp_path: Path,
 ) -> None:
@@ -116,7 +108,7 @@ async def test_reload_to_another_socket_without_events_lists_the_new_charon(
             await second.wait_until(lambda: second.count("get-counters") >= 2)
             values = await scrape(runtime.scraper)
             assert values["strongswan_up"] == 1
-            # ... and the SAs are still the first server's.
+            # ... and the SAs are the second server's.
             assert values["strongswan_ike_sas"] == SECOND_SAS
         finally:
             await runtime.close()

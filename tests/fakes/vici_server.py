@@ -209,7 +209,7 @@ class FakeViciServer:
     def hold(self, *names: str) -> None:
         """Stop answering: every packet (no `names`), or one naming a command or event in
         `names`. A held packet is not read past: its connection answers nothing more until
-        `resume()`, as from a stopped charon."""
+        `resume()`, as from a stopped charon (and a client hanging up on it is seen then)."""
         self._held = frozenset(names) if names else None
         self._changed()
 

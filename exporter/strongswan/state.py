@@ -50,6 +50,8 @@ class StrongswanState:
         self.error = "not asked yet"
         self.refreshes = 0
         self._wake = asyncio.Event()
+        #: A listing was asked for (request_refresh) and none has succeeded since.
+        self._listing_owed = False
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
 
@@ -109,7 +111,12 @@ class StrongswanState:
 
     def _listing_due(self) -> bool:
         age = self.listing_age()
-        return age is None or age >= self.sa_refresh_interval or self._wake.is_set()
+        return (
+            age is None
+            or age >= self.sa_refresh_interval
+            or self._listing_owed
+            or self._wake.is_set()
+        )
 
     def start(self) -> None:
         if self.background:
@@ -127,10 +134,18 @@ class StrongswanState:
             # Cleared before the round: a request_refresh() while it runs (the event
             # stream lost) must start the next round at once, not wait for the interval.
             self._wake.clear()
+            listed_before = self.listed_at
+            if list_sas:
+                self._listing_owed = False
             try:
                 await self.refresh(list_sas=list_sas)
             except Exception:  # the refresher must outlive any surprise
                 log.exception("refresh failed")
+            if list_sas and self.listed_at == listed_before:
+                # The listing failed (charon slow, or the client in its reconnect delay):
+                # owe it to the next round, which waits for the interval as usual, so an
+                # absent charon is not asked in a loop.
+                self._listing_owed = True
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.refresh_interval):
                     await self._wake.wait()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-import pytest
 from vici.protocol import Packet
 
 from exporter.daemon import Runtime
@@ -121,16 +120,6 @@ async def _scraped(runtime: Runtime, name: str, expected: float) -> bool:
     return (await scrape(runtime.scraper)).get(name) == expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: a listing whose round fails (charon slow, or the VICI client "
-    "still in its reconnect delay when the event stream's reconnect asks for it) is not "
-    "asked again: the wake-up is spent and the listing waits for sa_refresh_interval, so "
-    "SAs that went away while the stream was down are counted up to 120 s late; under "
-    "heavy load this also makes the reload wiring tests flaky. StrongswanState could owe "
-    "the listing (a flag _listing_due honours) until one succeeds; not by setting the "
-    "wake-up again, which would spin while charon is away",
-)
 async def test_a_listing_whose_round_failed_is_asked_again(tmp_path: Path) -> None:
     async with FakeViciServer(tmp_path / "charon.vici") as charon:
         settings = settings_for(

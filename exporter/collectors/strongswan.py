@@ -14,7 +14,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from exporter.collectors.base import Collection
 from exporter.collectors.limits import SeriesLimiter
 from exporter.collectors.order import SeriesOrders, take_in_order
-from exporter.collectors.strongswan_ledger import render_ledger, render_stream
+from exporter.collectors.strongswan_ledger import (
+    render_ledger,
+    render_stream,
+    untracked_family,
+)
 from exporter.config import StrongswanOptions
 from exporter.strongswan.events import EventStream
 from exporter.strongswan.model import IkeSA, StrongswanSnapshot
@@ -155,6 +159,9 @@ class StrongswanCollector:
                 self._options.user_metrics,
                 self._orders.user_traffic,
             )
+        else:
+            # Events off: no ledger, so the SA model's cap is the one that counts.
+            families.append(untracked_family(self._state.model.untracked))
         if self._stream is not None:
             families += render_stream(self._stream)
         return families

@@ -55,15 +55,12 @@ def render_ledger(
     for conn, at in sorted(ledger.last_change.items()):
         last_change.add_metric([conn], at)
 
-    untracked = CounterMetricFamily(
-        "strongswan_sas_untracked",
-        "SAs charon announced (events, listings) while the exporter tracked "
-        "--collector.strongswan.max-sas IKE SAs already: left out of the SA metrics and the "
-        "event and traffic counts; a listing counts each such SA again.",
-        value=ledger.untracked,
-    )
-
-    families: list[Metric] = [ike_family, child_family, last_change, untracked]
+    families: list[Metric] = [
+        ike_family,
+        child_family,
+        last_change,
+        untracked_family(ledger.untracked),
+    ]
     families += _traffic(
         "strongswan_child_sa",
         "through the connection's CHILD SAs, rekeys included",
@@ -117,3 +114,15 @@ def render_stream(stream: EventStream) -> list[Metric]:
             value=stream.events_received,
         ),
     ]
+
+
+def untracked_family(count: int) -> CounterMetricFamily:
+    """`strongswan_sas_untracked_total`: from the ledger with events on, else from the SA
+    model (which then only listings fill)."""
+    return CounterMetricFamily(
+        "strongswan_sas_untracked",
+        "SAs charon announced (events, listings) while the exporter tracked "
+        "--collector.strongswan.max-sas IKE SAs already: left out of the SA metrics and the "
+        "event and traffic counts; a listing counts each such SA again.",
+        value=count,
+    )

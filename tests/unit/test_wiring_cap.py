@@ -1,0 +1,42 @@
+"""`--collector.strongswan.max-sas` as a scrape sees it, against the fake VICI server
+replaying a recorded charon listing of four IKE SAs: one is tracked, the other three are
+counted in `strongswan_sas_untracked_total`, with the event stream on (the ledger counts)
+and off (only listings fill the SA model, and it counts)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from exporter.daemon import Runtime
+from tests.fakes.exporter_wiring import scrape, settings_for
+from tests.fakes.vici_server import FakeViciServer, Recording, eventually
+
+#: IKE SAs of the recording (tests/fixtures/vici/remote-access/list-sas.json).
+RECORDED_SAS = 4
+
+
+@pytest.mark.parametrize("events", [True, False], ids=["events", "no-events"])
+async def test_sas_over_the_cap_are_counted_not_tracked(tmp_path: Path, events: bool) -> None:
+    async with FakeViciServer(
+        tmp_path / "charon.vici", Recording.scenario("remote-access")
+    ) as fake:
+        settings = settings_for(
+            fake.path, refresh_interval=0.05, sa_refresh_interval=3600, events=events, max_sas=1
+        )
+        runtime = Runtime(settings)
+        runtime.start()
+        try:
+
+            async def capped() -> bool:
+                values = await scrape(runtime.scraper)
+                return (
+                    values["strongswan_up"] == 1
+                    and values.get("strongswan_ike_sas") == 1
+                    and values.get("strongswan_sas_untracked_total", 0) >= RECORDED_SAS - 1
+                )
+
+            await eventually(capped, "one SA tracked, the rest counted as untracked")
+        finally:
+            await runtime.close()

@@ -59,7 +59,6 @@ import tempfile
 import threading
 import time
 import tracemalloc
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,7 +68,15 @@ for path in (ROOT, ROOT / "bench"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from scale import SCRAPE_HEADERS, cpu_seconds, loadavg, machine, status_kb, sum_metric  # noqa: E402
+from scale import (  # noqa: E402
+    SCRAPE_HEADERS,
+    cpu_seconds,
+    loadavg,
+    machine,
+    status_kb,
+    sum_metric,
+    terminate_on_signals,
+)
 
 from exporter.lab import netns, process  # noqa: E402
 from exporter.lab.scale import ScaleLab, Version, client_conn, client_ts, conn_name, server_ts  # noqa: E402
@@ -389,21 +396,6 @@ def diff_snapshots(folder: Path, warmup_index: int, top: int) -> str:
         for frame in stat.traceback.format()[-8:]:
             out.append(f"      {frame}")
     return "\n".join(out)
-
-
-@contextlib.contextmanager
-def terminate_on_signals() -> Iterator[None]:
-    """SIGTERM/SIGHUP unwind like Ctrl-C, so every ``finally`` tears the lab down."""
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
 
 
 def run(args: argparse.Namespace, workdir: Path) -> int:

@@ -30,6 +30,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from exporter.strongswan.parse import parse_certificates
+from exporter.strongswan.x509 import _OID_NAMES as OID_NAMES
 from exporter.strongswan.x509 import CertificateError, CertificateFacts, read_certificate
 
 from .helpers import HOSTILE, HOSTILE_STRUCTURED, no_hang
@@ -71,17 +72,7 @@ class OpensslView:
 
 
 #: The attribute names the exporter prints (strongSwan's); any other OID is printed dotted.
-NAMES = {
-    "2.5.4.3": "CN",
-    "2.5.4.5": "serialNumber",
-    "2.5.4.6": "C",
-    "2.5.4.7": "L",
-    "2.5.4.8": "ST",
-    "2.5.4.10": "O",
-    "2.5.4.11": "OU",
-    "1.2.840.113549.1.9.1": "E",
-    "0.9.2342.19200300.100.1.25": "DC",
-}
+NAMES = OID_NAMES
 
 
 def _openssl_time(text: str) -> float | None:

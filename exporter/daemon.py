@@ -66,7 +66,12 @@ class Runtime:
             self.client, self.ledger, options.refresh_interval, options.sa_refresh_interval
         )
         self.state.model.max_sas = options.max_sas
-        self.collector = StrongswanCollector(self.state, options)
+        # The scrape layer owns the series limiter; every collector that bounds series
+        # gets it, so one limit applies and one family counts what it dropped.
+        self.scraper = Scraper(
+            privacy=PrivacyFilter(settings.privacy), series_limit=options.series_limit
+        )
+        self.collector = StrongswanCollector(self.state, options, limiter=self.scraper.limiter)
         if self.ledger is not None:
             # Its own connection: VICI carries one command at a time, and events arrive
             # whenever charon has them.
@@ -80,9 +85,9 @@ class Runtime:
             )
             self.collector.attach_stream(self.stream)
         kernel = build_kernel_collectors(
-            settings.kernel, self.state.current, limiter=self.collector.limiter
+            settings.kernel, self.state.current, limiter=self.scraper.limiter
         )
-        self.scraper = Scraper([self.collector, *kernel], PrivacyFilter(settings.privacy))
+        self.scraper.add(self.collector, *kernel)
         self.probes = _probe_settings(settings)
         self.web: LiveWebConfig | None = None
         if settings.web_config_file:
@@ -171,6 +176,7 @@ class Runtime:
                 # events on, the stream's reconnect asks for this too).
                 self.state.request_refresh()
         self.collector.reconfigure(new.strongswan)
+        self.scraper.set_series_limit(new.strongswan.series_limit)
         if self.ledger is not None:
             self.ledger.user_idle_seconds = new.strongswan.user_idle_seconds
             self.ledger.max_sas = new.strongswan.max_sas

@@ -2,6 +2,11 @@
 
 Concurrent scrapes share one in-flight collection: ten Prometheus replicas scraping at
 once cost charon one round of questions, not ten.
+
+The series limit is exporter-wide, so it lives here: the Scraper owns the one
+`SeriesLimiter`, the collectors that bound per-SA and per-user series are built with it,
+and the Scraper renders `l2tp_ipsec_exporter_series_dropped_total` after every collector
+ran, so the count covers the whole scrape.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from prometheus_client.registry import CollectorRegistry
 
 from exporter import __version__
 from exporter.collectors.base import Collection, Collector
+from exporter.collectors.limits import SeriesLimiter, dropped_family
 from exporter.privacy import PrivacyFilter, PrivacyOptions
 
 log = logging.getLogger("exporter.scrape")
@@ -36,18 +42,35 @@ def build_info() -> GaugeMetricFamily:
     return family
 
 
+#: The series limit when nobody sets one (the `--collector.strongswan.series-limit` default).
+DEFAULT_SERIES_LIMIT = 1000
+
+
 class Scraper:
     def __init__(
-        self, collectors: Sequence[Collector], privacy: PrivacyFilter | None = None
+        self,
+        collectors: Sequence[Collector] = (),
+        privacy: PrivacyFilter | None = None,
+        series_limit: int = DEFAULT_SERIES_LIMIT,
     ) -> None:
         self.collectors = list(collectors)
         self.privacy = privacy or PrivacyFilter(PrivacyOptions())
+        #: Hand this to every collector that bounds its series (see the module docstring).
+        self.limiter = SeriesLimiter(series_limit)
         self._runtime = CollectorRegistry(auto_describe=False)
         ProcessCollector(registry=self._runtime)
         PlatformCollector(registry=self._runtime)
         GCCollector(registry=self._runtime)
         self._inflight: asyncio.Task[list[Metric]] | None = None
         self._failing: dict[str, str] = {}
+
+    def add(self, *collectors: Collector) -> None:
+        """Collectors built after the Scraper, with its `limiter`."""
+        self.collectors.extend(collectors)
+
+    def set_series_limit(self, limit: int) -> None:
+        """A reload: the next collection bounds by `limit`; drops counted so far stay."""
+        self.limiter.limit = limit
 
     def add_own_metrics(self, collector: RegistryCollector) -> None:
         """A prometheus_client collector of the exporter's own (e.g. its HTTP connections),
@@ -77,7 +100,7 @@ class Scraper:
             success.add_metric([collector.name], 1 if collection.success else 0)
             duration.add_metric([collector.name], seconds)
             families.extend(self.privacy.apply(collection.families))
-        families += [success, duration]
+        families += [dropped_family(self.limiter), success, duration]
         families.extend(self._runtime.collect())
         return families
 

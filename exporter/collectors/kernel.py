@@ -28,9 +28,9 @@ def build_kernel_collectors(
 
     `strongswan_snapshot` returns the strongSwan collector's latest snapshot (or None);
     the sessions collector joins against it and never asks charon itself. Pass the
-    strongSwan collector's `limiter` so drops land in the one
-    `l2tp_ipsec_exporter_series_dropped_total` family; without it the kernel collectors
-    bound their series the same way and log when they drop some.
+    scrape layer's `Scraper.limiter` so drops land in the one
+    `l2tp_ipsec_exporter_series_dropped_total` family the Scraper renders; without it the
+    kernel collectors bound their series the same way and log when they drop some.
     """
     source = KernelSource(options)
     limiter = limiter if limiter is not None else SeriesLimiter(options.series_limit)

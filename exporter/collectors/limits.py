@@ -1,9 +1,15 @@
-"""Bounding per-SA and per-user series, and counting what the bound dropped."""
+"""Bounding per-SA and per-user series, and counting what the bound dropped.
+
+One limiter per daemon, owned by the scrape layer (`exporter.scrape.Scraper`) and handed
+to every collector that bounds series, so one limit applies and one family counts drops.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import TypeVar
+
+from prometheus_client.core import CounterMetricFamily
 
 T = TypeVar("T")
 
@@ -25,3 +31,15 @@ class SeriesLimiter:
             return items
         self.dropped[family] += len(items) - self.limit
         return items[: self.limit]
+
+
+def dropped_family(limiter: SeriesLimiter) -> CounterMetricFamily:
+    family = CounterMetricFamily(
+        "l2tp_ipsec_exporter_series_dropped",
+        "Series left out of a per-SA or per-user family by the series limit, summed over "
+        "collections.",
+        labels=["family"],
+    )
+    for name, count in sorted(limiter.dropped.items()):
+        family.add_metric([name], count)
+    return family

@@ -13,6 +13,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from exporter.collectors.base import Collection
 from exporter.collectors.limits import SeriesLimiter
+from exporter.collectors.limits import dropped_family as dropped_family  # where tests look
 from exporter.collectors.order import SeriesOrders, take_in_order
 from exporter.collectors.strongswan_ledger import (
     render_ledger,
@@ -67,10 +68,13 @@ class StrongswanCollector:
         state: StrongswanState,
         options: StrongswanOptions,
         stream: EventStream | None = None,
+        limiter: SeriesLimiter | None = None,
     ) -> None:
+        """`limiter` is the scrape layer's, shared by every collector (the daemon passes
+        `Scraper.limiter`); without one, the collector bounds its series alone."""
         self._state = state
         self._options = options
-        self._limiter = SeriesLimiter(options.series_limit)
+        self._limiter = limiter if limiter is not None else SeriesLimiter(options.series_limit)
         self._stream = stream
         self._orders = SeriesOrders()
         #: A render failure was logged with its traceback (once, not at every scrape).
@@ -80,14 +84,9 @@ class StrongswanCollector:
     def state(self) -> StrongswanState:
         return self._state
 
-    @property
-    def limiter(self) -> SeriesLimiter:
-        """Shared with the kernel collectors: one series limit, one dropped counter."""
-        return self._limiter
-
     def reconfigure(self, options: StrongswanOptions) -> None:
+        # The series limit belongs to the limiter's owner, the Scraper.
         self._options = options
-        self._limiter.limit = options.series_limit
 
     def attach_stream(self, stream: EventStream) -> None:
         self._stream = stream
@@ -110,7 +109,7 @@ class StrongswanCollector:
             if not self._render_failing:
                 log.exception("cannot render what charon said")
             self._render_failing = True
-            families: list[Metric] = [up_family(False), dropped_family(self._limiter)]
+            families: list[Metric] = [up_family(False)]
             return Collection(families, success=False, error=f"{type(err).__name__}: {err}")
 
     def _render(self, state: StrongswanState) -> Collection:
@@ -141,7 +140,6 @@ class StrongswanCollector:
                     value=listing_age,
                 )
             )
-        families.append(dropped_family(self._limiter))
         self._render_failing = False
         error = "" if up else state.error or "the event stream to charon is down"
         return Collection(families=families, success=up, error=error)
@@ -165,18 +163,6 @@ class StrongswanCollector:
         if self._stream is not None:
             families += render_stream(self._stream)
         return families
-
-
-def dropped_family(limiter: SeriesLimiter) -> CounterMetricFamily:
-    family = CounterMetricFamily(
-        "l2tp_ipsec_exporter_series_dropped",
-        "Series left out of a per-SA or per-user family by the series limit, summed over "
-        "collections.",
-        labels=["family"],
-    )
-    for name, count in sorted(limiter.dropped.items()):
-        family.add_metric([name], count)
-    return family
 
 
 def render(

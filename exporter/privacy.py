@@ -16,6 +16,8 @@ from typing import Literal
 
 from prometheus_client.core import Metric
 
+from exporter.table_family import TableFamily
+
 Treatment = Literal["keep", "drop", "hash"]
 
 #: Which label names carry which kind of personal data.
@@ -77,6 +79,8 @@ class PrivacyFilter:
 
     def _family(self, family: Metric) -> Metric:
         plan = self._plan(family)
+        if isinstance(family, TableFamily):
+            return self._table(family, plan)
         labels_seen = {k for s in family.samples for k in s.labels}
         if not plan or not labels_seen & set(plan):
             return family
@@ -98,6 +102,40 @@ class PrivacyFilter:
                 merged[key] = _merge(family.name, merged[key], sample.value)
         for (sample_name, labels_items), merged_value in merged.items():
             out.add_sample(sample_name, dict(labels_items), merged_value)
+        return out
+
+    def _table(self, family: TableFamily, plan: dict[str, Treatment]) -> TableFamily:
+        """The per-sample path's result, kept as rows: rows that coincide once a column is
+        dropped merged in first-seen order, the kept columns in label-name order (as the
+        per-sample path leaves them; the writer then needs no reordering per row)."""
+        if not family.rows or not set(family.labels) & set(plan):
+            return family
+        kept = sorted(
+            (name, column)
+            for column, name in enumerate(family.labels)
+            if plan.get(name, "keep") != "drop"
+        )
+        hashed = [plan.get(name) == "hash" for name, _ in kept]
+        out = TableFamily(family.name, family.documentation, family.type, [n for n, _ in kept])
+        key = self.options.hash_key
+        pseudonyms: dict[str, str] = {}  # one HMAC per distinct value, not per row
+
+        def hide(value: str) -> str:
+            if value not in pseudonyms:
+                pseudonyms[value] = pseudonym(key, value)
+            return pseudonyms[value]
+
+        merged: dict[tuple[str, ...], float] = {}
+        for values, value in family.rows:
+            row = tuple(
+                hide(values[column]) if hash_it else values[column]
+                for (_, column), hash_it in zip(kept, hashed, strict=True)
+            )
+            if row in merged:
+                merged[row] = _merge(family.name, merged[row], value)
+            else:
+                merged[row] = value
+        out.extend(merged.items())
         return out
 
 

@@ -5,8 +5,9 @@ prometheus_client's families hold one `Sample` (a named tuple with a label dict)
 series; at thousands of users building those and then reading the dicts back costs more
 than everything else in a scrape. A `TableFamily` keeps `(label values, value)` rows with
 one label-name tuple for the whole family, and `exporter.exposition` writes the rows
-straight to text. It is still a `Metric`: anything else that reads `samples` (the privacy
-filter, prometheus_client's own writer in the tests) gets them, built on demand.
+straight to text; the privacy filter turns rows into rows. It is still a `Metric`:
+anything else that reads `samples` (prometheus_client's own writer in the tests) gets
+them, built on demand.
 """
 
 from __future__ import annotations

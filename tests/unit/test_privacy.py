@@ -17,7 +17,9 @@ from exporter.config import StrongswanOptions
 from exporter.exposition import render_openmetrics, render_text
 from exporter.privacy import LABEL_KINDS, PrivacyFilter, PrivacyOptions, Treatment, pseudonym
 from exporter.strongswan.fetch import assemble_snapshot
+from exporter.table_family import TableFamily
 from tests.recordings import RECORDED_NOW, VICI_FIXTURES, load_answers, scenarios
+from tests.reference import privacy_per_sample
 from tests.unit.test_kernel_decode import (
     VICI_GUEST,
     _hooks_from_recording,
@@ -156,3 +158,63 @@ def test_timestamps_merge_to_the_latest() -> None:
     family.add_metric(["a", "u2"], 20)
     (out,) = PrivacyFilter(PrivacyOptions(defaults={"users": "drop"})).apply([family])
     assert [(s.labels, s.value) for s in out.samples] == [({"conn": "a"}, 20)]
+
+
+TREATMENTS: tuple[Treatment, ...] = ("keep", "drop", "hash")
+
+
+def _per_family_mix() -> PrivacyOptions:
+    """Every family with personal labels gets its own pair of treatments, round the nine
+    pairs, over defaults that would do something else."""
+    pairs = [{"users": u, "addresses": a} for u in TREATMENTS for a in TREATMENTS]
+    names = sorted(_personal(recorded_families()))
+    return PrivacyOptions(
+        defaults={"users": "drop", "addresses": "hash"},
+        families={name: pairs[i % len(pairs)] for i, name in enumerate(names)},
+        hash_key=KEY,
+    )
+
+
+ROW_PATH_CASES: dict[str, PrivacyOptions] = {
+    **{
+        f"{kind}-{treatment}": PrivacyOptions(defaults={kind: treatment}, hash_key=KEY)
+        for kind in LABEL_KINDS
+        for treatment in TREATMENTS
+    },
+    **{
+        f"users-{u}-addresses-{a}": PrivacyOptions(
+            defaults={"users": u, "addresses": a}, hash_key=KEY
+        )
+        for u in ("drop", "hash")
+        for a in ("drop", "hash")
+    },
+}
+
+
+@pytest.mark.parametrize("case", [*ROW_PATH_CASES, "per-family"])
+def test_row_families_stay_rows_and_match_the_per_sample_path(case: str) -> None:
+    """The row path gives, byte for byte, what the per-sample path gave (tests/reference.py)
+    for every recorded family, and a row family comes out a row family."""
+    options = ROW_PATH_CASES[case] if case in ROW_PATH_CASES else _per_family_mix()
+    unfiltered = recorded_families()
+    filtered = PrivacyFilter(options).apply(recorded_families())
+    reference = privacy_per_sample(options, recorded_families())
+    assert render_text(filtered) == render_text(reference)
+    assert render_openmetrics(filtered) == render_openmetrics(reference)
+    assert len(filtered) == len(unfiltered)
+    for got, was in zip(filtered, unfiltered, strict=True):
+        assert type(got) is type(was), got.name
+    if options.active:  # the comparison above had something to change
+        assert render_text(filtered) != render_text(unfiltered)
+
+
+def test_the_recordings_have_row_families_that_merge() -> None:
+    """What keeps the test above from passing on input where the row path has no work:
+    row families with personal labels, and dropping them merges rows."""
+    rows = [f for f in recorded_families() if isinstance(f, TableFamily)]
+    personal = frozenset().union(*LABEL_KINDS.values())
+    assert len([f for f in rows if set(f.labels) & personal]) >= 3
+    drop_all = PrivacyOptions(defaults={"users": "drop", "addresses": "drop"})
+    merged = [f for f in PrivacyFilter(drop_all).apply(rows) if isinstance(f, TableFamily)]
+    assert len(merged) == len(rows)
+    assert sum(len(f.rows) for f in merged) < sum(len(f.rows) for f in rows)

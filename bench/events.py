@@ -287,7 +287,7 @@ def playback(tunnels: int, grace: float) -> list[Row]:
 
 
 def _scale_server_conn() -> dict[str, Any]:
-    from exporter.lab.configs import ESP_PROPOSALS, IKE_PROPOSALS, SERVER_ADDR, TUNNEL_TARGET
+    from exporter.demo.lab.configs import ESP_PROPOSALS, IKE_PROPOSALS, SERVER_ADDR, TUNNEL_TARGET
 
     return {
         "scale": {
@@ -308,7 +308,7 @@ def _scale_server_conn() -> dict[str, Any]:
 
 
 def _scale_client_conn(i: int) -> dict[str, Any]:
-    from exporter.lab.configs import ESP_PROPOSALS, IKE_PROPOSALS, SERVER_ADDR, TUNNEL_TARGET
+    from exporter.demo.lab.configs import ESP_PROPOSALS, IKE_PROPOSALS, SERVER_ADDR, TUNNEL_TARGET
 
     return {
         f"s{i}": {
@@ -372,7 +372,7 @@ def charon(tunnels: int) -> list[Row]:
     import subprocess
     import urllib.request
 
-    from exporter.lab import Lab
+    from exporter.demo.lab import Lab
     from tests.conftest import Scrape, exporter_argv, exporter_env, free_port
 
     rows: list[Row] = []

@@ -1,7 +1,7 @@
 """Benchmark: what a scrape costs at 100, 1,000 and 5,000 real SAs (issue 9).
 
 One run, per N, side by side against the same real charon responder in the netns lab
-(``exporter.lab.scale``: one initiator charon holding N IKEv2 connections with distinct
+(``tests.lab.scale``: one initiator charon holding N IKEv2 connections with distinct
 identities, each CHILD SA its own /32 on both sides):
 
 1. charon's own listing: ``swanctl --list-sas --raw`` (wall time, median of ``--repeats``);
@@ -61,10 +61,10 @@ if str(ROOT) not in sys.path:
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from exporter.config import StrongswanOptions, ViciAddress  # noqa: E402
-from exporter.lab import netns, process  # noqa: E402
-from exporter.lab.scale import SERVER_CONNS, ScaleLab  # noqa: E402
+from exporter.demo.lab import netns, process  # noqa: E402
 from exporter.strongswan.fetch import ask_charon  # noqa: E402
 from exporter.vici import ViciClient  # noqa: E402
+from tests.lab.scale import SERVER_CONNS, ScaleLab  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 CLONE_NEWNET = 0x40000000

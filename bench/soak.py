@@ -4,7 +4,7 @@ Issue 14, item 8: a 10-minute soak with churning clients went from 52.1 to 56.9 
 rising at the end. This runs the real thing for ``--duration`` seconds and records the
 curve:
 
-- the netns lab's scale topology (``exporter.lab.scale``): a real charon responder and one
+- the netns lab's scale topology (``tests.lab.scale``): a real charon responder and one
   initiator charon holding ``--clients`` connections (distinct identities ``user<i>@scale``
   / ``user<i>@v1.scale``, every ``--ikev1-every``-th one IKEv1), each CHILD SA rekeyed every
   ``--child-rekey`` s and each IKE SA rekeyed (IKEv2) or reauthenticated (IKEv1) every
@@ -78,8 +78,8 @@ from scale import (  # noqa: E402
     terminate_on_signals,
 )
 
-from exporter.lab import netns, process  # noqa: E402
-from exporter.lab.scale import ScaleLab, Version, client_conn, client_ts, conn_name, server_ts  # noqa: E402
+from exporter.demo.lab import netns, process  # noqa: E402
+from tests.lab.scale import ScaleLab, Version, client_conn, client_ts, conn_name, server_ts  # noqa: E402
 
 #: Run as ``python -c TRACED_EXPORTER ARGS``: the exporter under tracemalloc, a snapshot
 #: into $SOAK_SNAPSHOTS at every SIGUSR1 (the exporter itself does not use SIGUSR1).

@@ -369,9 +369,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["demo"]:
         # Imported here for start-up cost: the demo brings the lab (network namespaces,
-        # charon, Prometheus helpers), which only this subcommand uses.
-        from exporter.demo import run_demo
-
+        # charon, Prometheus helpers), which only this subcommand uses. The Docker image
+        # leaves the demo out (.dockerignore): say so rather than print a traceback.
+        try:
+            from exporter.demo.run import run_demo
+        except ModuleNotFoundError as err:
+            if err.name not in ("exporter.demo", "exporter.demo.run"):
+                raise
+            print(
+                "l2tp-ipsec-exporter: demo: not part of this installation (the Docker image "
+                "leaves it out); run it from `pip install l2tp-ipsec-exporter` on a machine "
+                "with strongSwan",
+                file=sys.stderr,
+            )
+            return 2
         return run_demo(args[1:])
     command_line = parse_command_line(args)
     settings = command_line.settings

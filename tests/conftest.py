@@ -1,4 +1,4 @@
-"""Shared fixtures: real charon labs (exporter.lab) and the exporter as a real subprocess.
+"""Shared fixtures: real charon labs (exporter.demo.lab) and the exporter as a real subprocess.
 
 Lab fixtures skip with the reason when the machine cannot run them (not root, charon
 missing); CI runs as root with the packages installed, so there they run.
@@ -24,7 +24,7 @@ from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from exporter.lab import process
+from exporter.demo.lab import process
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -52,7 +52,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 def _lab_skip_reason() -> str | None:
-    from exporter.lab import requirements
+    from exporter.demo.lab import requirements
 
     problems = requirements.problems(certs=True)
     return "lab: " + "; ".join(problems) if problems else None
@@ -70,7 +70,7 @@ LabFactory = Callable[..., Any]
 
 
 def _lab_factory() -> Iterator[LabFactory]:
-    from exporter.lab.topology import Lab
+    from exporter.demo.lab.topology import Lab
 
     made: list[Lab] = []
 
@@ -91,7 +91,7 @@ def _lab_factory() -> Iterator[LabFactory]:
 @pytest.fixture
 def make_lab(lab_available: None) -> Iterator[LabFactory]:
     """``make_lab(clients, server_kernel=..., with_cert=..., connect=...)`` -> started
-    ``exporter.lab.topology.Lab``; every lab made is torn down after the test."""
+    ``exporter.demo.lab.topology.Lab``; every lab made is torn down after the test."""
     yield from _lab_factory()
 
 

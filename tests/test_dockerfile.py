@@ -18,6 +18,7 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tomllib
 import zipfile
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ from exporter.scrape import Scraper
 REPO = Path(__file__).resolve().parent.parent
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
+#: Shipped in the wheel (the README's `l2tp-ipsec-exporter demo`), left out of the image.
+DEMO = "exporter/demo/"
 
 
 @dataclass(frozen=True)
@@ -231,6 +234,9 @@ def test_dockerignore_matcher() -> None:
     assert not in_context("tests/test_dockerfile.py")
     assert not in_context(".git/HEAD")
     assert not in_context(".venv/bin/python")
+    assert not in_context("exporter/demo/run.py")
+    assert not in_context("exporter/demo/lab/charon.py")
+    assert in_context("exporter/demonstration.py")
 
 
 def context_files() -> list[Path]:
@@ -253,7 +259,8 @@ def test_every_copied_file_exists_and_is_in_the_context() -> None:
         rel = path.relative_to(REPO).as_posix()
         if "__pycache__" in rel:
             continue
-        assert in_context(rel), f"{rel} is COPYed but .dockerignore leaves it out"
+        left_out = rel.startswith(DEMO)
+        assert in_context(rel) != left_out, f"{rel}: .dockerignore leaves out the demo, only it"
     tracked = subprocess.run(
         ["git", "ls-files", "exporter"], cwd=REPO, capture_output=True, text=True, check=True
     ).stdout.split()
@@ -262,12 +269,13 @@ def test_every_copied_file_exists_and_is_in_the_context() -> None:
     assert set(tracked) <= copied | {t for t in tracked if not (REPO / t).exists()}
 
 
-def test_the_context_alone_builds_the_wheel(tmp_path: Path) -> None:
-    """What `pip install .` does in the build stage, on exactly the copied files."""
+def build_wheel(tmp_path: Path, docker_context: bool) -> Path:
+    """The wheel of the copied files: all of them (`pip install .` from a checkout), or those
+    .dockerignore lets in (what the image's build stage installs)."""
     context = tmp_path / "context"
     for path in context_files():
         rel = path.relative_to(REPO)
-        if not in_context(rel.as_posix()):
+        if "__pycache__" in rel.parts or (docker_context and not in_context(rel.as_posix())):
             continue
         (context / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, context / rel)
@@ -280,13 +288,40 @@ def test_the_context_alone_builds_the_wheel(tmp_path: Path) -> None:
         pytest.skip(f"no package index reachable: {result.stderr.strip()[-200:]}")
     assert result.returncode == 0, result.stderr
     (wheel,) = (tmp_path / "dist").glob("*.whl")
+    return wheel
+
+
+def test_the_context_alone_builds_the_wheel(tmp_path: Path) -> None:
+    """What `pip install .` does in the build stage, on exactly the copied files."""
+    wheel = build_wheel(tmp_path, docker_context=True)
     names = zipfile.ZipFile(wheel).namelist()
     assert "exporter/cli.py" in names and "exporter/__main__.py" in names
+    assert not [n for n in names if n.startswith(DEMO)], "the image's wheel holds the demo"
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert (
         "l2tp-ipsec-exporter = exporter.cli:main"
         in zipfile.ZipFile(wheel).read(entry_points).decode()
     )
+    # Installed like that, `demo` says in one line that it is not there (exit code 2).
+    # -S: no .pth files, so the checkout's editable install cannot lend its exporter.demo;
+    # the dependencies come from this interpreter's site-packages, after the wheel.
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    deps = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    result = subprocess.run(
+        [sys.executable, "-S", "-m", "exporter", "demo", "--help"],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": os.pathsep.join([str(site), *deps])},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert "demo: not part of this installation" in line
+
+
+def test_the_checkout_wheel_keeps_the_demo(tmp_path: Path) -> None:
+    """`pip install l2tp-ipsec-exporter` then `l2tp-ipsec-exporter demo` (the README)."""
+    names = zipfile.ZipFile(build_wheel(tmp_path, docker_context=False)).namelist()
+    assert "exporter/demo/run.py" in names and "exporter/demo/lab/topology.py" in names
 
 
 # ---- the HEALTHCHECK command, run ----------------------------------------------------------

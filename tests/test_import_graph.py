@@ -36,7 +36,7 @@ SOURCES: dict[str, frozenset[str]] = {
     "exporter.kernel": frozenset(),
 }
 # The top of the graph: these wire everything and are imported only by each other.
-ENTRY_POINTS = frozenset({"exporter.__main__", "exporter.cli", "exporter.demo"})
+ENTRY_POINTS = frozenset({"exporter.__main__", "exporter.cli", "exporter.demo.run"})
 DAEMON = "exporter.daemon"
 # The HTTP server; the daemon mounts the probe routes on it, the probes never reach up.
 SERVER = frozenset({"exporter.http", "exporter.http_limits", DAEMON})

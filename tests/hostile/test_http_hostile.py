@@ -35,8 +35,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
+from exporter.demo.lab.process import stop
 from exporter.http import build_app
-from exporter.lab.process import stop
 from exporter.probes.config import parse_probe_settings
 from exporter.probes.handler import add_probe_routes
 from exporter.scrape import Scraper

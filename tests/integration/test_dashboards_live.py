@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
-from exporter.lab.prometheus import PrometheusServer, free_loopback_port
+from exporter.demo.lab.prometheus import PrometheusServer, free_loopback_port
 from tests.conftest import REPO
 from tests.probes.helpers import ProbeServer, probe_namespace
 from tests.test_dashboards import all_queries, metric_names, substitute

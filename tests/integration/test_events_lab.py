@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from exporter.lab.base import NamespaceLab
-from exporter.lab.configs import XAUTH_USER
-from exporter.lab.netns import NetnsError
-from exporter.lab.rekey import ClientLedger, SaCounts, short_rekey_client_conf
+from exporter.demo.lab.base import NamespaceLab
+from exporter.demo.lab.configs import XAUTH_USER
+from exporter.demo.lab.netns import NetnsError
 from tests.conftest import ExporterProcess, Scrape, StartExporter
+from tests.lab.rekey import ClientLedger, SaCounts, short_rekey_client_conf
 
 pytestmark = pytest.mark.lab
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from exporter.lab import netns
-from exporter.lab.base import NamespaceLab
+from exporter.demo.lab import netns
+from exporter.demo.lab.base import NamespaceLab
 from tests.conftest import LabFactory
 
 pytestmark = pytest.mark.skipif(
@@ -116,7 +116,7 @@ def test_leftovers_of_other_runs_are_reported(
     other_runs_leftovers: Callable[[str], str], caplog: pytest.LogCaptureFixture
 ) -> None:
     name = other_runs_leftovers(f"{dead_pid()}\n")
-    with caplog.at_level("WARNING", logger="exporter.lab"):
+    with caplog.at_level("WARNING", logger="exporter.demo.lab"):
         removed = netns.remove_leftovers()
     assert name not in removed
     assert name in netns.list_namespaces()

@@ -8,7 +8,7 @@ is quiet, the SAs the exporter shows must be exactly those a fresh ``list-sas`` 
 the same IKE SAs (connection, uniqueid), CHILD SAs (connection, child, IKE uniqueid,
 uniqueid) and counts by state.
 
-The lab is ``exporter.lab.scale``: one initiator charon holding many connections with
+The lab is ``tests.lab.scale``: one initiator charon holding many connections with
 distinct identities (IKEv2 and IKEv1), and a second initiator that gets killed.
 
 Two IKEv1 cases once broke the equality and have tests of their own, each with the event
@@ -29,7 +29,7 @@ import pytest
 
 pytestmark = pytest.mark.lab
 
-#: SA indexes (see exporter.lab.scale): initiator 0 holds 0..15, initiator 1 holds 16..18.
+#: SA indexes (see tests.lab.scale): initiator 0 holds 0..15, initiator 1 holds 16..18.
 V2 = list(range(0, 12))
 V1 = list(range(12, 16))
 DOOMED_V2 = [16, 17]  # on initiator 1, which is killed
@@ -109,8 +109,8 @@ def exporter_view(scrape: Any) -> View:
 
 @pytest.fixture
 def scale_lab(lab_available: None) -> Iterator[Any]:
-    from exporter.lab.scale import ScaleLab
     from tests import conftest
+    from tests.lab.scale import ScaleLab
 
     lab = ScaleLab([len(V2) + len(V1), len(DOOMED_V2) + len(DOOMED_V1)], dpd_delay="2s")
     conftest._LIVE_LABS.append(lab)  # its charon logs go into a failure's report
@@ -191,7 +191,7 @@ def assert_model_matches(exp: Any, listed: list[dict[str, Any]], since: float) -
 def test_model_equals_fresh_list_sas_after_a_storm(scale_lab: Any, start_exporter: Any) -> None:
     """IKEv2 and IKEv1 SAs: ups, downs from both sides, IKEv2 CHILD and IKE rekeys from
     both sides, IKEv2 reauthentications from both sides, reconnects, a dead client."""
-    from exporter.lab.scale import conn_name, identity
+    from tests.lab.scale import conn_name, identity
 
     lab = scale_lab
     server, client, doomed = lab.server, lab.initiators[0].charon, lab.initiators[1].charon
@@ -256,7 +256,7 @@ def test_model_equals_fresh_list_sas_after_a_storm(scale_lab: Any, start_exporte
 
 
 def test_model_after_ikev1_quick_mode_rekey(scale_lab: Any, start_exporter: Any) -> None:
-    from exporter.lab.scale import conn_name
+    from tests.lab.scale import conn_name
 
     lab = scale_lab
     lab.load(V1[:2], version=1)
@@ -268,7 +268,7 @@ def test_model_after_ikev1_quick_mode_rekey(scale_lab: Any, start_exporter: Any)
 
 
 def test_model_after_ikev1_reauthentication(scale_lab: Any, start_exporter: Any) -> None:
-    from exporter.lab.scale import conn_name
+    from tests.lab.scale import conn_name
 
     lab = scale_lab
     lab.load(V1[:2], version=1)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from exporter.lab.prometheus import PrometheusServer, scrape_config
+from exporter.demo.lab.prometheus import PrometheusServer, scrape_config
 
 pytestmark = [
     pytest.mark.lab,

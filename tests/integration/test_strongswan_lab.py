@@ -1,4 +1,4 @@
-"""The exporter against real charon daemons in network namespaces (exporter.lab).
+"""The exporter against real charon daemons in network namespaces (exporter.demo.lab).
 
 Contract: issue 2 (metric names and flags). Every test starts its own exporter process.
 """
@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from exporter.lab.configs import POOLS, SECRETS, XAUTH_USER
+from exporter.demo.lab.configs import POOLS, SECRETS, XAUTH_USER
 from tests.conftest import Scrape
 
 pytestmark = pytest.mark.lab

@@ -16,10 +16,10 @@ from typing import Any
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.lab import netns, process
-from exporter.lab.base import BRIDGE
-from exporter.lab.configs import SUBNET_PREFIX
-from exporter.lab.topology import Lab
+from exporter.demo.lab import netns, process
+from exporter.demo.lab.base import BRIDGE
+from exporter.demo.lab.configs import SUBNET_PREFIX
+from exporter.demo.lab.topology import Lab
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent

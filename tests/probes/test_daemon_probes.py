@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from exporter.lab import netns, process
+from exporter.demo.lab import netns, process
 
 from .helpers import REPO, ProbeAnswer, probe_namespace
 

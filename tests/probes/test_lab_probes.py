@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from exporter.lab.charon import Charon
-from exporter.lab.configs import PSK, SECRETS, TUNNEL_TARGET, XAUTH_PASSWORD, XAUTH_USER
+from exporter.demo.lab.charon import Charon
+from exporter.demo.lab.configs import PSK, SECRETS, TUNNEL_TARGET, XAUTH_PASSWORD, XAUTH_USER
 
 from .helpers import ProbeServer, probe_namespace, probe_server
 from .xl2tpd import LNS_HOST_NAME, Xl2tpd, running_xl2tpd

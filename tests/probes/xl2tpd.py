@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from exporter.lab import netns
+from exporter.demo.lab import netns
 
 XL2TPD = "/usr/sbin/xl2tpd"
 LNS_HOST_NAME = "lab-lns"

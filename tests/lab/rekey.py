@@ -1,7 +1,7 @@
 """Lab helpers for rekey and event tests: short rekey timers and a client's own SA counts.
 
 Nothing here edits the lab's standard configurations: :func:`short_rekey_client_conf`
-derives a client configuration from :func:`exporter.lab.configs.client_swanctl_conf`, to be
+derives a client configuration from :func:`exporter.demo.lab.configs.client_swanctl_conf`, to be
 loaded with ``client.charon.load(...)`` before the client connects.
 """
 
@@ -14,8 +14,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from exporter.lab.charon import Charon, decode
-from exporter.lab.configs import ClientShape, client_swanctl_conf
+from exporter.demo.lab.charon import Charon, decode
+from exporter.demo.lab.configs import ClientShape, client_swanctl_conf
 
 CHILD_EVENTS = ("child-updown", "child-rekey")
 

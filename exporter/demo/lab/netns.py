@@ -28,7 +28,7 @@ OWNER_FILE = "owner.pid"
 #: Work folders of the labs this process has open (claimed and not released).
 _open: set[Path] = set()
 
-log = logging.getLogger("exporter.lab")
+log = logging.getLogger("exporter.demo.lab")
 
 
 class NetnsError(RuntimeError):

@@ -29,10 +29,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from exporter.lab import netns
-from exporter.lab.base import BRIDGE, NamespaceLab
-from exporter.lab.charon import Charon, CharonError
-from exporter.lab.configs import ESP_PROPOSALS, IKE_PROPOSALS, PSK, SERVER_ADDR, SUBNET_PREFIX
+from exporter.demo.lab import netns
+from exporter.demo.lab.base import BRIDGE, NamespaceLab
+from exporter.demo.lab.charon import Charon, CharonError
+from exporter.demo.lab.configs import ESP_PROPOSALS, IKE_PROPOSALS, PSK, SERVER_ADDR, SUBNET_PREFIX
 
 CLIENT_NET = ipaddress.ip_network("10.128.0.0/16")
 SERVER_NET = ipaddress.ip_network("10.129.0.0/16")

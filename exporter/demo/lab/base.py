@@ -16,9 +16,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from exporter.lab import netns
-from exporter.lab.charon import Charon
-from exporter.lab.configs import SERVER_ADDR, SUBNET_PREFIX, Kernel
+from exporter.demo.lab import netns
+from exporter.demo.lab.charon import Charon
+from exporter.demo.lab.configs import SERVER_ADDR, SUBNET_PREFIX, Kernel
 
 BRIDGE = "br0"
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from exporter.lab import process
+from exporter.demo.lab import process
 
 
 class PrometheusError(RuntimeError):

@@ -13,8 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from exporter.lab import netns
-from exporter.lab.configs import Kernel, strongswan_conf
+from exporter.demo.lab import netns
+from exporter.demo.lab.configs import Kernel, strongswan_conf
 
 CHARON_BIN = "/usr/lib/ipsec/charon"
 SWANCTL_BIN = "swanctl"

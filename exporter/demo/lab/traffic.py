@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from exporter.lab import netns
+from exporter.demo.lab import netns
 
 # Runs inside the namespace: send COUNT echo requests to DST, print how many came back.
 _PING = r"""

@@ -31,16 +31,16 @@ from exporter.config import (
     ViciAddress,
 )
 from exporter.daemon import serve
-from exporter.lab import Lab, requirements
-from exporter.lab.configs import ConnName
-from exporter.lab.prometheus import PrometheusServer, scrape_config
+from exporter.demo.lab import Lab, requirements
+from exporter.demo.lab.configs import ConnName
+from exporter.demo.lab.prometheus import PrometheusServer, scrape_config
 from exporter.logs import setup_logging
 
 log = logging.getLogger("exporter.demo")
 CLIENTS: list[ConnName] = ["nycmesh", "nycmesh", "nycmesh", "ikev2-psk", "ikev2-psk"]
 #: Where the project's alert rules are: beside the package in a checkout (editable
 #: install), or in the current directory (the README runs the demo from the checkout).
-RULES_DIRS = (Path(__file__).resolve().parent.parent / "alerts", Path.cwd() / "alerts")
+RULES_DIRS = (Path(__file__).resolve().parents[2] / "alerts", Path.cwd() / "alerts")
 
 
 def rule_files() -> list[str]:

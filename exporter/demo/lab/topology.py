@@ -11,10 +11,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from exporter.lab import certs, netns, traffic
-from exporter.lab.base import BRIDGE, NamespaceLab
-from exporter.lab.charon import Charon, CharonError
-from exporter.lab.configs import (
+from exporter.demo.lab import certs, netns, traffic
+from exporter.demo.lab.base import BRIDGE, NamespaceLab
+from exporter.demo.lab.charon import Charon, CharonError
+from exporter.demo.lab.configs import (
     SUBNET_PREFIX,
     TUNNEL_TARGET,
     ClientShape,

@@ -13,7 +13,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from exporter.collectors.base import Collection
 from exporter.collectors.limits import SeriesLimiter
-from exporter.collectors.limits import dropped_family as dropped_family  # where tests look
 from exporter.collectors.order import SeriesOrders, take_in_order
 from exporter.collectors.strongswan_ledger import (
     render_ledger,

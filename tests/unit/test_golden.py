@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.exposition import generate_latest
 
-from exporter.collectors.limits import SeriesLimiter
-from exporter.collectors.strongswan import dropped_family, render, up_family
+from exporter.collectors.limits import SeriesLimiter, dropped_family
+from exporter.collectors.strongswan import render, up_family
 from exporter.config import StrongswanOptions
 from exporter.strongswan.fetch import assemble_snapshot
 from tests.recordings import RECORDED_NOW, load_answers, scenarios

@@ -48,7 +48,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -197,37 +197,55 @@ def sum_metric(text: str, name: str, **labels: str) -> float:
 # -- the exporter ----------------------------------------------------------------------------
 
 
+def free_port() -> int:
+    with socket.socket() as s:  # a free port (the namespace's loopback is empty anyway)
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def spawn_exporter(
+    lab: ScaleLab,
+    port: int,
+    log: Path,
+    extra: Sequence[str] = (),
+    head: Sequence[str] = ("-m", "exporter"),
+    env_extra: Mapping[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """The exporter (``python HEAD ...``) in the responder's namespace on 127.0.0.1:PORT,
+    asking the lab's charon, its output in LOG (shared by scale.py and soak.py)."""
+    argv = [
+        sys.executable,
+        *head,
+        "--web.listen-address",
+        f"127.0.0.1:{port}",
+        "--vici.socket",
+        lab.server_uri,
+        *extra,
+    ]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env.update(env_extra or {})
+    with open(log, "wb") as fh:
+        # `ip netns exec` execs: the pid is the exporter's own.
+        return subprocess.Popen(
+            netns.exec_argv(lab.server_ns, argv),
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
 class Exporter:
     """``python -m exporter`` in the responder's namespace on 127.0.0.1."""
 
     def __init__(self, lab: ScaleLab, logdir: Path, *extra: str) -> None:
-        with socket.socket() as s:  # a free port (the namespace's loopback is empty anyway)
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        argv = [
-            sys.executable,
-            "-m",
-            "exporter",
-            "--web.listen-address",
-            f"127.0.0.1:{self.port}",
-            "--vici.socket",
-            lab.server_uri,
-            *extra,
-        ]
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        self.port = free_port()
         self.log = logdir / f"exporter-{self.port}.log"
-        with open(self.log, "wb") as fh:
-            # `ip netns exec` execs: the pid is the exporter's own.
-            self.proc = subprocess.Popen(
-                netns.exec_argv(lab.server_ns, argv),
-                cwd=ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self.proc = spawn_exporter(lab, self.port, self.log, extra)
         self.scraper = Scraper(lab.server_ns, self.port)
 
     @property

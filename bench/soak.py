@@ -52,7 +52,6 @@ import linecache
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -71,8 +70,10 @@ for path in (ROOT, ROOT / "bench"):
 from scale import (  # noqa: E402
     SCRAPE_HEADERS,
     cpu_seconds,
+    free_port,
     loadavg,
     machine,
+    spawn_exporter,
     status_kb,
     sum_metric,
     terminate_on_signals,
@@ -111,35 +112,12 @@ class Exporter:
         self, lab: ScaleLab, logdir: Path, name: str, traced: Path | None, extra: list[str]
     ) -> None:
         self.name = name
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = free_port()
         head = ["-c", TRACED_EXPORTER] if traced is not None else ["-m", "exporter"]
-        argv = [
-            sys.executable,
-            *head,
-            "--web.listen-address",
-            f"127.0.0.1:{self.port}",
-            "--vici.socket",
-            lab.server_uri,
-            *extra,
-        ]
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-        if traced is not None:
-            env["SOAK_SNAPSHOTS"] = str(traced)
         self.snapshots = traced
         self.log = logdir / f"exporter-{name}.log"
-        with open(self.log, "wb") as fh:
-            self.proc = subprocess.Popen(
-                netns.exec_argv(lab.server_ns, argv),
-                cwd=ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        env = {"SOAK_SNAPSHOTS": str(traced)} if traced is not None else None
+        self.proc = spawn_exporter(lab, self.port, self.log, extra, head, env)
         self.ns = lab.server_ns
 
     @property
@@ -507,9 +485,7 @@ def run_flood(args: argparse.Namespace, workdir: Path) -> int:
     from tests.hostile.fake_charon import FakeCharon
 
     peer = FakeCharon(workdir / "charon.vici", flood=args.flood, held=True)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     argv = [sys.executable, "-m", "exporter", "--web.listen-address", f"127.0.0.1:{port}"]
     argv += ["--vici.socket", peer.uri, *(args.exporter_arg or [])]
     env = dict(os.environ, PYTHONPATH=str(ROOT))

@@ -8,7 +8,9 @@ on the gaps and counts the exporter cannot miss, so a slow machine only makes it
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from vici.protocol import Packet
@@ -86,34 +88,40 @@ async def test_listing_right_after_the_event_stream_reconnects(tmp_path: Path) -
             await runtime.close()
 
 
+@contextlib.asynccontextmanager
+async def _settled(charon: FakeViciServer, timeout: float) -> AsyncIterator[Runtime]:
+    """A running exporter with the event stream on and listings hourly, settled: the first
+    round's listing and the stream's, then two cheap rounds."""
+    settings = settings_for(
+        charon.path, timeout=timeout, refresh_interval=0.02, sa_refresh_interval=3600
+    )
+    runtime = Runtime(settings)
+    runtime.start()
+    try:
+        await charon.wait_until(lambda: charon.count("list-sas") >= 2)
+        listed = charon.last("list-sas")
+        assert listed is not None
+        await charon.wait_until(lambda: charon.count("stats", after=listed.seq) >= 2)
+        yield runtime
+    finally:
+        await runtime.close()
+
+
 async def test_a_listing_asked_for_during_a_round_is_not_lost(tmp_path: Path) -> None:
-    async with FakeViciServer(tmp_path / "charon.vici") as charon:
-        settings = settings_for(
-            charon.path, timeout=5.0, refresh_interval=0.02, sa_refresh_interval=3600
+    async with FakeViciServer(tmp_path / "charon.vici") as charon, _settled(charon, 5.0) as runtime:
+        # A round is under way (held at stats) when the event stream is lost, and the
+        # stream cannot subscribe again (its listing then would hide the lost one).
+        charon.hold("stats", "ike-updown")
+        asked = len(charon.asked)
+        await charon.wait_until(lambda: charon.count("stats", after=asked) >= 1)
+        charon.drop(event_stream_only=True)
+        await eventually(
+            lambda: _scraped(runtime, "strongswan_event_stream_up", 0), "the stream lost"
         )
-        runtime = Runtime(settings)
-        runtime.start()
-        try:
-            # Settled: the first round's listing and the stream's, then cheap rounds.
-            await charon.wait_until(lambda: charon.count("list-sas") >= 2)
-            listed = charon.last("list-sas")
-            assert listed is not None
-            await charon.wait_until(lambda: charon.count("stats", after=listed.seq) >= 2)
-            # A round is under way (held at stats) when the event stream is lost, and the
-            # stream cannot subscribe again (its listing then would hide the lost one).
-            charon.hold("stats", "ike-updown")
-            asked = len(charon.asked)
-            await charon.wait_until(lambda: charon.count("stats", after=asked) >= 1)
-            charon.drop(event_stream_only=True)
-            await eventually(
-                lambda: _scraped(runtime, "strongswan_event_stream_up", 0), "the stream lost"
-            )
-            charon.hold("ike-updown")  # the round goes on
-            held_round = len(charon.asked)
-            await charon.wait_until(lambda: charon.count("get-counters", after=held_round) >= 3)
-            assert charon.count("list-sas", after=asked) >= 1, "the stream's loss asked for one"
-        finally:
-            await runtime.close()
+        charon.hold("ike-updown")  # the round goes on
+        held_round = len(charon.asked)
+        await charon.wait_until(lambda: charon.count("get-counters", after=held_round) >= 3)
+        assert charon.count("list-sas", after=asked) >= 1, "the stream's loss asked for one"
 
 
 async def _scraped(runtime: Runtime, name: str, expected: float) -> bool:
@@ -121,30 +129,18 @@ async def _scraped(runtime: Runtime, name: str, expected: float) -> bool:
 
 
 async def test_a_listing_whose_round_failed_is_asked_again(tmp_path: Path) -> None:
-    async with FakeViciServer(tmp_path / "charon.vici") as charon:
-        settings = settings_for(
-            charon.path, timeout=0.3, refresh_interval=0.02, sa_refresh_interval=3600
-        )
-        runtime = Runtime(settings)
-        runtime.start()
-        try:
-            await charon.wait_until(lambda: charon.count("list-sas") >= 2)
-            listed = charon.last("list-sas")
-            assert listed is not None
-            await charon.wait_until(lambda: charon.count("stats", after=listed.seq) >= 2)
-            # The event stream is lost (and stays away: its listing would hide the lost
-            # one); the listing its loss asks for goes unanswered until the VICI timeout.
-            charon.hold("list-sas", "ike-updown")
-            asked = len(charon.asked)
-            charon.drop(event_stream_only=True)
-            await charon.wait_until(lambda: charon.count("list-sas", after=asked) == 1)
-            unanswered = charon.last("list-sas")
-            assert unanswered is not None
-            # The client gave up on it: its next round comes.
-            await charon.wait_until(lambda: charon.count("stats", after=unanswered.seq) >= 1)
-            charon.hold("ike-updown")  # charon answers listings again
-            failed = unanswered.seq
-            await charon.wait_until(lambda: charon.count("get-counters", after=failed) >= 3)
-            assert charon.count("list-sas", after=failed) >= 1, "the failed listing is owed"
-        finally:
-            await runtime.close()
+    async with FakeViciServer(tmp_path / "charon.vici") as charon, _settled(charon, 0.3):
+        # The event stream is lost (and stays away: its listing would hide the lost
+        # one); the listing its loss asks for goes unanswered until the VICI timeout.
+        charon.hold("list-sas", "ike-updown")
+        asked = len(charon.asked)
+        charon.drop(event_stream_only=True)
+        await charon.wait_until(lambda: charon.count("list-sas", after=asked) == 1)
+        unanswered = charon.last("list-sas")
+        assert unanswered is not None
+        # The client gave up on it: its next round comes.
+        await charon.wait_until(lambda: charon.count("stats", after=unanswered.seq) >= 1)
+        charon.hold("ike-updown")  # charon answers listings again
+        failed = unanswered.seq
+        await charon.wait_until(lambda: charon.count("get-counters", after=failed) >= 3)
+        assert charon.count("list-sas", after=failed) >= 1, "the failed listing is owed"

@@ -63,9 +63,12 @@ class Runtime:
                 max_sas=options.max_sas,
             )
         self.state = StrongswanState(
-            self.client, self.ledger, options.refresh_interval, options.sa_refresh_interval
+            self.client,
+            self.ledger,
+            options.refresh_interval,
+            options.sa_refresh_interval,
+            max_sas=options.max_sas,
         )
-        self.state.model.max_sas = options.max_sas
         # The scrape layer owns the series limiter; every collector that bounds series
         # gets it, so one limit applies and one family counts what it dropped.
         self.scraper = Scraper(
@@ -179,8 +182,7 @@ class Runtime:
         self.scraper.set_series_limit(new.strongswan.series_limit)
         if self.ledger is not None:
             self.ledger.user_idle_seconds = new.strongswan.user_idle_seconds
-            self.ledger.max_sas = new.strongswan.max_sas
-        self.state.model.max_sas = new.strongswan.max_sas
+        self.state.set_max_sas(new.strongswan.max_sas)
         self.scraper.privacy = PrivacyFilter(new.privacy)
         if self.probes is not None and probes is not None:
             self.probes.current = probes.current

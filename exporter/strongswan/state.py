@@ -35,6 +35,7 @@ class StrongswanState:
         ledger: SaLedger | None,
         refresh_interval: float,
         sa_refresh_interval: float = 120.0,
+        max_sas: int = 10000,
     ) -> None:
         self.client = client
         self.ledger = ledger
@@ -42,7 +43,7 @@ class StrongswanState:
         self.sa_refresh_interval = sa_refresh_interval
         #: Monotonic time of the last successful list-sas.
         self.listed_at: float | None = None
-        self.model = SaModel()
+        self.model = SaModel(max_sas=max_sas)
         self.snapshot: StrongswanSnapshot | None = None
         #: Monotonic time of the last successful refresh.
         self.refreshed_at: float | None = None
@@ -89,6 +90,12 @@ class StrongswanState:
             self.refreshes += 1
             self.ok = True
             self.error = ""
+
+    def set_max_sas(self, max_sas: int) -> None:
+        """The cap of the SA model and the ledger (a reload); what is tracked stays."""
+        self.model.max_sas = max_sas
+        if self.ledger is not None:
+            self.ledger.max_sas = max_sas
 
     def request_refresh(self) -> None:
         """Refresh now (the event stream reconnected: what did we miss?)."""

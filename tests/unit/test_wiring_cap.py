@@ -5,6 +5,7 @@ and off (only listings fill the SA model, and it counts)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -40,3 +41,23 @@ async def test_sas_over_the_cap_are_counted_not_tracked(tmp_path: Path, events: 
             await eventually(capped, "one SA tracked, the rest counted as untracked")
         finally:
             await runtime.close()
+
+
+@pytest.mark.parametrize("events", [True, False], ids=["events", "no-events"])
+async def test_a_reload_sets_the_cap_of_the_model_and_the_ledger(
+    tmp_path: Path, events: bool
+) -> None:
+    settings = settings_for(tmp_path / "absent.vici", events=events, max_sas=1)
+    lowered = dataclasses.replace(
+        settings, strongswan=dataclasses.replace(settings.strongswan, max_sas=5)
+    )
+    runtime = Runtime(settings, lambda: lowered)
+    try:
+        assert runtime.state.model.max_sas == 1
+        await runtime.reload()
+        assert runtime.state.model.max_sas == 5
+        if events:
+            assert runtime.ledger is not None
+            assert runtime.ledger.max_sas == 5
+    finally:
+        await runtime.close()

@@ -178,11 +178,6 @@ def _str(value: Any) -> str:
     return value
 
 
-def duration(value: Any) -> float:
-    """`10s`, `500ms`, `5m`, `1h` or a plain number of seconds: the flags' grammar."""
-    return parse_duration(value)
-
-
 def _telemetry_path(value: Any) -> str:
     path = _str(value)
     try:
@@ -279,15 +274,15 @@ def settings_from_document(doc: Document, base: Settings | None = None) -> Setti
     enable_lifecycle = web.value("enable_lifecycle", base.enable_lifecycle, _bool)
     bl = base.web_limits
     web_limits = WebLimits(
-        header_timeout=web.value("header_timeout", bl.header_timeout, duration),
-        idle_timeout=web.value("idle_timeout", bl.idle_timeout, duration),
+        header_timeout=web.value("header_timeout", bl.header_timeout, parse_duration),
+        idle_timeout=web.value("idle_timeout", bl.idle_timeout, parse_duration),
         max_connections=web.value("max_connections", bl.max_connections, _int),
     )
     web.finish()
 
     vici = top.section("vici")
     socket = vici.value("socket", base.vici_socket, parse_vici_socket)
-    timeout = vici.value("timeout", base.vici_timeout, duration)
+    timeout = vici.value("timeout", base.vici_timeout, parse_duration)
     vici.finish()
 
     log = top.section("log")
@@ -303,10 +298,10 @@ def settings_from_document(doc: Document, base: Settings | None = None) -> Setti
         user_metrics=ss.value("user_metrics", b.user_metrics, _bool),
         series_limit=ss.value("series_limit", b.series_limit, _int),
         events=ss.value("events", b.events, _bool),
-        reauth_grace=ss.value("reauth_grace", b.reauth_grace, duration),
-        user_idle_seconds=ss.value("user_idle_timeout", b.user_idle_seconds, duration),
-        refresh_interval=ss.value("refresh_interval", b.refresh_interval, duration),
-        sa_refresh_interval=ss.value("sa_refresh_interval", b.sa_refresh_interval, duration),
+        reauth_grace=ss.value("reauth_grace", b.reauth_grace, parse_duration),
+        user_idle_seconds=ss.value("user_idle_timeout", b.user_idle_seconds, parse_duration),
+        refresh_interval=ss.value("refresh_interval", b.refresh_interval, parse_duration),
+        sa_refresh_interval=ss.value("sa_refresh_interval", b.sa_refresh_interval, parse_duration),
         max_sas=ss.value("max_sas", b.max_sas, _int),
     )
     ss.finish()

@@ -6,13 +6,17 @@ object, so nothing else in the daemon knows where a setting came from.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 from exporter.kernel.options import KernelOptions
 from exporter.privacy import PrivacyOptions
+
+# One duration grammar and one error class for every settings source (re-exported).
+from exporter.settings.durations import MAX_DURATION as MAX_DURATION
+from exporter.settings.durations import parse_duration as parse_duration
+from exporter.settings.errors import SettingsError as SettingsError
 
 # Re-exported: Settings holds one, and code that builds Settings names it from here.
 from exporter.vici.address import ViciAddress as ViciAddress
@@ -24,43 +28,6 @@ DEFAULT_VICI_SOCKET = "unix:///var/run/charon.vici"
 
 LogFormat = Literal["logfmt", "json"]
 LogLevel = Literal["debug", "info", "warn", "error"]
-
-
-class SettingsError(ValueError):
-    """A setting has a value the daemon cannot use; the message names the setting."""
-
-
-# -- durations: one grammar for the flags and the config file -------------------------------
-
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-#: The longest duration a Go exporter's flag can hold (time.Duration, int64 nanoseconds,
-#: ~292 years); also the most Python's own timeouts take (socket.settimeout raises
-#: OverflowError beyond it). Anything longer is a typo, not a wish.
-MAX_DURATION = (2**63 - 1) / 1e9
-
-
-def parse_duration(value: Any) -> float:
-    """Seconds from `10s`, `500ms`, `5m`, `1h` or a plain number of seconds (a YAML
-    number too). Refused (ValueError naming the value): anything else, negative,
-    not finite (`inf`, `nan`, `1.0e+400`) or beyond `MAX_DURATION`."""
-    if isinstance(value, bool):
-        raise ValueError(f"expected a duration like 10s, got {value!r}")
-    if isinstance(value, int | float):
-        try:
-            seconds = float(value)
-        except OverflowError:  # a YAML integer of 400 digits
-            seconds = math.inf
-    else:
-        match = _DURATION.match(str(value).strip())
-        if not match:
-            raise ValueError(f"expected a duration like 10s, 500ms, 5m or 1h, got {value!r}")
-        seconds = float(match.group(1)) * _UNITS[match.group(2)]
-    if math.isnan(seconds) or seconds < 0:
-        raise ValueError(f"expected a duration of 0 or more seconds, got {value!r}")
-    if not seconds <= MAX_DURATION:
-        raise ValueError(f"{value!r} is longer than any timeout can be (~292 years)")
-    return seconds
 
 
 # -- the telemetry path -------------------------------------------------------------------

@@ -133,6 +133,22 @@ class Section:
         except (ValueError, TypeError) as err:
             raise self.error(name, str(err)) from None
 
+    def strings(self, name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+        """A list of non-empty strings, or `default` if absent; a bad item is an error at
+        its own line (key `NAME.INDEX`)."""
+        self.known.add(name)
+        if name not in self.data:
+            return default
+        items = self.data[name]
+        if not isinstance(items, list):
+            raise self.error(name, f"expected a list of strings, got {kind(items)}")
+        for i, item in enumerate(items):
+            if not isinstance(item, str) or not item:
+                at = (*self.at, name, str(i))
+                got = repr(item) if isinstance(item, str) else kind(item)
+                raise self.doc.error(at, f"expected a non-empty string, got {got}")
+        return tuple(items)
+
     def finish(self, hints: dict[str, str] | None = None) -> None:
         """Refuse the first key not read; `hints` says why a known-unsupported key is."""
         unknown = sorted(set(self.data) - self.known)

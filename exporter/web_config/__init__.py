@@ -21,18 +21,18 @@ operator reuses what they already have::
 What Python's TLS cannot do is refused with a message, never silently dropped (see
 `parse`). The daemon wires it as::
 
-    live = LiveWebConfig(load_web_config(path))  # WebConfigError: one line naming the key
+    live = LiveWebConfig(load_web_config(path))  # WebConfigError: FILE:LINE: KEY: message
     app.middlewares.append(live.middleware())    # before the runner's setup
     web.TCPSite(runner, host, port, ssl_context=live.ssl_context())
     ...
     pending = live.replace(load_web_config(path))  # on SIGHUP; log `pending` as restart-only
 
-One job per module: `parse` reads and validates the file (through `reader`, which names
-the key and line of every error), `tls` builds the server context, `basic_auth` checks
-passwords (bcrypt, verdict cache, bound on waiting checks), `middleware` puts auth, SANs
-and headers in front of every endpoint, `config` is the validated result and `live` the
-copy a running daemon swaps on reload. Nothing here imports the daemon, the CLI or the
-HTTP server.
+One job per module: `parse` reads and validates the file (with the exporter's one YAML
+reader, `exporter.settings.yaml_file`: every error is `FILE:LINE: KEY: message`), `tls`
+builds the server context, `basic_auth` checks passwords (bcrypt, verdict cache, bound on
+waiting checks), `middleware` puts auth, SANs and headers in front of every endpoint,
+`config` is the validated result and `live` the copy a running daemon swaps on reload.
+Nothing here imports the daemon, the CLI or the HTTP server.
 """
 
 from exporter.web_config.basic_auth import BasicAuth, Verdict, parse_basic_authorization

@@ -1,9 +1,10 @@
-"""The one error of the web configuration: a line naming the file, the key and what is wrong."""
+"""The one error of the web configuration: `FILE:LINE: KEY: message`, as for every YAML
+file the exporter reads."""
 
 from __future__ import annotations
 
-from exporter.config import SettingsError
+from exporter.settings.errors import ConfigFileError
 
 
-class WebConfigError(SettingsError):
-    """The web configuration file cannot be used; the message names the file and key."""
+class WebConfigError(ConfigFileError):
+    """The web configuration file cannot be used; the message names the file, line and key."""

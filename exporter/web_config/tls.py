@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from exporter.web_config.errors import WebConfigError
+from exporter.settings.errors import SettingsError
 
 TLS_VERSIONS = {
     "TLS10": ssl.TLSVersion.TLSv1,
@@ -70,7 +70,7 @@ class TlsServerConfig:
 
 #: (key under tls_server_config, message) → the error to raise; the parser's, so that the
 #: message names the file and the key's line like every other error of the file.
-Complaint = Callable[[str, str], WebConfigError]
+Complaint = Callable[[str, str], SettingsError]
 
 
 def server_context(tls: TlsServerConfig, complain: Complaint) -> ssl.SSLContext:

@@ -173,7 +173,7 @@ def test_non_utf8_web_config_is_one_line(tmp_path: Path) -> None:
     path = write(tmp_path, b"basic_auth_users:\n  caf\xe9: x\n", "web.yml")
     with pytest.raises(WebConfigError) as info:
         load_web_config(path)
-    assert str(info.value) == f"{path}: not UTF-8 (line 2): byte 0xe9; save the file as UTF-8"
+    assert str(info.value) == f"{path}:2: not UTF-8: byte 0xe9; save the file as UTF-8"
 
 
 def post(url: str) -> tuple[int, str]:
@@ -240,9 +240,7 @@ def test_duplicate_keys_in_the_web_config_are_refused(tmp_path: Path) -> None:
     path = write(tmp_path, f"basic_auth_users:\n  alice: {hashed}\n  alice: {hashed}\n", "web.yml")
     with pytest.raises(WebConfigError) as info:
         load_web_config(path)
-    assert str(info.value) == (
-        f"{path}: basic_auth_users.alice (line 3): duplicate key (first on line 2)"
-    )
+    assert str(info.value) == f"{path}:3: basic_auth_users.alice: duplicate key (first on line 2)"
 
 
 # -- bcrypt cost -------------------------------------------------------------------------------
@@ -262,7 +260,7 @@ def test_bcrypt_cost_out_of_bounds_is_refused(tmp_path: Path, cost: int) -> None
     with pytest.raises(WebConfigError) as info:
         load_web_config(path)
     assert time.monotonic() - started < 1
-    assert f"basic_auth_users.alice (line 2): bcrypt cost {cost}" in str(info.value)
+    assert f"{path}:2: basic_auth_users.alice: bcrypt cost {cost}" in str(info.value)
 
 
 @pytest.mark.parametrize("cost", [4, 10, 14])

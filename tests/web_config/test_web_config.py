@@ -22,6 +22,7 @@ from aiohttp import web
 from exporter.config import SettingsError
 from exporter.http import build_app
 from exporter.scrape import Scraper
+from exporter.settings.errors import ConfigFileError
 from exporter.web_config import (
     BasicAuth,
     LiveWebConfig,
@@ -465,25 +466,25 @@ def test_reload_names_what_waits_for_a_restart(pki: Pki) -> None:
 # ---- bad files: one clear message naming the key ----------------------------------------
 
 BAD = {
-    "unknown-top-key": ("basic_auth_user: {}\n", "basic_auth_user (line 1): unknown key"),
-    "not-a-mapping": ("- a\n- b\n", "must be a mapping"),
-    "yaml-syntax": ("tls_server_config: {cert_file: [\n", "not valid YAML (line 2)"),
+    "unknown-top-key": ("basic_auth_user: {}\n", "bad.yml:1: basic_auth_user: unknown key"),
+    "not-a-mapping": ("- a\n- b\n", "bad.yml: (top level): expected a mapping of tls_"),
+    "yaml-syntax": ("tls_server_config: {cert_file: [\n", "bad.yml:2: not valid YAML"),
     "missing-key-file": (
         "tls_server_config:\n  cert_file: server.crt\n",
-        "tls_server_config.key_file: missing",
+        "bad.yml:1: tls_server_config.key_file: missing",
     ),
     "cert-not-found": (
         "tls_server_config:\n  cert_file: nope.crt\n  key_file: server.key\n",
-        "tls_server_config.cert_file (line 2):",
+        "bad.yml:2: tls_server_config.cert_file:",
     ),
     "key-does-not-match": (
         "tls_server_config:\n  cert_file: server.crt\n  key_file: prometheus.key\n",
-        "tls_server_config.key_file (line 3): cannot load",
+        "bad.yml:3: tls_server_config.key_file: cannot load",
     ),
     "bad-auth-type": (
         "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
         "  client_auth_type: Sometimes\n",
-        "tls_server_config.client_auth_type (line 4): 'Sometimes' is not one of",
+        "bad.yml:4: tls_server_config.client_auth_type: 'Sometimes' is not one of",
     ),
     "unverified-client-cert": (
         "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
@@ -498,44 +499,54 @@ BAD = {
     "ca-without-auth-type": (
         "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
         "  client_ca_file: ca.crt\n",
-        "tls_server_config.client_ca_file (line 4): set, but client_auth_type is NoClientCert",
+        "bad.yml:4: tls_server_config.client_ca_file: set, but client_auth_type is NoClientCert",
     ),
     "bad-min-version": (
         "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
         "  min_version: SSL3\n",
-        "tls_server_config.min_version (line 4)",
+        "bad.yml:4: tls_server_config.min_version: ",
     ),
     "max-below-min": (
         "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
         "  min_version: TLS13\n  max_version: TLS12\n",
-        "max_version (line 5): is below min_version",
+        "bad.yml:5: tls_server_config.max_version: is below min_version",
     ),
     "unknown-cipher": (
         "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
         "  cipher_suites:\n    - TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256\n    - TLS_FANCY\n",
-        "tls_server_config.cipher_suites.1 (line 6): unknown cipher suite 'TLS_FANCY'",
+        "bad.yml:6: tls_server_config.cipher_suites.1: unknown cipher suite 'TLS_FANCY'",
     ),
     "curve-preferences": (
         "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
         "  curve_preferences: [X25519]\n",
-        "curve_preferences (line 4): Python's ssl module cannot order curves",
+        "bad.yml:4: tls_server_config.curve_preferences: Python's ssl module cannot order curves",
     ),
     "inline-cert": (
         "tls_server_config:\n  cert: '-----BEGIN CERTIFICATE-----'\n",
-        "tls_server_config.cert (line 2): inline certificates are not supported",
+        "bad.yml:2: tls_server_config.cert: inline certificates are not supported",
+    ),
+    "auth-type-list": (
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+        "  client_auth_type: [RequireAndVerifyClientCert]\n",
+        "bad.yml:4: tls_server_config.client_auth_type: ['RequireAndVerifyClientCert'] is not",
+    ),
+    "min-version-list": (
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+        "  min_version: [TLS13]\n",
+        "bad.yml:4: tls_server_config.min_version: ['TLS13'] is not one of",
     ),
     "plain-password": (
         "basic_auth_users:\n  prometheus: hunter2\n",
-        "basic_auth_users.prometheus (line 2): is not a bcrypt hash",
+        "bad.yml:2: basic_auth_users.prometheus: is not a bcrypt hash",
     ),
-    "users-list": ("basic_auth_users: [a, b]\n", "basic_auth_users (line 1): must be a mapping"),
+    "users-list": ("basic_auth_users: [a, b]\n", "bad.yml:1: basic_auth_users: must be a mapping"),
     "colon-in-user": (
         "basic_auth_users:\n  'a:b': $2y$04$" + "a" * 53 + "\n",
         "a user name must be a non-empty string without ':'",
     ),
     "forbidden-header": (
         "http_server_config:\n  headers:\n    Set-Cookie: a=b\n",
-        "http_server_config.headers.Set-Cookie (line 3): cannot be set",
+        "bad.yml:3: http_server_config.headers.Set-Cookie: cannot be set",
     ),
     "bad-frame-options": (
         "http_server_config:\n  headers:\n    X-Frame-Options: allow\n",
@@ -544,15 +555,15 @@ BAD = {
     "http2-not-bool": ("http_server_config: {http2: maybe}\n", "http_server_config.http2"),
     "duplicate-user": (
         "basic_auth_users:\n  a: $2y$04$" + "a" * 53 + "\n  a: $2y$04$" + "b" * 53 + "\n",
-        "basic_auth_users.a (line 3): duplicate key (first on line 2)",
+        "bad.yml:3: basic_auth_users.a: duplicate key (first on line 2)",
     ),
     "duplicate-section": (
         "http_server_config: {}\nhttp_server_config: {http2: true}\n",
-        "http_server_config (line 2): duplicate key (first on line 1)",
+        "bad.yml:2: http_server_config: duplicate key (first on line 1)",
     ),
     "bcrypt-cost-31": (
         "basic_auth_users:\n  a: $2y$31$" + "a" * 53 + "\n",
-        "basic_auth_users.a (line 2): bcrypt cost 31 is outside 4-14",
+        "bad.yml:2: basic_auth_users.a: bcrypt cost 31 is outside 4-14",
     ),
     "alias-bomb": (
         "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
@@ -571,10 +582,33 @@ def test_bad_file_gives_one_clear_message(pki: Pki, text: str, expected: str) ->
     with pytest.raises(WebConfigError) as info:
         load_web_config(path)
     message = str(info.value)
-    assert message.startswith(f"{path}: "), message
+    assert message.startswith(f"{path}:"), message
     assert expected in message, message
     assert "\n" not in message
     assert isinstance(info.value, SettingsError)
+
+
+def test_a_bad_value_deep_in_the_file_names_file_line_and_key(pki: Pki) -> None:
+    """The one error format of every YAML file the exporter reads: `FILE:LINE: KEY: message`."""
+    path = write_config(pki, f"""\
+        # web configuration
+        tls_server_config:
+          cert_file: server.crt
+          key_file: server.key
+          client_auth_type: RequireAndVerifyClientCert
+          client_ca_file: ca.crt
+          client_allowed_sans:
+            - prometheus.example.net
+            - ''
+        basic_auth_users:
+          prometheus: {pki.hashed}
+        """, "deep.yml")  # fmt: skip
+    with pytest.raises(WebConfigError) as info:
+        load_web_config(path)
+    assert str(info.value) == (
+        f"{path}:9: tls_server_config.client_allowed_sans.1: expected a non-empty string, got ''"
+    )
+    assert isinstance(info.value, ConfigFileError)
 
 
 def test_missing_file(tmp_path: Path) -> None:

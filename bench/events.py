@@ -43,7 +43,8 @@ if str(ROOT) not in sys.path:
 from vici.protocol import Message, Packet  # noqa: E402
 
 from exporter.config import ViciAddress  # noqa: E402
-from exporter.strongswan.events import EVENTS, EventStream  # noqa: E402
+from exporter.strongswan.charon_events import EVENTS, decode_event  # noqa: E402
+from exporter.strongswan.events import EventStream  # noqa: E402
 from exporter.strongswan.ledger import SaLedger  # noqa: E402
 from exporter.vici import Backoff  # noqa: E402
 
@@ -187,7 +188,7 @@ async def _playback(tunnels: int, grace: float, sockdir: Path) -> list[Row]:
         chunk = events[: 4 * part]
         t0 = time.perf_counter()
         for name, msg in chunk:
-            ledger_only.apply_event(name, msg)
+            _apply(ledger_only, name, msg)
         seconds = time.perf_counter() - t0
         part_bytes = sum(100 * (i % 50 + 1) for i in range(part))
         exact = _exact(ledger_only, part, part_bytes, settle=True)
@@ -234,7 +235,7 @@ def sustained(events: list[Event], grace: float, rate: float, block: int) -> lis
         t0 = time.perf_counter()
         for name, msg in events[start : start + block]:
             now[0] += 1.0 / rate
-            ledger.apply_event(name, msg)
+            _apply(ledger, name, msg)
         per_block.append(time.perf_counter() - t0)
     tunnels = len(events) // 4
     expected = sum(100 * (i % 50 + 1) for i in range(tunnels))
@@ -250,6 +251,13 @@ def sustained(events: list[Event], grace: float, rate: float, block: int) -> lis
         )
         for n in sorted({0, last})
     ]
+
+
+def _apply(ledger: SaLedger, name: str, message: dict[str, Any]) -> None:
+    """One event as the event stream hands it on: decoded once, then applied."""
+    event = decode_event(name, message, time.time())
+    if event is not None:
+        ledger.apply(event)
 
 
 def _exact(ledger: SaLedger, tunnels: int, expected_bytes: int, settle: bool) -> bool:

@@ -83,7 +83,7 @@ class Runtime:
                 settings.vici_timeout,
                 self.ledger,
                 self.state.reconcile,
-                consumers=[self.state.apply_event],
+                consumers=[self.state.apply],
                 on_lost=self.state.request_refresh,
             )
             self.collector.attach_stream(self.stream)

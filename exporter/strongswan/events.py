@@ -16,18 +16,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+import time
+from collections.abc import Awaitable, Callable, Sequence
 
 from vici.protocol import Packet
 
+from exporter.strongswan.charon_events import EVENTS, CharonEvent, decode_event
 from exporter.strongswan.ledger import SaLedger
 from exporter.vici import Backoff, ViciConnection, ViciConnectionError, ViciError
 from exporter.vici.address import ViciAddress
 
 log = logging.getLogger("exporter.events")
 
-EVENTS = ("ike-updown", "child-updown", "ike-rekey", "child-rekey")
 #: How often drops past their reauthentication grace time get counted.
 TICK_SECONDS = 1.0
 #: Seconds between liveness questions on the event connection: a hung charon is seen at
@@ -47,7 +47,7 @@ class EventStream:
         ledger: SaLedger,
         reconcile: Callable[[], Awaitable[None]],
         backoff: Backoff | None = None,
-        consumers: Sequence[Callable[[str, Mapping[str, Any]], None]] = (),
+        consumers: Sequence[Callable[[CharonEvent], None]] = (),
         on_lost: Callable[[], None] | None = None,
         liveness_interval: float = LIVENESS_INTERVAL,
     ) -> None:
@@ -57,7 +57,7 @@ class EventStream:
         self._reconcile = reconcile
         self._backoff = backoff or Backoff()
         #: Who else learns of every event (the SA model), after the ledger.
-        self._consumers = [ledger.apply_event, *consumers]
+        self._consumers = [ledger.apply, *consumers]
         self._on_lost = on_lost
         self.liveness_interval = liveness_interval
         self._answered = asyncio.Event()
@@ -192,8 +192,16 @@ class EventStream:
             if frame.kind != Packet.EVENT:
                 continue
             self.events_received += 1
+            try:
+                # Decoded once, for every consumer.
+                event = decode_event(frame.name, frame.message, time.time())
+            except Exception:  # one odd event must not stop the stream
+                log.exception("cannot decode event", extra={"event": frame.name})
+                continue
+            if event is None:
+                continue
             for consume in self._consumers:
                 try:
-                    consume(frame.name, frame.message)
+                    consume(event)
                 except Exception:  # one odd event must not stop the stream
                     log.exception("cannot apply event", extra={"event": frame.name})

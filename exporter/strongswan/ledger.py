@@ -5,7 +5,7 @@ sampled every scrape misses a tunnel that drops and comes back in between. The l
 what Prometheus needs instead: monotonic counts of up/down/rekey events and traffic totals
 that are "bytes of every CHILD SA that ended" plus "bytes of the live ones".
 
-It is fed from two sides: the event stream (`apply_event`, immediate) and every `list-sas`
+It is fed from two sides: charon's events, decoded (`apply`, immediate) and every `list-sas`
 (`reconcile`, which catches what the stream missed while it was down). Both may report the
 same change; uniqueids make the second report a no-op. Methods are synchronous and do no
 I/O, so the edge cases are unit-tested with recorded events of a real charon.
@@ -31,12 +31,21 @@ from __future__ import annotations
 import sys
 import time
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from exporter.strongswan.charon_events import (
+    CharonEvent,
+    ChildDown,
+    ChildRekey,
+    ChildUp,
+    IkeDown,
+    IkeRekey,
+    IkeUp,
+)
 from exporter.strongswan.model import ChildSA, IkeSA
-from exporter.strongswan.parse import parse_child_rekeys, parse_ike_rekeys, parse_ike_sas
+from exporter.strongswan.parse import RekeyedChild
 
 #: States in which an SA counts as up once seen in a listing.
 IKE_UP_STATES = frozenset({"ESTABLISHED", "REKEYING", "REKEYED"})
@@ -429,35 +438,35 @@ class SaLedger:
 
     # ---- inputs ---------------------------------------------------------------------
 
-    def apply_event(self, name: str, message: Mapping[str, Any]) -> None:
-        """One event of charon's stream: ike-updown, child-updown, ike-rekey, child-rekey."""
-        now = self._wall()
-        up = message.get("up") == "yes"
-        body = {k: v for k, v in message.items() if isinstance(v, Mapping)}
-        if name == "ike-updown":
-            for sa in parse_ike_sas([body], now):
-                if up:
+    def apply(self, event: CharonEvent) -> None:
+        """One event of charon's stream, decoded (`charon_events.decode_event`)."""
+        match event:
+            case IkeUp(sas):
+                for sa in sas:
                     self._ike_up(sa, count=True)
-                else:
+            case IkeDown(sas):
+                for sa in sas:
                     for child in sa.children:
                         self._child_end(child.uniqueid, Traffic.of(child), "down")
                     self._ike_down(sa.uniqueid)
-        elif name == "child-updown":
-            for sa in parse_ike_sas([body], now):
-                self._ike_up(sa, count=False, announced=False)  # its ike-updown counts it
-                for child in sa.children:
-                    if up:
+            case ChildUp(sas):
+                for sa in sas:
+                    self._ike_up(sa, count=False, announced=False)  # its ike-updown counts it
+                    for child in sa.children:
                         self._child_up(sa, child, count=True)
-                    else:
+            case ChildDown(sas):
+                for sa in sas:
+                    self._ike_up(sa, count=False, announced=False)
+                    for child in sa.children:
                         self._child_end(child.uniqueid, Traffic.of(child), "down")
-        elif name == "ike-rekey":
-            self._apply_ike_rekey(body, now)
-        elif name == "child-rekey":
-            self._apply_child_rekey(body, now)
+            case IkeRekey(pairs):
+                self._apply_ike_rekey(pairs)
+            case ChildRekey(pairs):
+                self._apply_child_rekey(pairs)
         self._maybe_tick()
 
-    def _apply_ike_rekey(self, body: Mapping[str, Any], now: float) -> None:
-        for old, new_sa in parse_ike_rekeys(body, now):
+    def _apply_ike_rekey(self, pairs: Iterable[tuple[IkeSA, IkeSA]]) -> None:
+        for old, new_sa in pairs:
             old_id = old.uniqueid
             previous = self._pop_ike(old_id)
             self._tombstone_ike(old_id)
@@ -468,8 +477,8 @@ class SaLedger:
                 self._move_child(child_id, new_sa.uniqueid)
             self._count((new_sa.conn, "", new_sa.user, new_sa.remote_host), "rekey")
 
-    def _apply_child_rekey(self, body: Mapping[str, Any], now: float) -> None:
-        for old, new in parse_child_rekeys(body, now):
+    def _apply_child_rekey(self, pairs: Iterable[tuple[RekeyedChild, RekeyedChild]]) -> None:
+        for old, new in pairs:
             if old is None or new is None:
                 continue
             sa, old_child = old

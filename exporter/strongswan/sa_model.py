@@ -14,12 +14,18 @@ out until SAs go and make room.
 from __future__ import annotations
 
 import dataclasses
-import time
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable
 
+from exporter.strongswan.charon_events import (
+    CharonEvent,
+    ChildDown,
+    ChildRekey,
+    ChildUp,
+    IkeDown,
+    IkeRekey,
+    IkeUp,
+)
 from exporter.strongswan.model import ChildSA, IkeSA
-from exporter.strongswan.parse import parse_child_rekeys, parse_ike_rekeys, parse_ike_sas
 
 #: What an IKEv1 reauthentication keeps: (connection, remote host, remote id, user).
 Peer = tuple[str, str, str, str]
@@ -35,8 +41,7 @@ CHILDREN_PER_SA = 2
 
 
 class SaModel:
-    def __init__(self, clock: Callable[[], float] = time.time, max_sas: int = 10000) -> None:
-        self._clock = clock
+    def __init__(self, max_sas: int = 10000) -> None:
         #: The most IKE SAs held (a reload may change it; what is held stays).
         self.max_sas = max_sas
         #: IKE SAs (and CHILD SAs beyond their own cap) left out because the model was full.
@@ -96,40 +101,40 @@ class SaModel:
     def ike_sas(self) -> tuple[IkeSA, ...]:
         return tuple(self.sas.values())
 
-    def apply_event(self, name: str, message: Mapping[str, Any]) -> None:
-        now = self._clock()
-        up = message.get("up") == "yes"
-        body = {k: v for k, v in message.items() if isinstance(v, Mapping)}
-        if name == "ike-updown":
-            for sa in parse_ike_sas([body], now):
-                if up:
+    def apply(self, event: CharonEvent) -> None:
+        """One event of charon's stream, decoded (`charon_events.decode_event`)."""
+        match event:
+            case IkeUp(sas):
+                for sa in sas:
                     self._put(self._adopt(sa))
-                else:
+            case IkeDown(sas):
+                for sa in sas:
                     self._remove(sa.uniqueid)
-        elif name == "child-updown":
-            for sa in parse_ike_sas([body], now):
-                for child in sa.children:
-                    if up:
+            case ChildUp(sas):
+                for sa in sas:
+                    for child in sa.children:
                         self._put_child(sa, child)
-                    else:
+            case ChildDown(sas):
+                for sa in sas:
+                    for child in sa.children:
                         self._drop_child(sa.uniqueid, child.uniqueid)
-        elif name == "ike-rekey":
-            for old, new in parse_ike_rekeys(body, now):
-                previous = self._remove(old.uniqueid)
-                children = new.children or (previous.children if previous else ())
-                self._put(dataclasses.replace(new, children=children))
-        elif name == "child-rekey":
-            for old_half, new_half in parse_child_rekeys(body, now):
-                if old_half is not None:
-                    sa, old_child = old_half
-                    if sa.version == "1":
-                        # IKEv1 keeps the old CHILD SA listed as REKEYED until it expires
-                        # (charon's delete_rekeyed = no).
-                        self._put_child(sa, dataclasses.replace(old_child, state="REKEYED"))
-                    else:
-                        self._drop_child(sa.uniqueid, old_child.uniqueid)
-                if new_half is not None:
-                    self._put_child(*new_half)
+            case IkeRekey(pairs):
+                for old, new in pairs:
+                    previous = self._remove(old.uniqueid)
+                    children = new.children or (previous.children if previous else ())
+                    self._put(dataclasses.replace(new, children=children))
+            case ChildRekey(pairs):
+                for old_half, new_half in pairs:
+                    if old_half is not None:
+                        sa, old_child = old_half
+                        if sa.version == "1":
+                            # IKEv1 keeps the old CHILD SA listed as REKEYED until it
+                            # expires (charon's delete_rekeyed = no).
+                            self._put_child(sa, dataclasses.replace(old_child, state="REKEYED"))
+                        else:
+                            self._drop_child(sa.uniqueid, old_child.uniqueid)
+                    if new_half is not None:
+                        self._put_child(*new_half)
 
     def _adopt(self, sa: IkeSA) -> IkeSA:
         """An IKEv1 reauthentication: charon moves the CHILD SAs of the peer's older IKE SA

@@ -16,9 +16,8 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Mapping
-from typing import Any
 
+from exporter.strongswan.charon_events import CharonEvent
 from exporter.strongswan.fetch import fetch_snapshot
 from exporter.strongswan.ledger import SaLedger
 from exporter.strongswan.model import StrongswanSnapshot
@@ -60,8 +59,8 @@ class StrongswanState:
     def background(self) -> bool:
         return self.refresh_interval > 0
 
-    def apply_event(self, name: str, message: Mapping[str, Any]) -> None:
-        self.model.apply_event(name, message)
+    def apply(self, event: CharonEvent) -> None:
+        self.model.apply(event)
 
     async def refresh(self, list_sas: bool = True) -> None:
         """One round of questions (`list_sas`: with the listing, and the model and the

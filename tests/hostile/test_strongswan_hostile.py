@@ -3,8 +3,8 @@
 The codec hands these functions nested dicts of text, lists of text and sections, but a
 charon of another version (or something posing as charon) may put any of those where
 another is expected. Contract (parse.py's docstring): "missing or malformed fields
-become neutral values instead of exceptions"; the ledger's `apply_event` and
-`reconcile` document no exception at all. So: no exception, no hang.
+become neutral values instead of exceptions"; decoding an event, the ledger's `apply`
+and `reconcile` document no exception at all. So: no exception, no hang.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from exporter.strongswan import parse
+from exporter.strongswan.charon_events import EVENTS, decode_event
 from exporter.strongswan.ledger import SaLedger
 from exporter.strongswan.parse import (
     parse_certificates,
@@ -36,7 +37,6 @@ from tests.recordings import load_answers, scenarios
 
 from .helpers import HOSTILE, HOSTILE_STRUCTURED, no_hang
 
-EVENTS = ("ike-updown", "child-updown", "ike-rekey", "child-rekey")
 #: Keys charon's answers use, so random messages hit the code paths that read them.
 KEYS = (
     "uniqueid", "version", "state", "remote-host", "remote-id", "remote-xauth-id",
@@ -103,16 +103,20 @@ def test_ledger_events_of_the_wrong_shape(events: list[tuple[str, dict[str, Any]
     with no_hang():
         for name, message in events:
             try:
-                ledger.apply_event(name, message)
+                event = decode_event(name, message, time.time())
+                assert event is not None
+                ledger.apply(event)
             except Exception as err:
-                pytest.fail(f"apply_event({name!r}, {message!r}) raised {err!r}")
+                pytest.fail(f"decode and apply ({name!r}, {message!r}) raised {err!r}")
         ledger.traffic_totals()
         ledger.user_totals()
 
 
 def test_child_rekey_with_text_child_sas() -> None:
     ledger = SaLedger()
-    ledger.apply_event("child-rekey", {"rw": {"child-sas": "x"}})
+    event = decode_event("child-rekey", {"rw": {"child-sas": "x"}}, time.time())
+    assert event is not None
+    ledger.apply(event)
     assert ledger.traffic_totals() == {}
 
 
@@ -125,9 +129,11 @@ def test_ledger_events_of_any_type(events: list[tuple[str, Any]]) -> None:
             if not isinstance(message, dict):
                 continue  # the codec always yields a dict for an event's message
             try:
-                ledger.apply_event(name, message)
+                event = decode_event(name, message, time.time())
+                assert event is not None
+                ledger.apply(event)
             except Exception as err:
-                pytest.fail(f"apply_event({name!r}, {message!r}) raised {err!r}")
+                pytest.fail(f"decode and apply ({name!r}, {message!r}) raised {err!r}")
 
 
 @HOSTILE_STRUCTURED

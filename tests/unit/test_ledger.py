@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from exporter.strongswan.charon_events import CharonEvent, decode_event
 from exporter.strongswan.ledger import SaLedger, Traffic
 from exporter.strongswan.parse import parse_ike_sas
 from tests.hostile.fake_charon import flood_events
@@ -30,6 +31,13 @@ def new_ledger(clock: Clock) -> SaLedger:
     return SaLedger(reauth_grace=GRACE, clock=clock, wall_clock=lambda: RECORDED_NOW)
 
 
+def decoded(name: str, message: dict[str, Any]) -> CharonEvent:
+    """An event as the stream hands it on."""
+    event = decode_event(name, message, RECORDED_NOW)
+    assert event is not None, name
+    return event
+
+
 def recorded(name: str) -> dict[str, Any]:
     data: dict[str, Any] = json.loads((EVENTS / f"{name}.json").read_text())
     return data
@@ -41,7 +49,7 @@ def replay(name: str, clock: Clock, ledger: SaLedger | None = None) -> SaLedger:
     ledger.reconcile(parse_ike_sas(data["list-sas-before"], RECORDED_NOW), clock())
     for event in data["events"]:
         clock.now += 0.05
-        ledger.apply_event(event["event"], event["message"])
+        ledger.apply(decoded(event["event"], event["message"]))
     return ledger
 
 
@@ -165,7 +173,7 @@ def test_events_seen_twice_and_listings_in_between_count_once() -> None:
     ledger.reconcile(sas, clock())
     for event in data["events"] * 2:
         clock.now += 0.05
-        ledger.apply_event(event["event"], event["message"])
+        ledger.apply(decoded(event["event"], event["message"]))
     remaining = [sa for sa in sas if sa.conn != "nycmesh"]
     ledger.reconcile(remaining, clock())
     ledger.reconcile(sas, clock() - 100)  # a stale listing taken before the drop
@@ -220,7 +228,7 @@ def test_rekeyed_many_times_between_scrapes_keeps_every_byte() -> None:
         old = {**pair["old"], "uniqueid": ids[i], "bytes-in": str(100) if i else baseline_bytes}
         new = {**pair["new"], "uniqueid": ids[i + 1], "bytes-in": "0"}
         message = {"nycmesh": {**rekey["nycmesh"], "child-sas": {"x": {"old": old, "new": new}}}}
-        ledger.apply_event("child-rekey", message)
+        ledger.apply(decoded("child-rekey", message))
     settle(ledger, clock)
     assert ledger.child_events[("nycmesh", "nycmesh", "rekey")] == 5
     baseline = sum(c.bytes_in for sa in sas if sa.conn == "nycmesh" for c in sa.children)
@@ -274,7 +282,7 @@ def flood(ledger: SaLedger, clock: Clock, count: int, first: int = 1, up: bool =
     recording with fresh uniqueids, remote hosts and users."""
     for name, message in flood_events(count, first, up):
         clock.now += 0.001
-        ledger.apply_event(name, message)
+        ledger.apply(decoded(name, message))
 
 
 def test_a_flood_of_new_sas_is_counted_not_kept() -> None:

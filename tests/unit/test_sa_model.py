@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from exporter.strongswan.charon_events import decode_event
 from exporter.strongswan.parse import parse_ike_sas
 from exporter.strongswan.sa_model import SaModel, _peer
 from tests.recordings import RECORDED_NOW
@@ -25,9 +26,11 @@ def scanned(model: SaModel) -> dict[tuple[str, str, str, str], list[str]]:
 @pytest.mark.parametrize("recording", sorted(p.stem for p in EVENTS.glob("*.json")))
 def test_peer_index_matches_a_full_scan_after_every_event(recording: str) -> None:
     data = json.loads((EVENTS / f"{recording}.json").read_text())
-    model = SaModel(clock=lambda: RECORDED_NOW)
+    model = SaModel()
     model.replace(parse_ike_sas(data["list-sas-before"], RECORDED_NOW), RECORDED_NOW)
     assert {k: list(v) for k, v in model._by_peer.items()} == scanned(model)
     for event in data["events"]:
-        model.apply_event(event["event"], event["message"])
+        decoded = decode_event(event["event"], event["message"], RECORDED_NOW)
+        assert decoded is not None
+        model.apply(decoded)
         assert {k: list(v) for k, v in model._by_peer.items()} == scanned(model), event["event"]

@@ -5,7 +5,9 @@ with fresh uniqueids, fills it to the cap and no further."""
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
+from exporter.strongswan.charon_events import decode_event
 from exporter.strongswan.parse import parse_ike_sas
 from exporter.strongswan.sa_model import SaModel
 from tests.hostile.fake_charon import flood_events
@@ -15,10 +17,17 @@ CAP = 100
 
 
 def flooded(count: int, first: int = 1, up: bool = True, model: SaModel | None = None) -> SaModel:
-    model = model or SaModel(clock=lambda: RECORDED_NOW, max_sas=CAP)
+    model = model or SaModel(max_sas=CAP)
     for name, message in flood_events(count, first, up):
-        model.apply_event(name, message)
+        apply(model, name, message)
     return model
+
+
+def apply(model: SaModel, name: str, message: dict[str, Any]) -> None:
+    """An event as the stream hands it on: decoded."""
+    event = decode_event(name, message, RECORDED_NOW)
+    assert event is not None, name
+    model.apply(event)
 
 
 def test_a_flood_of_new_sas_stops_at_the_cap() -> None:
@@ -68,7 +77,7 @@ def test_children_of_one_sa_are_bounded_too() -> None:
     for i in range(3 * CAP):
         child = dict(message["ikev2-psk"]["child-sas"]["ikev2-psk-1"], uniqueid=str(100 + i))
         body = dict(message["ikev2-psk"], **{"child-sas": {f"c{i}": child}})
-        model.apply_event(name, {"up": "yes", "ikev2-psk": body})
+        apply(model, name, {"up": "yes", "ikev2-psk": body})
     assert model.children <= 2 * CAP
     assert len(model.sas["1"].children) <= 2 * CAP
 

@@ -4,29 +4,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, NoReturn
 
 from exporter import __version__
-from exporter.config import (
-    DEFAULT_PORT,
-    DEFAULT_VICI_SOCKET,
-    ListenAddress,
-    Settings,
-    SettingsError,
-    parse_duration,
-    parse_vici_socket,
-)
+from exporter.config import SETTINGS, Settings, SettingsError
 from exporter.config_file import read_document, settings_from_document
 from exporter.daemon import StartupError, serve
 from exporter.kernel.netlink import netns_problem
-from exporter.kernel.options import add_kernel_flags
 from exporter.logs import setup_logging
 from exporter.probe_config import probe_settings_for
+from exporter.settings.schema import Entry, replace_path
+from exporter.settings.table import flag_table
 from exporter.web_config import load_web_config
 
 PROG = "l2tp-ipsec-exporter"
@@ -38,191 +29,55 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _seconds(text: str) -> float:
-    # The config file's grammar (10s, 500ms, 5m, 1h, a plain number): one set of refusals.
-    try:
-        return parse_duration(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
+def _flag_type(entry: Entry) -> Callable[[str], Any]:
+    def convert(text: str) -> Any:
+        try:
+            return entry.spec.kind.from_text(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    convert.__name__ = entry.spec.kind.metavar  # argparse names it in a few messages
+    return convert
 
 
-def _positive_float(text: str) -> float:
-    value = _seconds(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be above 0")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    return _seconds(text)
-
-
-def _non_negative_int(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
-    return int(text)
-
-
-def _positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
-    return int(text)
+def _help(entry: Entry) -> str:
+    default = entry.spec.kind.to_text(entry.default)
+    if "(default" in entry.spec.help or not default:
+        return entry.spec.help
+    return f"{entry.spec.help} (default {default})"
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The flags: one per setting of the schema (`exporter.config.SETTINGS`), plus the
+    ones about the configuration itself. Every absent flag is absent from the result
+    (default SUPPRESS): what the command line did not say, the file or the default does."""
     parser = _Parser(
         prog=PROG,
         description="Prometheus exporter for L2TP/IPsec VPN servers (strongSwan over VICI). "
         "`l2tp-ipsec-exporter demo --help`: run it against a real charon lab. "
         "A DURATION is 10s, 500ms, 5m, 1h or a number of seconds.",
         allow_abbrev=False,
+        argument_default=argparse.SUPPRESS,
     )
-    parser.add_argument(
-        "--web.listen-address",
-        dest="listen_address",
-        default=f":{DEFAULT_PORT}",
-        metavar="[HOST]:PORT",
-        help=f"address to serve metrics on (default :{DEFAULT_PORT})",
-    )
-    parser.add_argument(
-        "--web.telemetry-path",
-        dest="telemetry_path",
-        default="/metrics",
-        metavar="PATH",
-        help="path under which to expose metrics (default /metrics)",
-    )
-    parser.add_argument(
-        "--vici.socket",
-        dest="vici_socket",
-        default=DEFAULT_VICI_SOCKET,
-        metavar="URI",
-        help="charon's VICI socket: unix:///path or tcp://host:port "
-        f"(default {DEFAULT_VICI_SOCKET})",
-    )
-    parser.add_argument(
-        "--vici.timeout",
-        dest="vici_timeout",
-        type=_positive_float,
-        default=5.0,
-        metavar="DURATION",
-        help="timeout of one VICI call (default 5)",
-    )
-    parser.add_argument(
-        "--collector.strongswan.sa-details",
-        dest="sa_details",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="export one series per IKE SA and CHILD SA (default off)",
-    )
-    parser.add_argument(
-        "--collector.strongswan.user-metrics",
-        dest="user_metrics",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="export strongswan_user_sessions per connection and user (default on)",
-    )
-    parser.add_argument(
-        "--collector.strongswan.series-limit",
-        dest="series_limit",
-        type=_non_negative_int,
-        default=1000,
-        metavar="N",
-        help="most series of any per-SA or per-user family; the rest are counted in "
-        "l2tp_ipsec_exporter_series_dropped_total (default 1000)",
-    )
-    parser.add_argument(
-        "--collector.strongswan.events",
-        dest="events",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="subscribe to charon's events: drop/rekey counters and traffic totals that "
-        "survive rekeys (default on)",
-    )
-    parser.add_argument(
-        "--collector.strongswan.reauth-grace",
-        dest="reauth_grace",
-        type=_non_negative_float,
-        default=10.0,
-        metavar="DURATION",
-        help="an SA replaced by the same peer within this time was reauthenticated, not "
-        "dropped; drops are counted this much later (default 10)",
-    )
-    parser.add_argument(
-        "--collector.strongswan.user-idle-timeout",
-        dest="user_idle_seconds",
-        type=_positive_float,
-        default=3600.0,
-        metavar="DURATION",
-        help="forget the traffic totals of a user without SAs after this long (default 3600)",
-    )
-    parser.add_argument(
-        "--collector.strongswan.refresh-interval",
-        dest="refresh_interval",
-        type=_non_negative_float,
-        metavar="DURATION",
-        help="ask charon the cheap questions (stats, connections, pools, certificates, "
-        "counters) in the background this often; scrapes never wait on charon; 0 = ask "
-        "everything, list-sas included, at every scrape (default 10)",
-    )
-    parser.add_argument(
-        "--collector.strongswan.max-sas",
-        dest="max_sas",
-        type=_positive_int,
-        metavar="N",
-        help="most IKE SAs the SA model and the traffic ledger track; SAs announced by "
-        "events beyond it are counted in strongswan_sas_untracked_total (default 10000)",
-    )
-    add_kernel_flags(parser)
-    parser.add_argument(
-        "--collector.strongswan.sa-refresh-interval",
-        dest="sa_refresh_interval",
-        type=_positive_float,
-        metavar="DURATION",
-        help="ask charon for list-sas (CHILD SA byte counts, reconciling the SA model) in "
-        "the background this often; events keep SAs current in between (default 120)",
-    )
-    parser.add_argument(
-        "--web.enable-lifecycle",
-        dest="enable_lifecycle",
-        action="store_true",
-        help="serve POST /-/reload (as Prometheus' flag of the same name); SIGHUP always "
-        "reloads (default off)",
-    )
-    parser.add_argument(
-        "--web.header-timeout",
-        dest="header_timeout",
-        type=_positive_float,
-        metavar="DURATION",
-        help="time a client has to send a complete request line and headers (default 5)",
-    )
-    parser.add_argument(
-        "--web.idle-timeout",
-        dest="idle_timeout",
-        type=_positive_float,
-        metavar="DURATION",
-        help="close a keep-alive connection idle this long between requests (default 60)",
-    )
-    parser.add_argument(
-        "--web.max-connections",
-        dest="max_connections",
-        type=_positive_int,
-        metavar="N",
-        help="most HTTP client connections open at once; more are closed at once (default 512)",
-    )
-    parser.add_argument(
-        "--log.level",
-        dest="log_level",
-        choices=["debug", "info", "warn", "error"],
-        default="info",
-        help="log level (default info)",
-    )
-    parser.add_argument(
-        "--log.format",
-        dest="log_format",
-        choices=["logfmt", "json"],
-        default="logfmt",
-        help="log format (default logfmt)",
-    )
+    for entry in SETTINGS:
+        spec = entry.spec
+        if spec.flag is None:
+            continue
+        if spec.kind.switch:
+            parser.add_argument(
+                spec.flag,
+                dest=_dest(entry),
+                action=argparse.BooleanOptionalAction,
+                help=_help(entry),
+            )
+        else:
+            parser.add_argument(
+                spec.flag,
+                dest=_dest(entry),
+                type=_flag_type(entry),
+                metavar=spec.kind.metavar,
+                help=_help(entry),
+            )
     parser.add_argument(
         "--config.file",
         dest="config_file",
@@ -236,14 +91,22 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="validate the configuration and exit",
     )
-    parser.add_argument(
-        "--web.config.file",
-        dest="web_config_file",
-        metavar="PATH",
-        help="TLS and basic auth, in the Prometheus exporter-toolkit web config format",
-    )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     return parser
+
+
+def readme_flag_table() -> str:
+    """The README's table of flags: every setting's, then the ones about configuration."""
+    other = [
+        (action.option_strings[-1], action.help or "")
+        for action in build_parser()._actions
+        if action.dest in ("config_file", "config_check", "version", "help")
+    ]
+    return flag_table(SETTINGS, other)
+
+
+def _dest(entry: Entry) -> str:
+    return ".".join(entry.path)
 
 
 @dataclass(frozen=True)
@@ -260,62 +123,13 @@ class CommandLine:
 
 
 def apply_flags(base: Settings, flags: Mapping[str, Any]) -> Settings:
-    """`base` (built-in defaults or the config file) with the explicit flags on top."""
-    ss = base.strongswan
-    strongswan = dataclasses.replace(
-        ss,
-        **{k: flags[k] for k in _STRONGSWAN_FLAGS if k in flags},
-    )
-    kernel = dataclasses.replace(
-        base.kernel,
-        **{field: flags[flag] for flag, field in _KERNEL_FLAGS.items() if flag in flags},
-    )
-    if "sessions_state_dir" in flags:
-        kernel = dataclasses.replace(kernel, state_dir=Path(flags["sessions_state_dir"]))
-    # One series limit for every per-SA, per-user and per-session family.
-    kernel = dataclasses.replace(kernel, series_limit=strongswan.series_limit)
-    web_limits = dataclasses.replace(
-        base.web_limits, **{k: flags[k] for k in _WEB_LIMIT_FLAGS if k in flags}
-    )
-    changes: dict[str, Any] = {
-        "strongswan": strongswan,
-        "kernel": kernel,
-        "web_limits": web_limits,
-    }
-    if "listen_address" in flags:
-        changes["listen_address"] = ListenAddress.parse(flags["listen_address"])
-    if "vici_socket" in flags:
-        changes["vici_socket"] = parse_vici_socket(flags["vici_socket"])
-    if "web_config_file" in flags:
-        changes["web_config_file"] = flags["web_config_file"]
-    for key in ("telemetry_path", "vici_timeout", "log_level", "log_format", "enable_lifecycle"):
-        if key in flags:
-            changes[key] = flags[key]
-    return dataclasses.replace(base, **changes)
-
-
-_KERNEL_FLAGS = {
-    "collector_ppp": "ppp",
-    "collector_l2tp": "l2tp",
-    "collector_xfrm": "xfrm",
-    "collector_sessions": "sessions",
-    "ppp_interfaces": "ppp_interfaces",
-    "kernel_netns": "netns",
-}
-
-_STRONGSWAN_FLAGS = (
-    "refresh_interval",
-    "sa_refresh_interval",
-    "sa_details",
-    "user_metrics",
-    "series_limit",
-    "events",
-    "reauth_grace",
-    "user_idle_seconds",
-    "max_sas",
-)
-
-_WEB_LIMIT_FLAGS = ("header_timeout", "idle_timeout", "max_connections")
+    """`base` (built-in defaults or the config file) with the explicit flags on top;
+    `flags` maps each given setting's field path (dotted) to its value."""
+    settings = base
+    for entry in SETTINGS:
+        if _dest(entry) in flags:
+            settings = replace_path(settings, entry.path, flags[_dest(entry)])
+    return settings
 
 
 def load_settings(config_file: str | None, flags: Mapping[str, Any]) -> Settings:
@@ -324,7 +138,7 @@ def load_settings(config_file: str | None, flags: Mapping[str, Any]) -> Settings
     if config_file:
         base = settings_from_document(read_document(config_file))
     settings = apply_flags(base, flags)
-    _check_netns(settings, config_file, from_flag="kernel_netns" in flags)
+    _check_netns(settings, config_file, from_flag="kernel.netns" in flags)
     return settings
 
 
@@ -343,10 +157,6 @@ def parse_command_line(argv: Sequence[str] | None = None) -> CommandLine:
     """Parse and validate the command line (and the config file it names); exits 2 on
     bad input, with one line naming the flag, key or file."""
     parser = build_parser()
-    for action in parser._actions:
-        # Absent flags must not override the config file: only given ones appear.
-        if action.dest not in ("help", "version"):
-            action.default = argparse.SUPPRESS
     args = vars(parser.parse_args(argv))
     config_file = args.pop("config_file", None)
     config_check = bool(args.pop("config_check", False))

@@ -1,7 +1,8 @@
-"""Validated settings of the daemon.
+"""The settings of the daemon, each declared once (`exporter.settings.schema.setting`).
 
-The command line fills a `Settings`; a config file (a later addition) will fill the same
-object, so nothing else in the daemon knows where a setting came from.
+The command line and the configuration file fill the same `Settings`, so nothing else in
+the daemon knows where a setting came from. The kernel collectors' settings are declared
+next to them (`exporter.kernel.options`).
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ from typing import Literal
 
 from exporter.kernel.options import KernelOptions
 from exporter.privacy import PrivacyOptions
+from exporter.settings import schema
 
 # One duration grammar and one error class for every settings source (re-exported).
 from exporter.settings.durations import MAX_DURATION as MAX_DURATION
 from exporter.settings.durations import parse_duration as parse_duration
 from exporter.settings.errors import SettingsError as SettingsError
+from exporter.settings.schema import count, duration, group, setting
 
 # Re-exported: Settings holds one, and code that builds Settings names it from here.
 from exporter.vici.address import ViciAddress as ViciAddress
@@ -40,23 +43,39 @@ RESERVED_PREFIX = "/-/"
 _PLAIN_PATH = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$")
 
 
+def telemetry_path(path: str) -> str:
+    """`path` if it is a plain path of its own; ValueError otherwise."""
+    if not _PLAIN_PATH.match(path):
+        raise ValueError(f"{path!r}: must be a plain path like /metrics")
+    if path in RESERVED_PATHS or path.startswith(RESERVED_PREFIX):
+        raise ValueError(
+            f"{path!r}: would shadow the exporter's own endpoint "
+            f"(reserved: {', '.join(RESERVED_PATHS)} and {RESERVED_PREFIX}*)"
+        )
+    return path
+
+
 def check_telemetry_path(path: str) -> None:
     """Raise SettingsError naming `--web.telemetry-path` unless `path` is a plain path of
     its own."""
-    if not _PLAIN_PATH.match(path):
-        raise SettingsError(f"--web.telemetry-path {path!r}: must be a plain path like /metrics")
-    if path in RESERVED_PATHS or path.startswith(RESERVED_PREFIX):
-        raise SettingsError(
-            f"--web.telemetry-path {path!r}: would shadow the exporter's own endpoint "
-            f"(reserved: {', '.join(RESERVED_PATHS)} and {RESERVED_PREFIX}*)"
-        )
+    try:
+        telemetry_path(path)
+    except ValueError as err:
+        raise SettingsError(f"--web.telemetry-path {err}") from None
+
+
+def vici_address(uri: str) -> ViciAddress:
+    try:
+        return ViciAddress.parse(uri)
+    except ViciAddressError as err:
+        raise ValueError(str(err)) from None
 
 
 def parse_vici_socket(uri: str) -> ViciAddress:
     """`--vici.socket`'s value as an address; SettingsError naming the flag if it is none."""
     try:
-        return ViciAddress.parse(uri)
-    except ViciAddressError as err:
+        return vici_address(uri)
+    except ValueError as err:
         raise SettingsError(f"--vici.socket {err}") from None
 
 
@@ -67,6 +86,7 @@ class ListenAddress:
 
     @classmethod
     def parse(cls, text: str) -> ListenAddress:
+        """`[host]:port`; ValueError (a SettingsError naming the flag) otherwise."""
         host, sep, port_text = text.rpartition(":")
         if not sep or not port_text.isdigit() or not 0 <= int(port_text) < 65536:
             raise SettingsError(
@@ -80,94 +100,252 @@ class ListenAddress:
         return f"{host}:{self.port}"
 
 
+def _listen_address(text: str) -> ListenAddress:
+    try:
+        return ListenAddress.parse(text)
+    except SettingsError as err:
+        raise ValueError(str(err).removeprefix("--web.listen-address ")) from None
+
+
+def _show_listen(address: ListenAddress) -> str:
+    return f":{address.port}" if address.host == "0.0.0.0" else str(address)
+
+
+LISTEN_ADDRESS = schema.text("[HOST]:PORT", _listen_address, _show_listen)
+TELEMETRY_PATH = schema.text("PATH", telemetry_path)
+VICI_ADDRESS = schema.text("URI", vici_address)
+OPTIONAL_PATH = schema.optional_text("PATH")
+
+
+def _refresh_mode_changes(old: float, new: float) -> bool:
+    # Background rounds on (> 0) or off (0, every scrape asks charon) is a different
+    # wiring; the interval itself changes live.
+    return (old > 0) != (new > 0)
+
+
 @dataclass(frozen=True)
 class StrongswanOptions:
-    """What the strongSwan collector exports beyond the always-on summary."""
+    """The strongSwan collector: what it exports beyond the always-on summary, and how
+    often it asks charon."""
 
-    sa_details: bool = False
-    user_metrics: bool = True
+    sa_details: bool = setting(
+        False,
+        flag="--collector.strongswan.sa-details",
+        yaml="collectors.strongswan.sa_details",
+        kind=schema.SWITCH,
+        example="true",
+        help="export one series per IKE SA and CHILD SA (strongswan_ike_sa_info, …)",
+    )
+    user_metrics: bool = setting(
+        True,
+        flag="--collector.strongswan.user-metrics",
+        yaml="collectors.strongswan.user_metrics",
+        kind=schema.SWITCH,
+        example="false",
+        help="export strongswan_user_sessions{conn,user}",
+    )
     #: The most series one per-SA or per-user family may have; the rest are counted.
-    series_limit: int = 1000
+    series_limit: int = setting(
+        1000,
+        flag="--collector.strongswan.series-limit",
+        yaml="collectors.strongswan.series_limit",
+        kind=count(minimum=0),
+        example="5",
+        help="most series of any per-SA, per-user or per-session family (every collector's); "
+        "the rest are counted in l2tp_ipsec_exporter_series_dropped_total",
+    )
     #: Subscribe to charon's events for drop counters and rekey-proof traffic totals.
-    events: bool = True
+    events: bool = setting(
+        True,
+        flag="--collector.strongswan.events",
+        yaml="collectors.strongswan.events",
+        kind=schema.SWITCH,
+        example="false",
+        reload="restart",
+        help="subscribe to charon's events: drop/rekey counters and traffic totals that "
+        "survive rekeys",
+    )
     #: An SA that went away and was replaced by the same peer within this many seconds was
     #: reauthenticated, not dropped.
-    reauth_grace: float = 10.0
+    reauth_grace: float = setting(
+        10.0,
+        flag="--collector.strongswan.reauth-grace",
+        yaml="collectors.strongswan.reauth_grace",
+        kind=duration(zero_ok=True),
+        example="30s",
+        reload="restart",
+        help="an SA replaced by the same peer within this time was reauthenticated, not "
+        "dropped; drops are counted this much later",
+    )
     #: Per-user traffic totals of a user with no SA are forgotten after this long.
-    user_idle_seconds: float = 3600.0
+    user_idle_seconds: float = setting(
+        3600.0,
+        flag="--collector.strongswan.user-idle-timeout",
+        yaml="collectors.strongswan.user_idle_timeout",
+        kind=duration(zero_ok=False),
+        example="2h",
+        help="forget the traffic totals of a user without SAs after this long",
+    )
     #: Seconds between rounds of the cheap VICI questions (stats, connections, pools,
     #: certificates, counters) in the background; scrapes render what the last one (and
     #: events since) said. 0: every scrape asks charon everything itself.
-    refresh_interval: float = 10.0
+    refresh_interval: float = setting(
+        10.0,
+        flag="--collector.strongswan.refresh-interval",
+        yaml="collectors.strongswan.refresh_interval",
+        kind=duration(zero_ok=True),
+        example="30s",
+        restart_when=_refresh_mode_changes,
+        help="ask charon the cheap questions (stats, connections, pools, certificates, "
+        "counters) in the background this often; scrapes never wait on charon; 0 = ask "
+        "everything, list-sas included, at every scrape (switching to or from 0 needs a "
+        "restart)",
+    )
     #: Seconds between background `list-sas` (reconcile, CHILD SA byte counts): the
     #: costly question at thousands of SAs; events keep SAs current in between. 120 s:
     #: an eighth of charon's listing work of an exporter that lists at every 15 s scrape.
-    sa_refresh_interval: float = 120.0
+    sa_refresh_interval: float = setting(
+        120.0,
+        flag="--collector.strongswan.sa-refresh-interval",
+        yaml="collectors.strongswan.sa_refresh_interval",
+        kind=duration(zero_ok=False),
+        example="5m",
+        help="ask charon for list-sas (CHILD SA byte counts, reconciling the SA model) in "
+        "the background this often; events keep SAs current in between",
+    )
     #: The most IKE SAs the SA model and the ledger track (events can announce SAs
     #: without end); what is over it is counted, not kept.
-    max_sas: int = 10000
+    max_sas: int = setting(
+        10000,
+        flag="--collector.strongswan.max-sas",
+        yaml="collectors.strongswan.max_sas",
+        kind=count(minimum=1),
+        example="50",
+        help="most IKE SAs the SA model and the traffic ledger track; SAs announced by "
+        "events beyond it are counted in strongswan_sas_untracked_total",
+    )
 
 
 @dataclass(frozen=True)
 class WebLimits:
     """What one HTTP client may hold of the exporter (connections, time)."""
 
-    #: Seconds a client has to send a complete request line and headers.
-    header_timeout: float = 5.0
-    #: Seconds a keep-alive connection may sit idle between requests.
-    idle_timeout: float = 60.0
-    #: Most client connections open at once; further ones are closed at once.
-    max_connections: int = 512
+    header_timeout: float = setting(
+        5.0,
+        flag="--web.header-timeout",
+        yaml="web.header_timeout",
+        kind=duration(zero_ok=False),
+        example="2s",
+        reload="restart",
+        help="time from connect (TLS handshake included) to a complete request line and "
+        "headers",
+    )
+    idle_timeout: float = setting(
+        60.0,
+        flag="--web.idle-timeout",
+        yaml="web.idle_timeout",
+        kind=duration(zero_ok=False),
+        example="30s",
+        reload="restart",
+        help="close a keep-alive connection idle this long between requests",
+    )
+    max_connections: int = setting(
+        512,
+        flag="--web.max-connections",
+        yaml="web.max_connections",
+        kind=count(minimum=1),
+        example="64",
+        reload="restart",
+        help="most HTTP client connections open at once; at the cap a new one replaces one "
+        "with no request in progress, and is closed at once only when all are busy",
+    )
 
 
 @dataclass(frozen=True)
 class Settings:
-    listen_address: ListenAddress = field(
-        default_factory=lambda: ListenAddress("0.0.0.0", DEFAULT_PORT)
+    listen_address: ListenAddress = setting(
+        default_factory=lambda: ListenAddress("0.0.0.0", DEFAULT_PORT),
+        flag="--web.listen-address",
+        yaml="web.listen_address",
+        kind=LISTEN_ADDRESS,
+        example="127.0.0.1:9946",
+        reload="restart",
+        help="address to serve metrics on",
     )
-    telemetry_path: str = "/metrics"
-    vici_socket: ViciAddress = field(default_factory=lambda: parse_vici_socket(DEFAULT_VICI_SOCKET))
-    vici_timeout: float = 5.0
-    log_level: LogLevel = "info"
-    log_format: LogFormat = "logfmt"
-    strongswan: StrongswanOptions = field(default_factory=StrongswanOptions)
-    kernel: KernelOptions = field(default_factory=KernelOptions)
-    privacy: PrivacyOptions = field(default_factory=PrivacyOptions)
+    telemetry_path: str = setting(
+        "/metrics",
+        flag="--web.telemetry-path",
+        yaml="web.telemetry_path",
+        kind=TELEMETRY_PATH,
+        example="/vpn-metrics",
+        reload="restart",
+        help="path under which to expose metrics",
+    )
     #: TLS and basic auth, in the exporter-toolkit web configuration format.
-    web_config_file: str | None = None
+    web_config_file: str | None = setting(
+        None,
+        flag="--web.config.file",
+        yaml="web.config_file",
+        kind=OPTIONAL_PATH,
+        example="/etc/l2tp-ipsec-exporter/web.yml",
+        reload="restart",
+        help="TLS and basic auth, in the Prometheus exporter-toolkit web config format "
+        "(its contents are reloaded; another file needs a restart)",
+    )
+    #: Serve POST /-/reload (Prometheus' --web.enable-lifecycle); SIGHUP always works.
+    enable_lifecycle: bool = setting(
+        False,
+        flag="--web.enable-lifecycle",
+        yaml="web.enable_lifecycle",
+        kind=schema.SWITCH,
+        example="true",
+        help="serve POST /-/reload (as Prometheus' flag of the same name); SIGHUP always reloads",
+    )
+    web_limits: WebLimits = group(WebLimits)
+    vici_socket: ViciAddress = setting(
+        default_factory=lambda: parse_vici_socket(DEFAULT_VICI_SOCKET),
+        flag="--vici.socket",
+        yaml="vici.socket",
+        kind=VICI_ADDRESS,
+        example="tcp://127.0.0.1:4502",
+        help="charon's VICI socket: unix:///path or tcp://host:port",
+    )
+    vici_timeout: float = setting(
+        5.0,
+        flag="--vici.timeout",
+        yaml="vici.timeout",
+        kind=duration(zero_ok=False),
+        example="500ms",
+        help="timeout of one VICI call; a call that times out drops the connection",
+    )
+    log_level: LogLevel = setting(
+        "info",
+        flag="--log.level",
+        yaml="log.level",
+        kind=schema.choice("debug", "info", "warn", "error"),
+        example="debug",
+        help="log level",
+    )
+    log_format: LogFormat = setting(
+        "logfmt",
+        flag="--log.format",
+        yaml="log.format",
+        kind=schema.choice("logfmt", "json"),
+        example="json",
+        help="log format",
+    )
+    strongswan: StrongswanOptions = group(StrongswanOptions)
+    kernel: KernelOptions = group(KernelOptions)
+    #: Read by `exporter.config_file` (a section of its own: per-family treatments).
+    privacy: PrivacyOptions = field(default_factory=PrivacyOptions)
     #: The YAML file these settings came from, if any (reloaded on SIGHUP).
     config_file: str | None = None
-    #: Serve POST /-/reload (Prometheus' --web.enable-lifecycle); SIGHUP always works.
-    enable_lifecycle: bool = False
-    web_limits: WebLimits = field(default_factory=WebLimits)
 
     def __post_init__(self) -> None:
-        check_telemetry_path(self.telemetry_path)
-        ss = self.strongswan
-        limits = self.web_limits
-        # Settings are also built in code (tests, the demo): the same bounds as the parsers.
-        for flag, seconds, zero_ok in (
-            ("--vici.timeout", self.vici_timeout, False),
-            ("--collector.strongswan.sa-refresh-interval", ss.sa_refresh_interval, False),
-            ("--collector.strongswan.refresh-interval", ss.refresh_interval, True),
-            ("--collector.strongswan.reauth-grace", ss.reauth_grace, True),
-            ("--collector.strongswan.user-idle-timeout", ss.user_idle_seconds, False),
-            ("--web.header-timeout", limits.header_timeout, False),
-            ("--web.idle-timeout", limits.idle_timeout, False),
-        ):
-            _check_seconds(flag, seconds, zero_ok=zero_ok)
-        if ss.max_sas < 1:
-            raise SettingsError("--collector.strongswan.max-sas: must be 1 or more")
-        if limits.max_connections < 1:
-            raise SettingsError("--web.max-connections: must be 1 or more")
-        if ss.series_limit < 0:
-            raise SettingsError(
-                "--collector.strongswan.series-limit: must be 0 (no per-SA series) or more"
-            )
+        # Settings are also built in code (tests, the demo): the same bounds as the readers.
+        schema.check(self, SETTINGS)
 
 
-def _check_seconds(flag: str, seconds: float, *, zero_ok: bool) -> None:
-    low_ok = seconds >= 0 if zero_ok else seconds > 0
-    if not (low_ok and seconds <= MAX_DURATION):  # also False for nan
-        bound = "0 or more" if zero_ok else "above 0"
-        raise SettingsError(f"{flag} {seconds}: must be {bound} seconds and finite")
+#: Every setting of the daemon, in declaration order.
+SETTINGS: tuple[schema.Entry, ...] = ()
+SETTINGS = schema.entries(Settings)

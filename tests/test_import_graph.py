@@ -35,6 +35,10 @@ SOURCES: dict[str, frozenset[str]] = {
     "exporter.strongswan": frozenset({"exporter.vici"}),
     "exporter.kernel": frozenset(),
 }
+# The bottom of the graph: the settings schema, its YAML reader and durations, which every
+# layer may use (a source declares its own settings, as node_exporter's collectors declare
+# their flags); they import only each other.
+FOUNDATION = frozenset({"exporter.settings", "exporter.strict_yaml"})
 # The top of the graph: these wire everything and are imported only by each other.
 ENTRY_POINTS = frozenset({"exporter.__main__", "exporter.cli", "exporter.demo.run"})
 DAEMON = "exporter.daemon"
@@ -251,7 +255,7 @@ def test_sources_import_nothing_above_them() -> None:
         source = unit_of(module)
         if source not in SOURCES:
             continue
-        allowed = {source, PACKAGE, *SOURCES[source]}
+        allowed = {source, PACKAGE, *SOURCES[source], *FOUNDATION}
         for edge in edges:
             if unit_of(edge.target) not in allowed:
                 # One line per import statement and unit: the submodule, not its package.
@@ -262,6 +266,17 @@ def test_sources_import_nothing_above_them() -> None:
         f"{f}:{line}: imports {target}" for (f, line, _), target in sorted(wrong.items())
     ]
     assert not wrong, "a source imports above its layer:\n" + "\n".join(wrong_lines)
+
+
+def test_the_foundation_imports_only_itself() -> None:
+    wrong = [
+        f"{edge.where()}: {module} imports {edge.target}"
+        for module, edges in import_graph().items()
+        if unit_of(module) in FOUNDATION
+        for edge in edges
+        if unit_of(edge.target) not in {*FOUNDATION, PACKAGE}
+    ]
+    assert not wrong, "the settings foundation imports above itself:\n" + "\n".join(wrong)
 
 
 def test_only_entry_points_import_the_top() -> None:

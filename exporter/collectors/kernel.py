@@ -14,6 +14,7 @@ from exporter.collectors.limits import SeriesLimiter
 from exporter.collectors.ppp import PppCollector
 from exporter.collectors.sessions import SessionsCollector
 from exporter.collectors.xfrm import XfrmCollector
+from exporter.config import StrongswanOptions
 from exporter.kernel.options import KernelOptions
 from exporter.kernel.source import KernelSource
 from exporter.strongswan.model import StrongswanSnapshot
@@ -33,7 +34,8 @@ def build_kernel_collectors(
     kernel collectors bound their series the same way and log when they drop some.
     """
     source = KernelSource(options)
-    limiter = limiter if limiter is not None else SeriesLimiter(options.series_limit)
+    if limiter is None:
+        limiter = SeriesLimiter(StrongswanOptions().series_limit)  # the one limit's default
     collectors: list[Collector] = []
     if options.ppp:
         collectors.append(PppCollector(source, limiter))

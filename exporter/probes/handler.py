@@ -12,6 +12,7 @@ import asyncio
 import itertools
 import logging
 import time
+from collections.abc import Callable
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge
@@ -30,7 +31,9 @@ TIMEOUT_OFFSET = 0.5
 #: StopCCN/terminate/unload) before the handler stops waiting.
 TEARDOWN_GRACE = 15.0
 
-SETTINGS_KEY = web.AppKey("probe_settings", ProbeSettings)
+#: The probe settings in force: a reload swaps what this returns while the app runs.
+ProbeSettingsSource = Callable[[], ProbeSettings]
+SETTINGS_KEY: web.AppKey[ProbeSettingsSource] = web.AppKey("probe_settings")
 LIMIT_KEY = web.AppKey("probe_limit", asyncio.Semaphore)
 
 base_log = logging.getLogger("exporter.probe")
@@ -123,7 +126,7 @@ async def _run(
 
 
 async def probe_handler(request: web.Request) -> web.Response:
-    settings = request.app[SETTINGS_KEY]
+    settings = request.app[SETTINGS_KEY]()
     module_name = request.query.get("module", "")
     target_text = request.query.get("target", "")
     if not module_name:
@@ -165,8 +168,10 @@ async def probe_handler(request: web.Request) -> web.Response:
     return web.Response(body=payload, headers=headers)
 
 
-def add_probe_routes(app: web.Application, settings: ProbeSettings) -> None:
-    """Serve GET /probe on `app` for the modules in `settings`."""
-    app[SETTINGS_KEY] = settings
-    app[LIMIT_KEY] = asyncio.Semaphore(settings.max_concurrent)
+def add_probe_routes(app: web.Application, settings: ProbeSettings | ProbeSettingsSource) -> None:
+    """Serve GET /probe on `app` for the modules in `settings` (fixed, or a function a
+    reload makes return new ones; `max_concurrent` is taken once, here)."""
+    source = settings if callable(settings) else (lambda: settings)
+    app[SETTINGS_KEY] = source
+    app[LIMIT_KEY] = asyncio.Semaphore(source().max_concurrent)
     app.router.add_get("/probe", probe_handler)

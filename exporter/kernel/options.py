@@ -84,5 +84,14 @@ class KernelOptions:
         help="read ppp, L2TP and XFRM state from this named network namespace (`ip netns "
         "list`); it must exist, it is never created (default: the exporter's own)",
     )
-    #: Deadline of one netlink dump, in seconds (not a setting: netlink answers at once).
-    timeout: float = 5.0
+    #: Deadline of one netlink dump, in seconds.
+    timeout: float = setting(
+        5.0,
+        flag="--collector.kernel.timeout",
+        yaml="collectors.kernel.timeout",
+        kind=schema.duration(zero_ok=False),
+        example="1500ms",
+        reload="restart",
+        help="deadline of one netlink dump (ppp, L2TP, XFRM); a dump over it fails that "
+        "collector for the scrape",
+    )

@@ -26,6 +26,7 @@ from exporter.collectors.kernel import build_kernel_collectors
 from exporter.kernel.l2tp import L2tpUnavailable, dump_l2tp
 from exporter.kernel.options import KernelOptions
 from exporter.kernel.rtnl import dump_ppp
+from exporter.kernel.source import KernelSource
 from exporter.kernel.xfrm import dump_xfrm
 from exporter.scrape import Scraper
 from tests.reference import Families
@@ -160,3 +161,15 @@ async def test_dump_has_a_deadline() -> None:
     """A deadline too short for any real dump ends in TimeoutError, not a hang."""
     with pytest.raises(TimeoutError):
         await dump_xfrm(1e-9)
+
+
+async def test_the_dump_deadline_is_the_setting() -> None:
+    """`--collector.kernel.timeout` reaches every dump: a deadline no dump can meet fails
+    each of them, the default one does not (real netlink here)."""
+    hurried = KernelSource(KernelOptions(timeout=1e-6))
+    for dump in (hurried.ppp, hurried.xfrm, hurried.l2tp):
+        with pytest.raises((TimeoutError, L2tpUnavailable)):
+            await dump()
+    relaxed = KernelSource(KernelOptions())
+    await relaxed.ppp()
+    await relaxed.xfrm()

@@ -17,7 +17,7 @@ from exporter.kernel.netlink import netns_problem
 from exporter.logs import setup_logging
 from exporter.probe_config import probe_settings_for
 from exporter.settings.schema import Entry, replace_path
-from exporter.settings.table import flag_table
+from exporter.settings.table import example_config, flag_table
 from exporter.web_config import load_web_config
 
 PROG = "l2tp-ipsec-exporter"
@@ -103,6 +103,28 @@ def readme_flag_table() -> str:
         if action.dest in ("config_file", "config_check", "version", "help")
     ]
     return flag_table(SETTINGS, other)
+
+
+#: The sections of the configuration file that are not settings of the schema.
+_EXAMPLE_TAIL = """
+# Label privacy (README, Privacy): keep | drop | hash, per label kind and per family.
+# privacy:
+#   users: keep
+#   addresses: keep
+#   hash_key_file: /etc/l2tp-ipsec-exporter/hash.key   # >= 16 random bytes, for `hash`
+#   families:
+#     strongswan_ike_sa_info: {users: hash, addresses: drop}
+
+# Probe modules for /probe (docs/probes.md, examples/probes.yml).
+# probe: {max_concurrent: 4, allowed_targets: [203.0.113.0/24]}
+# modules:
+#   vpn_ike: {prober: ike, timeout: 5s, ike: {version: 1}}
+"""
+
+
+def example_config_file() -> str:
+    """examples/config.yml: every setting at its default, commented."""
+    return example_config(SETTINGS, _EXAMPLE_TAIL)
 
 
 def _dest(entry: Entry) -> str:

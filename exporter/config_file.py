@@ -1,37 +1,14 @@
 """The YAML configuration file (`--config.file`): everything the flags set, and more.
 
+`examples/config.yml` holds every setting at its default, with its help (generated from
+the schema by scripts/flag-table), and the privacy and probe sections, commented:
+
 ```yaml
-web:
-  listen_address: ":9945"
-  telemetry_path: /metrics
-  config_file: /etc/l2tp-ipsec-exporter/web.yml   # TLS and basic auth
-  enable_lifecycle: false   # POST /-/reload (SIGHUP always reloads)
-  header_timeout: 5s        # to send a complete request line and headers
-  idle_timeout: 60s         # a keep-alive connection idle between requests
-  max_connections: 512      # HTTP client connections open at once
-vici:
-  socket: unix:///var/run/charon.vici
-  timeout: 5s
-log: {level: info, format: logfmt}
 collectors:
-  strongswan:
-    sa_details: false
-    user_metrics: true
-    series_limit: 1000
-    events: true
-    reauth_grace: 10s
-    user_idle_timeout: 1h
-    refresh_interval: 10s
-    sa_refresh_interval: 120s
-    max_sas: 10000       # IKE SAs the SA model and ledger track
-  ppp: {enabled: true, interfaces: "ppp*"}
-  l2tp: {enabled: true}
-  xfrm: {enabled: true}
-  sessions: {enabled: true, state_dir: /run/l2tp-ipsec-exporter/ppp}
-  kernel: {netns: ""}   # read another network namespace's kernel state
+  strongswan: {sa_details: true, refresh_interval: 10s}
+  kernel: {netns: vpn}
 privacy:
   users: keep          # keep | drop | hash
-  addresses: keep
   hash_key_file: /etc/l2tp-ipsec-exporter/hash.key
   families:
     strongswan_ike_sa_info: {users: hash, addresses: drop}

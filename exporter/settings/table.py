@@ -3,7 +3,10 @@ test fails when README and schema disagree)."""
 
 from __future__ import annotations
 
+import json
+import textwrap
 from collections.abc import Iterable
+from typing import Any
 
 from exporter.settings.schema import Entry
 
@@ -48,3 +51,53 @@ def replace_table(document: str, table: str) -> str:
     if not found or not found_end:
         raise ValueError(f"the document lacks the markers {BEGIN!r} … {END!r}")
     return f"{head}{BEGIN}\n{table}\n{END}{tail}"
+
+
+def example_config(entries: Iterable[Entry], tail: str = "") -> str:
+    """A configuration file with every setting at its default, each with its help as a
+    comment (`examples/config.yml`, written by scripts/flag-table); `tail` is appended."""
+    lines = [
+        "# l2tp-ipsec-exporter configuration (--config.file): every setting at its default.",
+        "# GENERATED from the settings schema by scripts/flag-table; flags given on the",
+        "# command line win over this file. A DURATION is 500ms, 10s, 5m, 1h or seconds.",
+    ]
+    # A tree in order of first appearance: one section's keys together, wherever the
+    # schema declares them.
+    tree: dict[str, Any] = {}
+    for entry in entries:
+        node = tree
+        for name in entry.spec.yaml[:-1]:
+            node = node.setdefault(name, {})
+        node[entry.spec.yaml[-1]] = entry
+    _emit(tree, 0, lines)
+    return "\n".join(lines) + "\n" + tail
+
+
+def _yaml_value(entry: Entry) -> str:
+    if entry.spec.kind.switch:
+        return "true" if entry.default else "false"
+    shown = entry.spec.kind.to_text(entry.default)
+    if entry.spec.kind.metavar == "N":
+        return shown
+    return json.dumps(shown)  # a JSON string is a YAML double-quoted scalar
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    return textwrap.wrap(text, width, break_on_hyphens=False) or [""]
+
+
+def _emit(tree: dict[str, Any], depth: int, lines: list[str]) -> None:
+    indent = "  " * depth
+    for name, node in tree.items():
+        if isinstance(node, dict):
+            if depth == 0:
+                lines.append("")
+            lines.append(f"{indent}{name}:")
+            _emit(node, depth + 1, lines)
+            continue
+        spec = node.spec
+        flag = f"{spec.flag}; " if spec.flag else ""
+        note = f"({flag}{'needs a restart' if spec.reload == 'restart' else 'reloads live'})"
+        for comment in _wrap(f"{spec.help} {note}", 88 - len(indent)):
+            lines.append(f"{indent}# {comment}")
+        lines.append(f"{indent}{name}: {_yaml_value(node)}")

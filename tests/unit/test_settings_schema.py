@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from exporter import cli
-from exporter.cli import build_parser, parse_command_line, readme_flag_table
+from exporter.cli import build_parser, example_config_file, parse_command_line, readme_flag_table
 from exporter.config import SETTINGS, Settings
 from exporter.config_file import read_document, settings_from_document
 from exporter.settings import schema
@@ -173,3 +173,10 @@ def test_switch_flags_accept_no_value() -> None:
     with pytest.raises(SystemExit):
         parse_command_line(["--collector.strongswan.events=yes"])
     assert isinstance(build_parser(), argparse.ArgumentParser)
+
+
+def test_the_example_file_is_the_schemas_and_holds_the_defaults() -> None:
+    path = REPO / "examples" / "config.yml"
+    assert path.read_text() == example_config_file(), "stale: run scripts/flag-table"
+    settings = settings_from_document(read_document(path))
+    assert [e.get(settings) for e in SETTINGS] == [e.default for e in SETTINGS]

@@ -237,8 +237,7 @@ class WebLimits:
         kind=duration(zero_ok=False),
         example="2s",
         reload="restart",
-        help="time from connect (TLS handshake included) to a complete request line and "
-        "headers",
+        help="time from connect (TLS handshake included) to a complete request line and headers",
     )
     idle_timeout: float = setting(
         60.0,

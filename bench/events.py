@@ -206,7 +206,8 @@ async def _playback(tunnels: int, grace: float, sockdir: Path) -> list[Row]:
     async def reconcile() -> None:
         ledger.reconcile([], ledger.clock())  # the fake charon lists no SAs
 
-    stream = EventStream(ViciAddress.parse(f"unix://{path}"), 5.0, ledger, reconcile, Backoff())
+    address = ViciAddress.parse(f"unix://{path}")
+    stream = EventStream(address, 5.0, ledger.apply, reconcile, backoff=Backoff())
     stream.start()
     deadline = time.monotonic() + 120
     while stream.events_received < len(events) and time.monotonic() < deadline:

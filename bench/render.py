@@ -2,10 +2,12 @@
 
 No root and no charon needed: a real charon's `list-sas` answer recorded in the lab
 (`tests/fixtures/vici/remote-access/`, IKEv1 PSK + XAuth, the NYC Mesh shape) is cloned
-to N IKE SAs, each with its own uniqueid, XAuth user, address and traffic counts, and goes
-through the production path: `parse_ike_sas`, the SA model and ledger (`reconcile`), the
-strongSwan collector, the scraper (shared collection), and `RenderCache` (OpenMetrics,
-gzip, as Prometheus asks). It prints the median and p95 of the collection and of the
+to N IKE SAs, each with its own uniqueid, XAuth user, address and traffic counts, and
+served with the rest of the recording by the fake VICI server of the tests
+(`tests/fakes/vici_server.py`). It goes through the production path: one refresh round
+of the real `CharonView` (VICI, `parse_ike_sas`, the SA table and the ledger), then per
+scrape the strongSwan collector, the scraper (shared collection), and `RenderCache`
+(OpenMetrics, gzip, as Prometheus asks). It prints the median and p95 of the collection and of the
 rendering, the answer's size, and with `--profile` the functions that take the time
 (cProfile). `bench/scale.py` measures the same end to end against a real charon with N
 real SAs; this one is the quick loop for finding what to fix.
@@ -18,12 +20,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import copy
 import cProfile
 import pstats
 import statistics
 import sys
+import tempfile
 import time
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,22 +37,19 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from exporter.collectors.strongswan import StrongswanCollector  # noqa: E402
-from exporter.config import StrongswanOptions, ViciAddress  # noqa: E402
+from exporter.config import StrongswanOptions  # noqa: E402
 from exporter.http import RenderCache  # noqa: E402
 from exporter.scrape import Scraper  # noqa: E402
-from exporter.strongswan.fetch import assemble_snapshot  # noqa: E402
-from exporter.strongswan.ledger import SaLedger  # noqa: E402
-from exporter.strongswan.state import StrongswanState  # noqa: E402
-from exporter.vici import ViciClient  # noqa: E402
-from tests.recordings import VICI_FIXTURES, load_answers  # noqa: E402
+from exporter.strongswan.view import CharonView  # noqa: E402
+from tests.fakes.vici_server import FakeViciServer, Recording  # noqa: E402
 
 ACCEPT = "application/openmetrics-text; version=1.0.0,text/plain;version=0.0.4;q=0.5"
 
 
-def cloned_list_sas(recorded: list[dict[str, Any]], users: int) -> list[dict[str, Any]]:
+def cloned_list_sas(recorded: list[Mapping[str, Any]], users: int) -> list[Mapping[str, Any]]:
     """The recorded answer's first IKE SA, N times, as N distinct users and SAs."""
     ((conn, template),) = recorded[0].items()
-    answer = []
+    answer: list[Mapping[str, Any]] = []
     for i in range(users):
         sa = copy.deepcopy(template)
         sa["uniqueid"] = str(2 * i + 1)
@@ -65,21 +67,26 @@ def cloned_list_sas(recorded: list[dict[str, Any]], users: int) -> list[dict[str
     return answer
 
 
-def build_scraper(users: int, options: StrongswanOptions) -> Scraper:
-    answers = load_answers(VICI_FIXTURES / "remote-access")
-    answers.list_sas = cloned_list_sas(answers.list_sas, users)
-    now = time.time()
-    snapshot = assemble_snapshot(answers, now)
-    ledger = SaLedger()
-    ledger.reconcile(snapshot.ike_sas, 0.0, snapshot.stats.start_time)
-    # A state that has just listed: what the background refresh leaves behind.
-    never_asked = ViciClient(ViciAddress.parse("unix:///nonexistent"), timeout=1.0)
-    state = StrongswanState(never_asked, ledger, refresh_interval=10.0)
-    state.model.replace(snapshot.ike_sas, now)
-    state.snapshot = snapshot
-    state.refreshed_at = state.listed_at = time.monotonic()
-    state.ok, state.error, state.refreshes = True, "", 1
-    return Scraper([StrongswanCollector(state, options)])
+@contextlib.asynccontextmanager
+async def exporter_of(users: int, options: StrongswanOptions) -> AsyncIterator[Scraper]:
+    """The strongSwan collector's scraper over a `CharonView` that has just listed N users
+    from the fake VICI server: what the background refresh leaves behind (the view is not
+    started, so no round runs while the scrapes are timed)."""
+    recording = Recording.scenario("remote-access")
+    recording.streams["list-sas"] = cloned_list_sas(recording.streams["list-sas"], users)
+    with tempfile.TemporaryDirectory() as folder:
+        async with FakeViciServer(Path(folder) / "charon.vici", recording) as charon:
+            view = CharonView(charon.address, 30.0, options)
+            try:
+                await view.refresh()
+                if not view.up:
+                    raise RuntimeError(f"the fake charon did not answer: {view.error}")
+                yield Scraper([StrongswanCollector(view, options)])
+            finally:
+                await view.close()
+                # The fake's end of the connection sees it closed (no task of it is
+                # cancelled mid-read at its close).
+                await charon.wait_until(lambda: not charon.open_connections)
 
 
 async def one_scrape(scraper: Scraper) -> tuple[float, float, int]:
@@ -97,7 +104,11 @@ def p95(values: list[float]) -> float:
 
 async def measure(users: int, scrapes: int, series_limit: int, profile: bool) -> str:
     options = StrongswanOptions(series_limit=series_limit)
-    scraper = build_scraper(users, options)
+    async with exporter_of(users, options) as scraper:
+        return await _measure(scraper, users, scrapes, profile)
+
+
+async def _measure(scraper: Scraper, users: int, scrapes: int, profile: bool) -> str:
     for _ in range(3):  # warm up
         await one_scrape(scraper)
     collect, render = [], []

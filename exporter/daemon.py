@@ -28,10 +28,7 @@ from exporter.privacy import PrivacyFilter
 from exporter.probe_config import probe_settings_for
 from exporter.probes.config import ProbeSettings
 from exporter.scrape import Scraper
-from exporter.strongswan.events import EventStream
-from exporter.strongswan.ledger import SaLedger
-from exporter.strongswan.state import StrongswanState
-from exporter.vici import ViciClient
+from exporter.strongswan.view import CharonView
 from exporter.web_config import LiveWebConfig, load_web_config
 
 log = logging.getLogger("exporter")
@@ -52,43 +49,17 @@ class Runtime:
         # Without a loader (settings built in code: the demo, tests) there is nothing to
         # read again: a reload re-applies the running settings.
         self.load_settings = load_settings or (lambda: self.settings)
-        self.client = ViciClient(settings.vici_socket, settings.vici_timeout)
         options = settings.strongswan
-        self.ledger: SaLedger | None = None
-        self.stream: EventStream | None = None
-        if options.events:
-            self.ledger = SaLedger(
-                reauth_grace=options.reauth_grace,
-                user_idle_seconds=options.user_idle_seconds,
-                max_sas=options.max_sas,
-            )
-        self.state = StrongswanState(
-            self.client,
-            self.ledger,
-            options.refresh_interval,
-            options.sa_refresh_interval,
-            max_sas=options.max_sas,
-        )
+        # charon's live view: the VICI client, the event stream, the SA table, the ledger.
+        self.charon = CharonView(settings.vici_socket, settings.vici_timeout, options)
         # The scrape layer owns the series limiter; every collector that bounds series
         # gets it, so one limit applies and one family counts what it dropped.
         self.scraper = Scraper(
             privacy=PrivacyFilter(settings.privacy), series_limit=options.series_limit
         )
-        self.collector = StrongswanCollector(self.state, options, limiter=self.scraper.limiter)
-        if self.ledger is not None:
-            # Its own connection: VICI carries one command at a time, and events arrive
-            # whenever charon has them.
-            self.stream = EventStream(
-                settings.vici_socket,
-                settings.vici_timeout,
-                self.ledger,
-                self.state.reconcile,
-                consumers=[self.state.apply],
-                on_lost=self.state.request_refresh,
-            )
-            self.collector.attach_stream(self.stream)
+        self.collector = StrongswanCollector(self.charon, options, limiter=self.scraper.limiter)
         kernel = build_kernel_collectors(
-            settings.kernel, self.state.current, limiter=self.scraper.limiter
+            settings.kernel, self.charon.current, limiter=self.scraper.limiter
         )
         self.scraper.add(self.collector, *kernel)
         self.probes = _probe_settings(settings)
@@ -158,9 +129,6 @@ class Runtime:
             restart_needed.append("collectors.strongswan.events/reauth_grace")
         if (old.strongswan.refresh_interval > 0) != (new.strongswan.refresh_interval > 0):
             restart_needed.append("collectors.strongswan.refresh_interval (on/off)")
-        elif new.strongswan.refresh_interval > 0:
-            self.state.refresh_interval = new.strongswan.refresh_interval
-        self.state.sa_refresh_interval = new.strongswan.sa_refresh_interval
         if self.probes is None and probes is not None:
             restart_needed.append("probe modules (none were loaded at start)")
         if restart_needed:
@@ -170,19 +138,10 @@ class Runtime:
             )
         if (new.log_level, new.log_format) != (old.log_level, old.log_format):
             setup_logging(new.log_level, new.log_format)
-        if (new.vici_socket, new.vici_timeout) != (old.vici_socket, old.vici_timeout):
-            self.client.reconfigure(new.vici_socket, new.vici_timeout)
-            if self.stream is not None:
-                self.stream.reconfigure(new.vici_socket, new.vici_timeout)
-            if new.vici_socket != old.vici_socket:
-                # Another charon: its SAs, not the old one's, from the next round on (with
-                # events on, the stream's reconnect asks for this too).
-                self.state.request_refresh()
+        self.charon.reconfigure_vici(new.vici_socket, new.vici_timeout)
+        self.charon.reconfigure(new.strongswan)
         self.collector.reconfigure(new.strongswan)
         self.scraper.set_series_limit(new.strongswan.series_limit)
-        if self.ledger is not None:
-            self.ledger.user_idle_seconds = new.strongswan.user_idle_seconds
-        self.state.set_max_sas(new.strongswan.max_sas)
         self.scraper.privacy = PrivacyFilter(new.privacy)
         if self.probes is not None and probes is not None:
             self.probes.current = probes.current
@@ -197,15 +156,10 @@ class Runtime:
         )
 
     def start(self) -> None:
-        if self.stream is not None:
-            self.stream.start()
-        self.state.start()
+        self.charon.start()
 
     async def close(self) -> None:
-        if self.stream is not None:
-            await self.stream.stop()
-        await self.state.stop()
-        await self.client.close()
+        await self.charon.close()
 
 
 class LiveProbeSettings:

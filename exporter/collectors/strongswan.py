@@ -20,10 +20,9 @@ from exporter.collectors.strongswan_ledger import (
     untracked_family,
 )
 from exporter.config import StrongswanOptions
-from exporter.strongswan.events import EventStream
 from exporter.strongswan.model import IkeSA, StrongswanSnapshot
 from exporter.strongswan.parse import PRIORITIES
-from exporter.strongswan.state import StrongswanState
+from exporter.strongswan.view import CharonView
 from exporter.table_family import gauge_table
 
 log = logging.getLogger("exporter.collectors.strongswan")
@@ -60,50 +59,39 @@ def up_family(up: bool) -> GaugeMetricFamily:
 
 
 class StrongswanCollector:
+    """Renders the live view of charon (`CharonView`); it reads, never drives, the view
+    (but for the per-scrape refresh of synchronous mode)."""
+
     name = "strongswan"
 
     def __init__(
         self,
-        state: StrongswanState,
+        view: CharonView,
         options: StrongswanOptions,
-        stream: EventStream | None = None,
         limiter: SeriesLimiter | None = None,
     ) -> None:
         """`limiter` is the scrape layer's, shared by every collector (the daemon passes
         `Scraper.limiter`); without one, the collector bounds its series alone."""
-        self._state = state
+        self._view = view
         self._options = options
         self._limiter = limiter if limiter is not None else SeriesLimiter(options.series_limit)
-        self._stream = stream
         self._orders = SeriesOrders()
         #: A render failure was logged with its traceback (once, not at every scrape).
         self._render_failing = False
-
-    @property
-    def state(self) -> StrongswanState:
-        return self._state
 
     def reconfigure(self, options: StrongswanOptions) -> None:
         # The series limit belongs to the limiter's owner, the Scraper.
         self._options = options
 
-    def attach_stream(self, stream: EventStream) -> None:
-        self._stream = stream
-
-    def _up(self) -> bool:
-        stream = self._stream
-        stream_ok = stream is None or stream.up or not stream.connected_once
-        return self._state.ok and stream_ok
-
     async def collect(self) -> Collection:
-        state = self._state
+        view = self._view
         try:
-            if not state.background:
+            if not view.background:
                 # Synchronous mode: every scrape asks charon (bounded by the VICI timeout).
                 # In background mode a scrape never waits on charon, not even before its
                 # first answer: until then it says strongswan_up 0.
-                await state.refresh()
-            return self._render(state)
+                await view.refresh()
+            return self._render(view)
         except Exception as err:  # whatever breaks, strongswan_up is there for the alerts
             if not self._render_failing:
                 log.exception("cannot render what charon said")
@@ -111,14 +99,14 @@ class StrongswanCollector:
             families: list[Metric] = [up_family(False)]
             return Collection(families, success=False, error=f"{type(err).__name__}: {err}")
 
-    def _render(self, state: StrongswanState) -> Collection:
-        snapshot = state.current()
-        up = self._up()
+    def _render(self, view: CharonView) -> Collection:
+        snapshot = view.current()
+        up = view.up
         families: list[Metric] = [up_family(up)]
         if up and snapshot is not None:
             families += render(snapshot, self._options, self._limiter, self._orders)
-        families += self._ledger_families(snapshot)
-        age = state.age()
+        families += self._ledger_families(view, snapshot)
+        age = view.age()
         if age is not None:
             families.append(
                 GaugeMetricFamily(
@@ -129,7 +117,7 @@ class StrongswanCollector:
                     value=age,
                 )
             )
-        listing_age = state.listing_age()
+        listing_age = view.listing_age()
         if listing_age is not None:
             families.append(
                 GaugeMetricFamily(
@@ -140,14 +128,14 @@ class StrongswanCollector:
                 )
             )
         self._render_failing = False
-        error = "" if up else state.error or "the event stream to charon is down"
-        return Collection(families=families, success=up, error=error)
+        return Collection(families=families, success=up, error=view.error)
 
-    def _ledger_families(self, snapshot: StrongswanSnapshot | None) -> list[Metric]:
+    def _ledger_families(
+        self, view: CharonView, snapshot: StrongswanSnapshot | None
+    ) -> list[Metric]:
         families: list[Metric] = []
-        ledger = self._state.ledger
+        ledger = view.ledger_readings()
         if ledger is not None:
-            ledger.tick()
             connections = snapshot.connections if snapshot is not None else ()
             families += render_ledger(
                 ledger,
@@ -157,10 +145,11 @@ class StrongswanCollector:
                 self._orders.user_traffic,
             )
         else:
-            # Events off: no ledger, so the SA model's cap is the one that counts.
-            families.append(untracked_family(self._state.model.untracked))
-        if self._stream is not None:
-            families += render_stream(self._stream)
+            # Events off: no ledger, so the SA table's cap is the one that counts.
+            families.append(untracked_family(view.untracked))
+        stream = view.stream_health()
+        if stream is not None:
+            families += render_stream(stream)
         return families
 
 

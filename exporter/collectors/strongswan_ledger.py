@@ -8,16 +8,16 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from exporter.collectors.limits import SeriesLimiter
 from exporter.collectors.order import SortedKeys, take_in_order
-from exporter.strongswan.events import EventStream
-from exporter.strongswan.ledger import SaLedger, Traffic
+from exporter.strongswan.ledger import LedgerReadings, Traffic
 from exporter.strongswan.model import Connection
+from exporter.strongswan.view import StreamHealth
 from exporter.table_family import counter_table
 
 EVENT_KINDS = ("up", "down", "rekey")
 
 
 def render_ledger(
-    ledger: SaLedger,
+    ledger: LedgerReadings,
     connections: Iterable[Connection],
     limiter: SeriesLimiter,
     user_metrics: bool,
@@ -96,7 +96,7 @@ def _traffic(
     return [octets, packets]
 
 
-def render_stream(stream: EventStream) -> list[Metric]:
+def render_stream(stream: StreamHealth) -> list[Metric]:
     return [
         GaugeMetricFamily(
             "strongswan_event_stream_up",
@@ -118,7 +118,7 @@ def render_stream(stream: EventStream) -> list[Metric]:
 
 def untracked_family(count: int) -> CounterMetricFamily:
     """`strongswan_sas_untracked_total`: from the ledger with events on, else from the SA
-    model (which then only listings fill)."""
+    table (which then only listings fill)."""
     return CounterMetricFamily(
         "strongswan_sas_untracked",
         "SAs charon announced (events, listings) while the exporter tracked "

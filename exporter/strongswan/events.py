@@ -1,8 +1,9 @@
-"""charon's event stream on a second VICI connection, feeding the `SaLedger`.
+"""charon's event stream on a second VICI connection: each event decoded once, for the
+owner of charon's live view (`view.CharonView`) to hand to the SA table and the ledger.
 
 The stream reconnects by itself (charon restarts, socket missing), and after every
-(re)connect asks for a fresh listing so that SAs which vanished while it was away are
-counted as down exactly once.
+(re)connect tells its owner, which asks for a fresh listing so that SAs which vanished
+while it was away are counted as down exactly once.
 
 A quiet stream looks the same from a calm charon and from a hung one (SIGSTOP, a
 deadlock): so every `liveness_interval` seconds the stream asks charon `version` over the
@@ -17,19 +18,16 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 
 from vici.protocol import Packet
 
 from exporter.strongswan.charon_events import EVENTS, CharonEvent, decode_event
-from exporter.strongswan.ledger import SaLedger
 from exporter.vici import Backoff, ViciConnection, ViciConnectionError, ViciError
 from exporter.vici.address import ViciAddress
 
 log = logging.getLogger("exporter.events")
 
-#: How often drops past their reauthentication grace time get counted.
-TICK_SECONDS = 1.0
 #: Seconds between liveness questions on the event connection: a hung charon is seen at
 #: most this plus the VICI timeout after it stops. charon logs the question at level 2 only.
 LIVENESS_INTERVAL = 2.0
@@ -40,59 +38,53 @@ STABLE_SECONDS = 30.0
 
 
 class EventStream:
+    """The event connection: what it reads goes to `on_event` decoded (once), and its
+    owner learns when it subscribed (`on_subscribed`, awaited: list what was missed) and
+    when a subscription was lost (`on_lost`). Its health is `up`, `reconnects`,
+    `events_received`, `connected_once`."""
+
     def __init__(
         self,
         address: ViciAddress,
         timeout: float,
-        ledger: SaLedger,
-        reconcile: Callable[[], Awaitable[None]],
-        backoff: Backoff | None = None,
-        consumers: Sequence[Callable[[CharonEvent], None]] = (),
+        on_event: Callable[[CharonEvent], None],
+        on_subscribed: Callable[[], Awaitable[None]],
         on_lost: Callable[[], None] | None = None,
-        liveness_interval: float = LIVENESS_INTERVAL,
+        backoff: Backoff | None = None,
+        liveness_interval: float | None = None,
     ) -> None:
         self.address = address
         self.timeout = timeout
-        self.ledger = ledger
-        self._reconcile = reconcile
-        self._backoff = backoff or Backoff()
-        #: Who else learns of every event (the SA model), after the ledger.
-        self._consumers = [ledger.apply, *consumers]
+        self._on_event = on_event
+        self._on_subscribed = on_subscribed
         self._on_lost = on_lost
-        self.liveness_interval = liveness_interval
+        self._backoff = backoff or Backoff()
+        self.liveness_interval = (
+            LIVENESS_INTERVAL if liveness_interval is None else liveness_interval
+        )
         self._answered = asyncio.Event()
         self.up = False
         self.reconnects = 0
         self.events_received = 0
         self.connected_once = False
-        self._tasks: list[asyncio.Task[None]] = []
+        self._task: asyncio.Task[None] | None = None
         self._conn: ViciConnection | None = None
 
     def reconfigure(self, address: ViciAddress, timeout: float) -> None:
-        """Reconnect to another socket (the ledger and its counts stay)."""
+        """Reconnect to another socket (its counts stay)."""
         self.address = address
         self.timeout = timeout
         if self._conn is not None:
             self._conn.abort()  # the read loop sees it closed and reconnects
 
     def start(self) -> None:
-        self._tasks = [
-            asyncio.create_task(self.run(), name="vici-event-stream"),
-            asyncio.create_task(self._tick(), name="ledger-tick"),
-        ]
+        self._task = asyncio.create_task(self.run(), name="vici-event-stream")
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
+        if self._task is not None:
+            self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _tick(self) -> None:
-        # Drops are counted once their reauthentication grace is over, events or not.
-        while True:
-            await asyncio.sleep(TICK_SECONDS)
-            self.ledger.tick()
+                await self._task
 
     async def run(self) -> None:
         # One warning per outage, not one per attempt: `failing` stays set until a
@@ -116,7 +108,7 @@ class EventStream:
                 connected_at = loop.time()
                 if failing:
                     log.info("event stream reconnected", extra={"socket": str(self.address)})
-                await self._reconcile_safely()
+                await self._subscribed()
                 await self._serve(conn)
             except ViciError as err:
                 problem = str(err)
@@ -146,9 +138,9 @@ class EventStream:
                 failing = True
             await asyncio.sleep(self._backoff.failed())
 
-    async def _reconcile_safely(self) -> None:
+    async def _subscribed(self) -> None:
         try:
-            await self._reconcile()
+            await self._on_subscribed()
         except ViciError as err:
             # The next scrape reconciles too; the stream itself is fine.
             log.debug("reconcile after connect failed", extra={"err": str(err)})
@@ -198,10 +190,5 @@ class EventStream:
             except Exception:  # one odd event must not stop the stream
                 log.exception("cannot decode event", extra={"event": frame.name})
                 continue
-            if event is None:
-                continue
-            for consume in self._consumers:
-                try:
-                    consume(event)
-                except Exception:  # one odd event must not stop the stream
-                    log.exception("cannot apply event", extra={"event": frame.name})
+            if event is not None:
+                self._on_event(event)

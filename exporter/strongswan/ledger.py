@@ -31,9 +31,9 @@ from __future__ import annotations
 import sys
 import time
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from exporter.strongswan.charon_events import (
     CharonEvent,
@@ -146,6 +146,22 @@ class PendingDown:
     key: PeerKey
     at: float
     wall: float
+
+
+class LedgerReadings(Protocol):
+    """What a scrape reads of the ledger: counts and totals, nothing that changes it (the
+    owner of charon's live view, `view.CharonView`, is the one that drives the ledger)."""
+
+    @property
+    def ike_events(self) -> Mapping[tuple[str, str], int]: ...
+    @property
+    def child_events(self) -> Mapping[tuple[str, str, str], int]: ...
+    @property
+    def last_change(self) -> Mapping[str, float]: ...
+    @property
+    def untracked(self) -> int: ...
+    def traffic_totals(self) -> dict[tuple[str, str], Traffic]: ...
+    def user_totals(self) -> dict[tuple[str, str], Traffic]: ...
 
 
 class SaLedger:

@@ -169,13 +169,12 @@ def test_fixture_folder_exists() -> None:
 
 
 async def test_a_snapshot_that_cannot_be_rendered_still_says_strongswan_up_0(
-    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     from exporter.collectors.strongswan import StrongswanCollector
     from exporter.config import StrongswanOptions, ViciAddress
+    from exporter.strongswan import view as view_module
     from exporter.strongswan.fetch import assemble_snapshot
-    from exporter.strongswan.state import StrongswanState
-    from exporter.vici import ViciClient
 
     snapshot = assemble_snapshot(load_answers(scenarios()[0]), time.time())
     # A value of the wrong type past the parser (a bug, or a charon of another version).
@@ -183,18 +182,27 @@ async def test_a_snapshot_that_cannot_be_rendered_still_says_strongswan_up_0(
         snapshot,
         stats=dataclasses.replace(snapshot.stats, workers_total=None),  # type: ignore[arg-type]
     )
-    client = ViciClient(ViciAddress("unix", path="/nonexistent/charon.vici"), timeout=1)
-    state = StrongswanState(client, None, refresh_interval=10)
-    state.snapshot, state.ok, state.refreshed_at = broken, True, time.monotonic()
-    collector = StrongswanCollector(state, StrongswanOptions())
+    answer = [broken]
+
+    async def fetch(*_: Any) -> Any:
+        return answer[0]
+
+    monkeypatch.setattr(view_module, "fetch_snapshot", fetch)
+    address = ViciAddress("unix", path="/nonexistent/charon.vici")
+    options = StrongswanOptions(refresh_interval=10, events=False)
+    view = view_module.CharonView(address, 1, options)
+    await view.refresh()
+    collector = StrongswanCollector(view, options)
     for _ in range(3):
         collection = await collector.collect()
         up = [f for f in collection.families if f.name == "strongswan_up"]
         assert up and up[0].samples[0].value == 0
         assert not collection.success and "TypeError" in collection.error
     assert sum(r.exc_info is not None for r in caplog.records) == 1  # one traceback, not three
-    state.snapshot = snapshot
+    answer[0] = snapshot
+    await view.refresh()
     assert (await collector.collect()).success
+    await view.close()
 
 
 # ---- a hung charon, for real: SIGSTOP in a lab (issue 14, items 5 and 7) ---------------------
@@ -269,22 +277,27 @@ async def test_a_refresh_that_breaks_unexpectedly_says_strongswan_up_0(
     snapshot rendered as up, nor crash the background refresher or the scrape."""
     from exporter.collectors.strongswan import StrongswanCollector
     from exporter.config import StrongswanOptions, ViciAddress
-    from exporter.strongswan import state as state_module
+    from exporter.strongswan import view as view_module
     from exporter.strongswan.fetch import assemble_snapshot
-    from exporter.vici import ViciClient
+
+    async def good_fetch(*_: Any) -> Any:
+        return assemble_snapshot(load_answers(scenarios()[0]), time.time())
 
     async def broken_fetch(*_: Any) -> Any:
         raise KeyError("uptime")
 
-    client = ViciClient(ViciAddress("unix", path="/nonexistent/charon.vici"), timeout=1)
-    state = state_module.StrongswanState(client, None, refresh_interval=10)
-    state.snapshot = assemble_snapshot(load_answers(scenarios()[0]), time.time())
-    state.ok, state.refreshed_at = True, time.monotonic()
-    monkeypatch.setattr(state_module, "fetch_snapshot", broken_fetch)
+    address = ViciAddress("unix", path="/nonexistent/charon.vici")
+    options = StrongswanOptions(refresh_interval=10, events=False)
+    view = view_module.CharonView(address, 1, options)
+    monkeypatch.setattr(view_module, "fetch_snapshot", good_fetch)
+    await view.refresh()
+    assert view.up
+    monkeypatch.setattr(view_module, "fetch_snapshot", broken_fetch)
     for _ in range(3):
-        await state.refresh()
-    assert not state.ok and "KeyError" in state.error
-    collection = await StrongswanCollector(state, StrongswanOptions()).collect()
+        await view.refresh()
+    assert not view.up and "KeyError" in view.error
+    collection = await StrongswanCollector(view, options).collect()
     up = [f for f in collection.families if f.name == "strongswan_up"]
     assert up[0].samples[0].value == 0 and not collection.success
     assert sum(r.exc_info is not None for r in caplog.records) == 1
+    await view.close()

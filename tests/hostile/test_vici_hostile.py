@@ -311,8 +311,14 @@ def event_stream(peer: Peer, backoff: Any = None, timeout: float = 2.0, **kwargs
     from exporter.strongswan.events import EventStream
     from exporter.strongswan.ledger import SaLedger
 
+    ledger = SaLedger(reauth_grace=0)
     return EventStream(
-        peer.address, timeout, SaLedger(reauth_grace=0), _no_reconcile, backoff, **kwargs
+        peer.address,
+        timeout,
+        on_event=ledger.apply,
+        on_subscribed=_no_reconcile,
+        backoff=backoff,
+        **kwargs,
     )
 
 
@@ -345,13 +351,14 @@ async def test_deep_nesting_drops_the_event_stream_and_keeps_its_backoff(
 
 
 def strongswan_collector(peer: Peer, refresh_interval: float, timeout: float) -> Any:
+    """The collector and the view of charon it renders (events off)."""
     from exporter.collectors.strongswan import StrongswanCollector
     from exporter.config import StrongswanOptions
-    from exporter.strongswan.state import StrongswanState
-    from exporter.vici import ViciClient
+    from exporter.strongswan.view import CharonView
 
-    state = StrongswanState(ViciClient(peer.address, timeout), None, refresh_interval)
-    return StrongswanCollector(state, StrongswanOptions())
+    options = StrongswanOptions(refresh_interval=refresh_interval, events=False)
+    view = CharonView(peer.address, timeout, options)
+    return view, StrongswanCollector(view, options)
 
 
 def strongswan_up(collection: Any) -> float | None:
@@ -364,23 +371,23 @@ def strongswan_up(collection: Any) -> float | None:
 async def test_deeply_nested_answer_leaves_strongswan_up_0(tmp_path: Path) -> None:
     answer = bytes([Packet.CMD_RESPONSE]) + nested(5000)
     async with Peer(tmp_path / "charon.vici", lambda kind, name: [answer]) as peer:
-        collector = strongswan_collector(peer, refresh_interval=0, timeout=2)
+        view, collector = strongswan_collector(peer, refresh_interval=0, timeout=2)
         for _ in range(2):
             collection = await collector.collect()
             assert strongswan_up(collection) == 0
             assert not collection.success and "nest" in collection.error
-        await collector.state.client.close()
+        await view.close()
 
 
 async def test_a_scrape_in_background_mode_never_waits_on_charon(tmp_path: Path) -> None:
     # A peer that accepts and never answers, and a timeout as good as `inf`.
     async with Peer(tmp_path / "charon.vici", lambda kind, name: None) as peer:
-        collector = strongswan_collector(peer, refresh_interval=10, timeout=1e9)
+        view, collector = strongswan_collector(peer, refresh_interval=10, timeout=1e9)
         # Before the background refresher has even started: nothing known, nothing asked.
         async with asyncio.timeout(3):  # a hang bound, not a timing
             collection = await collector.collect()
         assert strongswan_up(collection) == 0 and peer.connections == 0
-        collector.state.start()
+        view.start()
         try:
             await wait_until(lambda: peer.requests, deadline=3)
             # The refresher now waits on charon forever; scrapes still answer at once.
@@ -389,8 +396,7 @@ async def test_a_scrape_in_background_mode_never_waits_on_charon(tmp_path: Path)
                     assert strongswan_up(await collector.collect()) == 0
             assert peer.connections == 1 and peer.requests == ["version"]
         finally:
-            await collector.state.stop()
-            await collector.state.client.close()
+            await view.close()
 
 
 async def test_event_stream_notices_a_charon_that_stops_answering(tmp_path: Path) -> None:

@@ -53,11 +53,11 @@ async def test_a_reload_sets_the_cap_of_the_model_and_the_ledger(
     )
     runtime = Runtime(settings, lambda: lowered)
     try:
-        assert runtime.state.model.max_sas == 1
+        assert runtime.charon._sa_table.max_sas == 1
         await runtime.reload()
-        assert runtime.state.model.max_sas == 5
+        assert runtime.charon._sa_table.max_sas == 5
         if events:
-            assert runtime.ledger is not None
-            assert runtime.ledger.max_sas == 5
+            assert runtime.charon._ledger is not None
+            assert runtime.charon._ledger.max_sas == 5
     finally:
         await runtime.close()

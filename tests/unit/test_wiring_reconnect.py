@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from exporter.strongswan import events
-from exporter.strongswan.ledger import SaLedger
 from exporter.vici import Backoff, ViciClient, ViciConnectionError
 from tests.fakes.vici_server import FakeViciServer, eventually
 
@@ -103,7 +102,12 @@ async def test_event_stream_backoff_starts_over_only_after_a_stable_connection(
 
     async with FakeViciServer(tmp_path / "charon.vici") as charon:
         stream = events.EventStream(
-            charon.address, 2.0, SaLedger(), reconcile, backoff=backoff, liveness_interval=0.1
+            charon.address,
+            2.0,
+            on_event=lambda _event: None,
+            on_subscribed=reconcile,
+            backoff=backoff,
+            liveness_interval=0.1,
         )
         charon.hang_up = True  # every attempt: connected, then hung up on, unregistered
         stream.start()

@@ -7,7 +7,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from exporter.daemon import Runtime
+from exporter.strongswan import events
 from tests.fakes.exporter_wiring import scrape, settings_for
 from tests.fakes.vici_server import FakeViciServer, eventually, recorded_events
 
@@ -59,16 +62,15 @@ async def test_stream_loss_reconnects_lists_and_is_reported(tmp_path: Path) -> N
 
 
 async def test_a_hung_charon_is_noticed_within_the_timeout_and_liveness_interval(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     timeout, liveness = 0.3, 0.2
     async with FakeViciServer(tmp_path / "charon.vici") as charon:
         settings = settings_for(
             charon.path, timeout=timeout, refresh_interval=0.05, sa_refresh_interval=3600
         )
+        monkeypatch.setattr(events, "LIVENESS_INTERVAL", liveness)
         runtime = Runtime(settings)
-        assert runtime.stream is not None
-        runtime.stream.liveness_interval = liveness
         runtime.start()
         try:
             await eventually(lambda: up_and_streaming(runtime, 1), "strongswan_up and stream 1")

@@ -44,7 +44,7 @@ from vici.protocol import Message, Packet  # noqa: E402
 
 from exporter.config import ViciAddress  # noqa: E402
 from exporter.strongswan.charon_events import EVENTS, decode_event  # noqa: E402
-from exporter.strongswan.events import EventStream  # noqa: E402
+from exporter.strongswan.event_stream import EventStream  # noqa: E402
 from exporter.strongswan.ledger import SaLedger  # noqa: E402
 from exporter.vici import Backoff  # noqa: E402
 

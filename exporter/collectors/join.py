@@ -17,7 +17,7 @@ from exporter.kernel.model import (
     PppHookRecord,
     PppInterface,
 )
-from exporter.strongswan.model import IkeSA, StrongswanSnapshot
+from exporter.strongswan.snapshot import IkeSA, StrongswanSnapshot
 
 
 def live_hooks(

@@ -17,7 +17,7 @@ from exporter.collectors.xfrm import XfrmCollector
 from exporter.config import StrongswanOptions
 from exporter.kernel.options import KernelOptions
 from exporter.kernel.source import KernelSource
-from exporter.strongswan.model import StrongswanSnapshot
+from exporter.strongswan.snapshot import StrongswanSnapshot
 
 
 def build_kernel_collectors(

@@ -18,7 +18,7 @@ from exporter.collectors.limits import SeriesLimiter
 from exporter.kernel.l2tp import L2tpUnavailable
 from exporter.kernel.model import L2tpIpsecSession, L2tpSnapshot
 from exporter.kernel.source import KernelSource
-from exporter.strongswan.model import StrongswanSnapshot
+from exporter.strongswan.snapshot import StrongswanSnapshot
 from exporter.table_family import gauge_table
 
 log = logging.getLogger("exporter.collectors.sessions")

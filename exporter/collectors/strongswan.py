@@ -20,8 +20,8 @@ from exporter.collectors.strongswan_ledger import (
     untracked_family,
 )
 from exporter.config import StrongswanOptions
-from exporter.strongswan.model import IkeSA, StrongswanSnapshot
 from exporter.strongswan.parse import PRIORITIES
+from exporter.strongswan.snapshot import IkeSA, StrongswanSnapshot
 from exporter.strongswan.view import CharonView
 from exporter.table_family import gauge_table
 

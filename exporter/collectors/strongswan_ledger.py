@@ -9,7 +9,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from exporter.collectors.limits import SeriesLimiter
 from exporter.collectors.order import SortedKeys, take_in_order
 from exporter.strongswan.ledger import LedgerReadings, Traffic
-from exporter.strongswan.model import Connection
+from exporter.strongswan.snapshot import Connection
 from exporter.strongswan.view import StreamHealth
 from exporter.table_family import counter_table
 

@@ -15,13 +15,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from exporter.strongswan.model import IkeSA
 from exporter.strongswan.parse import (
     RekeyedChild,
     parse_child_rekeys,
     parse_ike_rekeys,
     parse_ike_sas,
 )
+from exporter.strongswan.snapshot import IkeSA
 
 #: The events the stream registers for.
 EVENTS = ("ike-updown", "child-updown", "ike-rekey", "child-rekey")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from exporter.strongswan.model import IkeSA, StrongswanSnapshot
 from exporter.strongswan.parse import (
     parse_certificates,
     parse_connections,
@@ -15,6 +14,7 @@ from exporter.strongswan.parse import (
     parse_stats,
     parse_version,
 )
+from exporter.strongswan.snapshot import IkeSA, StrongswanSnapshot
 from exporter.vici import ViciClient, ViciCommandError
 from exporter.vici.codec import ViciMessage
 

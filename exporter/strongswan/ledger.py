@@ -44,8 +44,8 @@ from exporter.strongswan.charon_events import (
     IkeRekey,
     IkeUp,
 )
-from exporter.strongswan.model import ChildSA, IkeSA
 from exporter.strongswan.parse import RekeyedChild
+from exporter.strongswan.snapshot import ChildSA, IkeSA
 
 #: States in which an SA counts as up once seen in a listing.
 IKE_UP_STATES = frozenset({"ESTABLISHED", "REKEYING", "REKEYED"})

@@ -1,4 +1,4 @@
-"""From decoded VICI answers (nested dicts of text) to the snapshot model.
+"""From decoded VICI answers (nested dicts of text) to the snapshot dataclasses (`snapshot`).
 
 Pure functions: the golden tests feed recorded answers of a real charon through exactly
 this code. Missing or malformed fields become neutral values instead of exceptions, as
@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from exporter.strongswan.model import (
+from exporter.strongswan.snapshot import (
     Certificate,
     ChildSA,
     Connection,

@@ -27,11 +27,11 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from exporter.strongswan.charon_events import CharonEvent
-from exporter.strongswan.events import EventStream
+from exporter.strongswan.event_stream import EventStream
 from exporter.strongswan.fetch import fetch_snapshot
 from exporter.strongswan.ledger import LedgerReadings, SaLedger
-from exporter.strongswan.model import StrongswanSnapshot
-from exporter.strongswan.sa_model import SaModel
+from exporter.strongswan.sa_table import SaTable
+from exporter.strongswan.snapshot import StrongswanSnapshot
 from exporter.vici import ViciClient, ViciError
 from exporter.vici.address import ViciAddress
 
@@ -76,7 +76,7 @@ class CharonView:
         self._client = ViciClient(address, timeout)
         self._refresh_interval = options.refresh_interval
         self._sa_refresh_interval = options.sa_refresh_interval
-        self._sa_table = SaModel(max_sas=options.max_sas)
+        self._sa_table = SaTable(max_sas=options.max_sas)
         self._ledger: SaLedger | None = None
         self._stream: EventStream | None = None
         if options.events:

@@ -228,7 +228,7 @@ def _seconds_until(exp: Any, check: Any, deadline: float) -> tuple[float, float]
 def test_a_sigstopped_charon_is_seen_within_the_vici_timeout(
     vici_timeout: float, make_lab: Any, start_exporter: Any, record_property: Any
 ) -> None:
-    from exporter.strongswan.events import LIVENESS_INTERVAL
+    from exporter.strongswan.event_stream import LIVENESS_INTERVAL
 
     lab = make_lab(["ikev2-psk"])
     exp = start_exporter(lab.server_uri, "--vici.timeout", str(vici_timeout))

@@ -308,7 +308,7 @@ async def _no_reconcile() -> None:
 
 
 def event_stream(peer: Peer, backoff: Any = None, timeout: float = 2.0, **kwargs: Any) -> Any:
-    from exporter.strongswan.events import EventStream
+    from exporter.strongswan.event_stream import EventStream
     from exporter.strongswan.ledger import SaLedger
 
     ledger = SaLedger(reauth_grace=0)

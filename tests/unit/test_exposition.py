@@ -25,7 +25,7 @@ from exporter.exposition import number, render_openmetrics, render_text
 from exporter.scrape import Scraper
 from exporter.strongswan.fetch import assemble_snapshot
 from exporter.strongswan.ledger import SaLedger
-from exporter.strongswan.model import ChildSA, IkeSA
+from exporter.strongswan.snapshot import ChildSA, IkeSA
 from exporter.table_family import TableFamily, counter_table, gauge_table
 from tests.recordings import RECORDED_NOW, load_answers, scenarios
 from tests.reference import Families, floatToGoString, openmetrics_latest

@@ -1,7 +1,7 @@
 """`--collector.strongswan.max-sas` as a scrape sees it, against the fake VICI server
 replaying a recorded charon listing of four IKE SAs: one is tracked, the other three are
 counted in `strongswan_sas_untracked_total`, with the event stream on (the ledger counts)
-and off (only listings fill the SA model, and it counts)."""
+and off (only listings fill the SA table, and it counts)."""
 
 from __future__ import annotations
 

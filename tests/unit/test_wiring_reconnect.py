@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.strongswan import events
+from exporter.strongswan import event_stream
 from exporter.vici import Backoff, ViciClient, ViciConnectionError
 from tests.fakes.vici_server import FakeViciServer, eventually
 
@@ -93,7 +93,7 @@ async def test_event_stream_backoff_starts_over_only_after_a_stable_connection(
     that hangs up, or sends garbage) keeps doubling the delay; one that lived
     STABLE_SECONDS proved the peer sane, and the delay starts over."""
     stable = 0.5
-    monkeypatch.setattr(events, "STABLE_SECONDS", stable)
+    monkeypatch.setattr(event_stream, "STABLE_SECONDS", stable)
     backoff = Backoff(initial=0.02, maximum=0.08)
     listings: list[int] = []
 
@@ -101,7 +101,7 @@ async def test_event_stream_backoff_starts_over_only_after_a_stable_connection(
         listings.append(1)
 
     async with FakeViciServer(tmp_path / "charon.vici") as charon:
-        stream = events.EventStream(
+        stream = event_stream.EventStream(
             charon.address,
             2.0,
             on_event=lambda _event: None,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from exporter.daemon import Runtime
-from exporter.strongswan import events
+from exporter.strongswan import event_stream
 from tests.fakes.exporter_wiring import scrape, settings_for
 from tests.fakes.vici_server import FakeViciServer, eventually, recorded_events
 
@@ -69,7 +69,7 @@ async def test_a_hung_charon_is_noticed_within_the_timeout_and_liveness_interval
         settings = settings_for(
             charon.path, timeout=timeout, refresh_interval=0.05, sa_refresh_interval=3600
         )
-        monkeypatch.setattr(events, "LIVENESS_INTERVAL", liveness)
+        monkeypatch.setattr(event_stream, "LIVENESS_INTERVAL", liveness)
         runtime = Runtime(settings)
         runtime.start()
         try:

@@ -1,4 +1,4 @@
-"""The SA model tracks at most `max_sas` IKE SAs, whatever the events announce (issue 14,
+"""The SA table tracks at most `max_sas` IKE SAs, whatever the events announce (issue 14,
 item 6): a flood of up events of new SAs, replayed from a real charon's recorded events
 with fresh uniqueids, fills it to the cap and no further."""
 
@@ -9,21 +9,21 @@ from typing import Any
 
 from exporter.strongswan.charon_events import decode_event
 from exporter.strongswan.parse import parse_ike_sas
-from exporter.strongswan.sa_model import SaModel
+from exporter.strongswan.sa_table import SaTable
 from tests.hostile.fake_charon import flood_events
 from tests.recordings import RECORDED_NOW
 
 CAP = 100
 
 
-def flooded(count: int, first: int = 1, up: bool = True, model: SaModel | None = None) -> SaModel:
-    model = model or SaModel(max_sas=CAP)
+def flooded(count: int, first: int = 1, up: bool = True, model: SaTable | None = None) -> SaTable:
+    model = model or SaTable(max_sas=CAP)
     for name, message in flood_events(count, first, up):
         apply(model, name, message)
     return model
 
 
-def apply(model: SaModel, name: str, message: dict[str, Any]) -> None:
+def apply(model: SaTable, name: str, message: dict[str, Any]) -> None:
     """An event as the stream hands it on: decoded."""
     event = decode_event(name, message, RECORDED_NOW)
     assert event is not None, name

@@ -2,11 +2,11 @@
 
 A full `list-sas` costs charon seconds at thousands of SAs, so the daemon asks for one
 only now and then (`--collector.strongswan.refresh-interval`); in between, the event
-stream's up/down/rekey events, which carry the SA's fields, keep this model current. A
-listing replaces the model wholesale, which also repairs anything an event missed.
+stream's up/down/rekey events, which carry the SA's fields, keep this table current. A
+listing replaces the table wholesale, which also repairs anything an event missed.
 
 Events can announce new SAs without end (a flood of `ike-updown` ups of 130,000 SAs grew
-the exporter by 270 MB in a minute), so the model holds at most `max_sas` IKE SAs and
+the exporter by 270 MB in a minute), so the table holds at most `max_sas` IKE SAs and
 `2 * max_sas` CHILD SAs: an SA announced beyond that is counted in `untracked` and left
 out until SAs go and make room.
 """
@@ -25,7 +25,7 @@ from exporter.strongswan.charon_events import (
     IkeRekey,
     IkeUp,
 )
-from exporter.strongswan.model import ChildSA, IkeSA
+from exporter.strongswan.snapshot import ChildSA, IkeSA
 
 #: What an IKEv1 reauthentication keeps: (connection, remote host, remote id, user).
 Peer = tuple[str, str, str, str]
@@ -35,16 +35,16 @@ def _peer(sa: IkeSA) -> Peer:
     return (sa.conn, sa.remote_host, sa.remote_id, sa.user)
 
 
-#: CHILD SAs the model holds per IKE SA it may hold: IKEv1 keeps a rekeyed CHILD SA listed
+#: CHILD SAs the table holds per IKE SA it may hold: IKEv1 keeps a rekeyed CHILD SA listed
 #: (REKEYED) next to its successor until it expires.
 CHILDREN_PER_SA = 2
 
 
-class SaModel:
+class SaTable:
     def __init__(self, max_sas: int = 10000) -> None:
         #: The most IKE SAs held (a reload may change it; what is held stays).
         self.max_sas = max_sas
-        #: IKE SAs (and CHILD SAs beyond their own cap) left out because the model was full.
+        #: IKE SAs (and CHILD SAs beyond their own cap) left out because the table was full.
         self.untracked = 0
         #: CHILD SAs held, over every IKE SA.
         self.children = 0
@@ -52,12 +52,12 @@ class SaModel:
         # The uniqueids of each peer's IKE SAs (a dict as an ordered set, in the order of
         # `sas`), so an IKEv1 up does not scan thousands of SAs for the one it replaces.
         self._by_peer: dict[Peer, dict[str, None]] = {}
-        #: When the last listing replaced the model (None: never).
+        #: When the last listing replaced the table (None: never).
         self.listed_at: float | None = None
 
     def replace(self, sas: Iterable[IkeSA], listed_at: float) -> None:
-        """The model becomes the listing; beyond `max_sas`, the SAs it held come first
-        (so a full model does not swap one set of SAs for another at every listing)."""
+        """The table becomes the listing; beyond `max_sas`, the SAs it held come first
+        (so a full table does not swap one set of SAs for another at every listing)."""
         held, self.sas, self._by_peer, self.children = self.sas, {}, {}, 0
         listed = list(sas)
         listed.sort(key=lambda sa: sa.uniqueid not in held)  # stable: charon's order
@@ -67,7 +67,7 @@ class SaModel:
 
     def _set(self, sa: IkeSA) -> bool:
         """The one way into `sas`, keeping `_by_peer` and the counts in step; False (and
-        counted as untracked) when the model is full."""
+        counted as untracked) when the table is full."""
         known = self.sas.get(sa.uniqueid)
         if known is None and len(self.sas) >= self.max_sas:
             self.untracked += 1

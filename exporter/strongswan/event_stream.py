@@ -187,8 +187,7 @@ class EventStream:
             try:
                 # Decoded once, for every consumer.
                 event = decode_event(frame.name, frame.message, time.time())
+                if event is not None:
+                    self._on_event(event)
             except Exception:  # one odd event must not stop the stream
-                log.exception("cannot decode event", extra={"event": frame.name})
-                continue
-            if event is not None:
-                self._on_event(event)
+                log.exception("cannot apply event", extra={"event": frame.name})

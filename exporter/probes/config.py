@@ -16,6 +16,10 @@ Without `allowed_targets` /probe sends wherever its caller says (blackbox_export
 convention, kept for `ike` and `l2tp`); a `login` module makes the local charon offer its
 PSK to the target, so it is refused unless `allowed_targets` is set.
 
+The modules are read with the exporter's one YAML reader (`exporter.settings.yaml_file`)
+and its one duration grammar: every error is `FILE:LINE: KEY: message`, whether the
+modules are a file of their own or part of the configuration file.
+
 Secrets (the PSK, XAuth and PPP passwords) live only in this file; they are held in
 `Secret`, whose repr and str never show the value, so a logged module cannot leak them.
 """
@@ -25,13 +29,11 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
 
-from exporter import strict_yaml
-from exporter.config import parse_duration as config_duration
 from exporter.probes.addresses import (
     AddressError,
     IpNetwork,
@@ -40,6 +42,9 @@ from exporter.probes.addresses import (
     parse_network,
 )
 from exporter.probes.proposals import ProposalError, parse_ike_proposal
+from exporter.settings.durations import parse_duration
+from exporter.settings.errors import ConfigFileError
+from exporter.settings.yaml_file import Section, YamlFile, boolean, read_yaml, text
 from exporter.vici.address import ViciAddress, ViciAddressError
 
 ProberName = Literal["ike", "l2tp", "login"]
@@ -75,8 +80,9 @@ DEFAULT_IKEV1_PROPOSALS = (
 DEFAULT_ESP_PROPOSALS = ("aes256-sha256", "aes256-sha1", "aes128-sha1", "3des-sha1")
 
 
-class ProbeConfigError(ValueError):
-    """The module file cannot be used; the message names the file and the bad key."""
+class ProbeConfigError(ConfigFileError):
+    """The module file cannot be used: `FILE:LINE: KEY: message`, like every YAML file the
+    exporter reads. (Modules in the configuration file are its `ConfigFileError`s.)"""
 
 
 class Secret:
@@ -226,202 +232,174 @@ class ProbeSettings:
 
 
 # -- parsing ----------------------------------------------------------------------------------
+# Conversions for `Section.value`: a ValueError becomes the file's error at the key.
 
 
-def parse_duration(value: object, key: str) -> float:
-    """A duration in the one grammar of the configuration (`exporter.config`), above 0."""
-    try:
-        seconds = config_duration(value)
-    except ValueError as err:
-        raise ProbeConfigError(f"{key}: {err}") from None
+def _above_zero(value: Any) -> float:
+    """A duration in the one grammar (`500ms`, `5s`, `1m`, `1h`, seconds), above 0."""
+    seconds = parse_duration(value)
     if seconds <= 0:
-        raise ProbeConfigError(f"{key}: must be above zero")
+        raise ValueError(f"expected a duration above 0, got {value!r}")
     return seconds
 
 
-class _Section:
-    """Typed reads from one YAML mapping that remember which keys were used."""
-
-    def __init__(self, data: object, where: str) -> None:
-        if data is None:
-            data = {}
-        if not isinstance(data, dict):
-            raise ProbeConfigError(f"{where}: expected a mapping")
-        self.data: dict[str, Any] = {str(k): v for k, v in data.items()}
-        self.where = where
-        self.used: set[str] = set()
-
-    def key(self, name: str) -> str:
-        return f"{self.where}.{name}"
-
-    def get(self, name: str, default: Any) -> Any:
-        self.used.add(name)
-        return self.data.get(name, default)
-
-    def string(self, name: str, default: str) -> str:
-        value = self.get(name, default)
-        if not isinstance(value, str):
-            raise ProbeConfigError(f"{self.key(name)}: expected a string")
-        return value
-
-    def boolean(self, name: str, default: bool) -> bool:
-        value = self.get(name, default)
-        if not isinstance(value, bool):
-            raise ProbeConfigError(f"{self.key(name)}: expected true or false")
-        return value
-
-    def integer(self, name: str, default: int, low: int, high: int) -> int:
-        value = self.get(name, default)
+def _integer(low: int, high: int) -> Callable[[Any], int]:
+    def convert(value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise ProbeConfigError(f"{self.key(name)}: expected an integer {low}-{high}")
+            raise ValueError(f"expected an integer {low}-{high}, got {value!r}")
         return value
 
-    def choice(self, name: str, default: Any, choices: tuple[Any, ...]) -> Any:
-        value = self.get(name, default)
+    return convert
+
+
+def _one_of(*choices: Any) -> Callable[[Any], Any]:
+    def convert(value: Any) -> Any:
         if value not in choices:
-            allowed = ", ".join(str(c) for c in choices)
-            raise ProbeConfigError(f"{self.key(name)}: {value!r} is not one of {allowed}")
+            raise ValueError(f"{value!r} is not one of {', '.join(str(c) for c in choices)}")
         return value
 
-    def strings(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
-        value = self.get(name, list(default))
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",")]
-        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            raise ProbeConfigError(f"{self.key(name)}: expected a list of strings")
-        return tuple(value)
-
-    def secret(self, name: str) -> Secret | None:
-        value = self.get(name, None)
-        if value is None:
-            return None
-        if not isinstance(value, str | int) or isinstance(value, bool):
-            raise ProbeConfigError(f"{self.key(name)}: expected a string")
-        return Secret(str(value))
-
-    def finish(self) -> None:
-        unknown = sorted(set(self.data) - self.used)
-        if unknown:
-            raise ProbeConfigError(f"{self.key(unknown[0])}: unknown key")
+    return convert
 
 
-def _ike_proposals(section: _Section, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
-    proposals = section.strings(name, default)
-    for text in proposals:
+_IP_PROTOCOL = _one_of("ip4", "ip6")
+
+
+def _strings(s: Section, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """A list of non-empty strings, or one string of them separated by commas."""
+    value = s.raw(name)
+    if isinstance(value, str):
+        items = tuple(v.strip() for v in value.split(","))
+        if not all(items):
+            raise s.error(name, f"expected a list of strings, got {value!r}")
+        return items
+    return s.strings(name, default)
+
+
+def _secret(s: Section, name: str) -> Secret | None:
+    """Never echoed: an error names the key, not the value."""
+    value = s.raw(name)
+    if value is None:
+        return None
+    if not isinstance(value, str | int) or isinstance(value, bool):
+        raise s.error(name, "expected a string")
+    return Secret(str(value))
+
+
+def _ike_proposals(s: Section, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    proposals = _strings(s, name, default)
+    for proposal in proposals:
         try:
-            parse_ike_proposal(text)
+            parse_ike_proposal(proposal)
         except ProposalError as err:
-            raise ProbeConfigError(f"{section.key(name)}: {err}") from None
+            raise s.error(name, str(err)) from None
     return proposals
 
 
-def _ike_options(s: _Section) -> IkeOptions:
-    version = s.choice("version", 2, (1, 2))
+def _ike_options(s: Section) -> IkeOptions:
+    version: Any = s.value("version", 2, _one_of(1, 2))
     default = DEFAULT_IKEV1_PROPOSALS if version == 1 else DEFAULT_IKEV2_PROPOSALS
-    port = s.get("port", None)
-    if port is not None:
-        port = s.integer("port", 500, 1, 65535)
-    answers = s.strings("valid_answers", ("proposal_accepted",))
+    port = None
+    if s.raw("port") is not None:
+        port = s.value("port", 500, _integer(1, 65535))
+    answers = _strings(s, "valid_answers", ("proposal_accepted",))
     for a in answers:
         if a not in ("proposal_accepted", "notify", "cookie"):
-            raise ProbeConfigError(
-                f"{s.key('valid_answers')}: {a!r} is not one of proposal_accepted, notify, cookie"
-            )
+            raise s.error("valid_answers", f"{a!r} is not one of proposal_accepted, notify, cookie")
+    auths = ("psk", "xauth_psk", "rsa", "xauth_rsa")
     opts = IkeOptions(
         version=version,
         port=port,
-        nat_t=s.boolean("nat_t", False),
+        nat_t=s.value("nat_t", False, boolean),
         proposals=_ike_proposals(s, "proposals", default),
-        ikev1_auth=s.choice("ikev1_auth", "psk", ("psk", "xauth_psk", "rsa", "xauth_rsa")),
+        ikev1_auth=s.value("ikev1_auth", "psk", _one_of(*auths)),
         valid_answers=cast(tuple[IkeAnswer, ...], answers),
-        follow_notify=s.boolean("follow_notify", True),
-        attempts=s.integer("attempts", 3, 1, 10),
-        preferred_ip_protocol=s.choice("preferred_ip_protocol", "ip4", ("ip4", "ip6")),
+        follow_notify=s.value("follow_notify", True, boolean),
+        attempts=s.value("attempts", 3, _integer(1, 10)),
+        preferred_ip_protocol=s.value("preferred_ip_protocol", "ip4", _IP_PROTOCOL),
     )
     s.finish()
     return opts
 
 
-def _l2tp_options(s: _Section) -> L2tpOptions:
-    interval = parse_duration(s.get("retransmit_interval", 1.0), s.key("retransmit_interval"))
+def _l2tp_options(s: Section) -> L2tpOptions:
     opts = L2tpOptions(
-        port=s.integer("port", 1701, 1, 65535),
-        host_name=s.string("host_name", "l2tp-ipsec-exporter"),
-        retransmit_interval=interval,
-        preferred_ip_protocol=s.choice("preferred_ip_protocol", "ip4", ("ip4", "ip6")),
+        retransmit_interval=s.value("retransmit_interval", 1.0, _above_zero),
+        port=s.value("port", 1701, _integer(1, 65535)),
+        host_name=s.value("host_name", "l2tp-ipsec-exporter", text),
+        preferred_ip_protocol=s.value("preferred_ip_protocol", "ip4", _IP_PROTOCOL),
     )
     s.finish()
     return opts
 
 
-def _login_options(s: _Section) -> LoginOptions:
-    version = s.choice("ike_version", 1, (1, 2))
+def _login_options(s: Section) -> LoginOptions:
+    version: Any = s.value("ike_version", 1, _one_of(1, 2))
     default_ike = DEFAULT_IKEV1_PROPOSALS if version == 1 else DEFAULT_IKEV2_PROPOSALS
-    xauth = _Section(s.get("xauth", None), s.key("xauth"))
-    auth = s.strings("auth", ("mschapv2", "chap_md5"))
+    xauth = s.section("xauth")
+    auth = _strings(s, "auth", ("mschapv2", "chap_md5"))
     for a in auth:
         if a not in ("mschapv2", "chap_md5", "pap"):
-            raise ProbeConfigError(f"{s.key('auth')}: {a!r} is not one of mschapv2, chap_md5, pap")
-    mode = s.choice("mode", "transport", ("transport", "tunnel"))
+            raise s.error("auth", f"{a!r} is not one of mschapv2, chap_md5, pap")
+    mode: Any = s.value("mode", "transport", _one_of("transport", "tunnel"))
     opts = LoginOptions(
-        vici_socket=s.string("vici_socket", "unix:///var/run/charon.vici"),
+        vici_socket=s.value("vici_socket", "unix:///var/run/charon.vici", text),
         ike_version=version,
-        psk=s.secret("psk"),
-        xauth_username=xauth.string("username", ""),
-        xauth_password=xauth.secret("password"),
+        psk=_secret(s, "psk"),
+        xauth_username=xauth.value("username", "", text),
+        xauth_password=_secret(xauth, "password"),
         ike_proposals=_ike_proposals(s, "ike_proposals", default_ike),
-        esp_proposals=s.strings("esp_proposals", DEFAULT_ESP_PROPOSALS),
+        esp_proposals=_strings(s, "esp_proposals", DEFAULT_ESP_PROPOSALS),
         mode=mode,
-        vips=s.boolean("vips", mode == "tunnel"),
-        remote_ts=s.strings("remote_ts", ("dynamic[17/1701]",)),
-        local_port=s.integer("local_port", 1701, 0, 65535),
-        l2tp_server=s.string("l2tp_server", ""),
-        l2tp_port=s.integer("l2tp_port", 1701, 1, 65535),
-        host_name=s.string("host_name", "l2tp-ipsec-exporter"),
-        encap=s.boolean("encap", False),
-        local_id=s.string("local_id", ""),
-        remote_id=s.string("remote_id", ""),
-        username=s.string("username", ""),
-        password=s.secret("password"),
+        vips=s.value("vips", mode == "tunnel", boolean),
+        remote_ts=_strings(s, "remote_ts", ("dynamic[17/1701]",)),
+        local_port=s.value("local_port", 1701, _integer(0, 65535)),
+        l2tp_server=s.value("l2tp_server", "", text),
+        l2tp_port=s.value("l2tp_port", 1701, _integer(1, 65535)),
+        host_name=s.value("host_name", "l2tp-ipsec-exporter", text),
+        encap=s.value("encap", False, boolean),
+        local_id=s.value("local_id", "", text),
+        remote_id=s.value("remote_id", "", text),
+        username=s.value("username", "", text),
+        password=_secret(s, "password"),
         auth=cast(tuple[PppAuth, ...], auth),
-        lcp_echo=s.boolean("lcp_echo", True),
-        preferred_ip_protocol=s.choice("preferred_ip_protocol", "ip4", ("ip4", "ip6")),
+        lcp_echo=s.value("lcp_echo", True, boolean),
+        preferred_ip_protocol=s.value("preferred_ip_protocol", "ip4", _IP_PROTOCOL),
     )
     xauth.finish()
     s.finish()
     try:
         ViciAddress.parse(opts.vici_socket)
     except ViciAddressError as err:
-        raise ProbeConfigError(f"{s.key('vici_socket')}: {err}") from None
+        raise s.error("vici_socket", str(err)) from None
     if opts.psk is None:
-        raise ProbeConfigError(f"{s.key('psk')}: the login prober needs the IPsec pre-shared key")
+        raise s.error("psk", "the login prober needs the IPsec pre-shared key")
     if not opts.username or opts.password is None:
-        raise ProbeConfigError(f"{s.key('username')}: the login prober needs username and password")
+        raise s.error("username", "the login prober needs username and password")
     if opts.xauth_password is not None and not opts.xauth_username:
-        raise ProbeConfigError(f"{xauth.key('username')}: XAuth needs a username")
+        raise xauth.error("username", "XAuth needs a username")
     if opts.l2tp_server:
         try:
             ipaddress.ip_address(opts.l2tp_server)
         except ValueError:
-            raise ProbeConfigError(f"{s.key('l2tp_server')}: expected an IP address") from None
+            raise s.error("l2tp_server", "expected an IP address") from None
     return opts
 
 
-def _module(name: str, data: object) -> Module:
-    where = f"modules.{name}"
-    s = _Section(data, where)
-    prober = s.choice("prober", None, PROBERS)
-    timeout = parse_duration(s.get("timeout", DEFAULT_TIMEOUT), s.key("timeout"))
-    allow_port = s.boolean("allow_target_port", False)
-    sections = {p: _Section(s.get(p, None), s.key(p)) for p in PROBERS}
+def _module(name: str, s: Section) -> Module:
+    prober = s.value("prober", None, _one_of(*PROBERS))
+    if prober is None:
+        raise s.error("prober", f"missing: one of {', '.join(PROBERS)}")
+    timeout = s.value("timeout", DEFAULT_TIMEOUT, _above_zero)
+    allow_port = s.value("allow_target_port", False, boolean)
+    sections = {p: s.section(p) for p in PROBERS}
     s.finish()
     for other in PROBERS:
         if other != prober and sections[other].data:
-            raise ProbeConfigError(f"{s.key(other)}: set, but the module's prober is {prober}")
+            raise s.error(other, f"set, but the module's prober is {prober}")
     if prober == "login" and allow_port:
-        raise ProbeConfigError(
-            f"{s.key('allow_target_port')}: not for the login prober: charon always starts "
-            f"IKE on port {LOGIN_IKE_PORT}"
+        raise s.error(
+            "allow_target_port",
+            f"not for the login prober: charon always starts IKE on port {LOGIN_IKE_PORT}",
         )
     base = Module(name=name, prober=prober, timeout=timeout, allow_target_port=allow_port)
     if prober == "ike":
@@ -431,84 +409,88 @@ def _module(name: str, data: object) -> Module:
     return dataclasses.replace(base, login=_login_options(sections["login"]))
 
 
-def _allowed(values: object) -> AllowedTargets:
-    key = "probe.allowed_targets"
+def _allowed(probe: Section) -> AllowedTargets:
+    values = probe.raw("allowed_targets")
     if values is None:
         return AllowedTargets()
     if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-        raise ProbeConfigError(f"{key}: expected a list of CIDRs or host names")
+        raise probe.error("allowed_targets", "expected a list of CIDRs or host names")
     networks: list[IpNetwork] = []
     names: set[str] = set()
     for value in values:
         try:
             network = parse_network(value)
         except AddressError as err:
-            raise ProbeConfigError(f"{key}: {value!r}: {err}") from None
+            raise probe.error("allowed_targets", f"{value!r}: {err}") from None
         if network is not None:
             networks.append(network)
         elif not re.fullmatch(r"[A-Za-z0-9.-]+", value):
-            raise ProbeConfigError(f"{key}: {value!r} is neither a CIDR nor a host name")
+            raise probe.error("allowed_targets", f"{value!r} is neither a CIDR nor a host name")
         elif is_numeric_name(value):
             # The resolver reads it as an address, so as a name it would match nothing
             # a target spells canonically.
-            raise ProbeConfigError(
-                f"{key}: {value!r}: write an IPv4 address as four decimal numbers (a.b.c.d)"
+            raise probe.error(
+                "allowed_targets",
+                f"{value!r}: write an IPv4 address as four decimal numbers (a.b.c.d)",
             )
         else:
             names.add(value.lower().rstrip("."))
     return AllowedTargets(tuple(networks), frozenset(names))
 
 
-def _require_allowed_targets(modules: Mapping[str, Module], allowed: AllowedTargets) -> None:
+def _require_allowed_targets(modules: Section, settings: ProbeSettings) -> None:
     """A login probe makes the local charon load this module's PSK and start IKE toward
     the target: open to any caller, that hands the PSK exchange (an offline attack on the
     PSK, then XAuth and PPP) to whoever reaches /probe."""
-    if not allowed.unrestricted:
+    if not settings.allowed_targets.unrestricted:
         return
-    for module in modules.values():
+    for module in settings.modules.values():
         if module.prober == "login":
-            raise ProbeConfigError(
-                f"modules.{module.name}.prober: a login module needs probe.allowed_targets "
-                "(without it any client that reaches /probe picks where charon sends this "
-                "module's PSK)"
+            raise modules.doc.error(
+                (*modules.at, module.name, "prober"),
+                "a login module needs probe.allowed_targets (without it any client that "
+                "reaches /probe picks where charon sends this module's PSK)",
             )
 
 
-def parse_probe_settings(data: object, source: str = "<config>") -> ProbeSettings:
-    """Validate a parsed YAML document."""
-    try:
-        top = _Section(data, "config")
-        modules_data = top.get("modules", None)
-        if not isinstance(modules_data, dict) or not modules_data:
-            raise ProbeConfigError("modules: expected a mapping of module names to modules")
-        probe = _Section(top.get("probe", None), "probe")
-        top.where = ""
+def has_probe_settings(doc: YamlFile) -> bool:
+    """Whether the file has a `probe` or `modules` key (a configuration file need not)."""
+    return isinstance(doc.data, dict) and ("modules" in doc.data or "probe" in doc.data)
+
+
+def probe_settings_from(doc: YamlFile, *, whole_file: bool = True) -> ProbeSettings:
+    """The `probe` and `modules` sections of a file read with `read_yaml`; errors are
+    `doc`'s (`FILE:LINE: KEY: message`, of its error type). `whole_file`: the file holds
+    nothing else (a module file); otherwise its other keys are someone else's to check
+    (the configuration file)."""
+    top = doc.top()
+    modules_data = top.raw("modules")
+    if not isinstance(modules_data, dict) or not modules_data:
+        raise top.error("modules", "expected a mapping of module names to modules")
+    modules_section = top.section("modules")
+    probe = top.section("probe")
+    if whole_file:
         top.finish()
-        modules = {str(name): _module(str(name), body) for name, body in modules_data.items()}
-        settings = ProbeSettings(
-            modules=modules,
-            max_concurrent=probe.integer("max_concurrent", DEFAULT_MAX_CONCURRENT, 1, 1000),
-            allowed_targets=_allowed(probe.get("allowed_targets", None)),
-        )
-        probe.finish()
-        _require_allowed_targets(settings.modules, settings.allowed_targets)
-    except ProbeConfigError as err:
-        raise ProbeConfigError(f"{source}: {str(err).lstrip('.')}") from None
+    modules = {name: _module(name, modules_section.section(name)) for name in modules_section.data}
+    settings = ProbeSettings(
+        modules=modules,
+        max_concurrent=probe.value("max_concurrent", DEFAULT_MAX_CONCURRENT, _integer(1, 1000)),
+        allowed_targets=_allowed(probe),
+    )
+    probe.finish()
+    _require_allowed_targets(modules_section, settings)
     return settings
+
+
+def parse_probe_settings(data: object, source: str = "<config>") -> ProbeSettings:
+    """Validate a parsed YAML document (no lines known: errors are `SOURCE: KEY: message`)."""
+    doc = YamlFile(source, data if data is not None else {}, error_type=ProbeConfigError)
+    return probe_settings_from(doc)
 
 
 def load_probe_settings(path: str | Path) -> ProbeSettings:
     """Read and validate the module file."""
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as err:
-        raise ProbeConfigError(f"{path}: cannot read: {err.strerror or err}") from None
-    try:
-        _, data = strict_yaml.load(raw)
-    except strict_yaml.YamlProblem as err:
-        where = f"{path}:{err.line}" if err.line else str(path)
-        raise ProbeConfigError(f"{where}: {err}") from None
-    return parse_probe_settings(data, str(path))
+    return probe_settings_from(read_yaml(path, ProbeConfigError))
 
 
 def load_modules(path: str | Path) -> dict[str, Module]:

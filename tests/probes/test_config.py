@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 
+from exporter.config import Settings
+from exporter.probe_config import probe_settings_for
 from exporter.probes.base import TargetError, parse_target
 from exporter.probes.config import (
     AllowedTargets,
@@ -14,9 +16,9 @@ from exporter.probes.config import (
     Secret,
     load_modules,
     load_probe_settings,
-    parse_duration,
     parse_probe_settings,
 )
+from exporter.settings.errors import ConfigFileError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -106,20 +108,82 @@ def test_unreadable_and_invalid_files(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "seconds"), [("5s", 5.0), ("500ms", 0.5), ("1m", 60.0), (3, 3.0), ("2.5", 2.5)]
+    ("text", "seconds"),
+    [("5s", 5.0), ("500ms", 0.5), ("1m", 60.0), ("1h", 3600.0), (3, 3.0), ("2.5", 2.5)],
 )
 def test_durations(text: object, seconds: float) -> None:
-    assert parse_duration(text, "k") == seconds
+    """The one duration grammar of every setting, for `timeout` and `retransmit_interval`."""
+    settings = parse_probe_settings(
+        {"modules": {"i": {"prober": "ike", "timeout": text},
+                     "l": {"prober": "l2tp", "l2tp": {"retransmit_interval": text}}}}
+    )  # fmt: skip
+    assert settings.modules["i"].timeout == seconds
+    assert settings.modules["l"].l2tp.retransmit_interval == seconds
+
+
+def test_a_module_file_takes_500ms_and_1h_timeouts(tmp_path: Path) -> None:
+    path = tmp_path / "probes.yml"
+    path.write_text(
+        "modules:\n  fast: {prober: ike, timeout: 500ms}\n  slow: {prober: ike, timeout: 1h}\n"
+    )
+    modules = load_modules(path)
+    assert (modules["fast"].timeout, modules["slow"].timeout) == (0.5, 3600.0)
 
 
 @pytest.mark.parametrize(
-    "value", [float("nan"), float("inf"), "inf", "nan", "1.0e+400", "5sss", "0", 0, "-1s"]
+    "value", [float("nan"), float("inf"), "inf", "nan", "1.0e+400", "5sss", "0", 0, "0ms", "-1s"]
 )
 def test_bad_durations_are_refused(value: object) -> None:
     # The configuration's one grammar: `.nan`, `.inf` and 1.0e+400 once passed as a
-    # module's timeout (issue 14, item 12).
-    with pytest.raises(ProbeConfigError, match=r"^timeout: "):
-        parse_duration(value, "timeout")
+    # module's timeout (issue 14, item 12); 0 is no timeout.
+    with pytest.raises(ProbeConfigError, match=r"^probes.yml: modules.m.timeout: "):
+        parse_probe_settings(_modules(prober="ike", timeout=value), "probes.yml")
+
+
+DEEP = """\
+# probe modules
+probe:
+  max_concurrent: 4
+modules:
+  v1:
+    prober: ike
+    timeout: 5s
+  door:
+    prober: l2tp
+    l2tp:
+      port: 1701
+      retransmit_interval: soon
+"""
+DEEP_MESSAGE = (
+    ":12: modules.door.l2tp.retransmit_interval: "
+    "expected a duration like 10s, 500ms, 5m or 1h, got 'soon'"
+)
+
+
+def test_a_bad_value_deep_in_a_module_file_names_file_line_and_key(tmp_path: Path) -> None:
+    """The one error format of every YAML file the exporter reads: `FILE:LINE: KEY: message`."""
+    path = tmp_path / "probes.yml"
+    path.write_text(DEEP)
+    with pytest.raises(ProbeConfigError) as err:
+        load_probe_settings(path)
+    assert str(err.value) == f"{path}{DEEP_MESSAGE}"
+    assert isinstance(err.value, ConfigFileError)
+
+
+def test_a_bad_module_deep_in_the_config_file_names_file_line_and_key(tmp_path: Path) -> None:
+    """Modules in the configuration file: the same reader, the config file's lines."""
+    path = tmp_path / "config.yml"
+    path.write_text("vici:\n  timeout: 5s\n" + DEEP.removeprefix("# probe modules\n"))
+    with pytest.raises(ConfigFileError) as err:
+        probe_settings_for(Settings(config_file=str(path)))
+    assert str(err.value) == f"{path}:13: {DEEP_MESSAGE.removeprefix(':12: ')}"
+
+
+def test_config_file_without_modules_has_no_probes(tmp_path: Path) -> None:
+    path = tmp_path / "config.yml"
+    path.write_text("vici:\n  timeout: 5s\n")
+    assert probe_settings_for(Settings(config_file=str(path))) is None
+    assert probe_settings_for(Settings()) is None
 
 
 def test_module_file_refuses_duplicate_keys(tmp_path: Path) -> None:

@@ -24,7 +24,6 @@ file.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -114,15 +113,3 @@ def settings_from_document(doc: YamlFile, base: Settings | None = None) -> Setti
         return replace_path(settings, ("config_file",), doc.path)
     except SettingsError as err:
         raise ConfigFileError(f"{doc.path}: {err}") from None
-
-
-def probe_section(doc: YamlFile) -> Mapping[str, Any] | None:
-    """The `probe` and `modules` keys, for the probe package to validate; None if absent."""
-    if "modules" not in doc.data and "probe" not in doc.data:
-        return None
-    return {k: doc.data[k] for k in FOREIGN_SECTIONS if k in doc.data}
-
-
-def line_of(doc: YamlFile, dotted_key: str) -> int | None:
-    """The line of a key named like `modules.nycmesh.timeout` (for other validators)."""
-    return doc.line(tuple(dotted_key.split(".")))

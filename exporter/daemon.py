@@ -8,18 +8,16 @@ traffic counters) and the event stream survive it, so no counter goes backwards.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import signal
 from collections.abc import Callable
-from typing import Any
 
 from aiohttp import web
 
 from exporter import __version__
 from exporter.collectors.kernel import build_kernel_collectors
 from exporter.collectors.strongswan import StrongswanCollector
-from exporter.config import Settings, SettingsError
+from exporter.config import SETTINGS, Settings, SettingsError
 from exporter.fds import FdLimitError, ensure_fd_budget, fds_needed, quiet_accept_exhaustion
 from exporter.http import RELOAD_KEY, build_app
 from exporter.http_limits import ConnectionGate, LimitedSite, server_kwargs
@@ -27,7 +25,9 @@ from exporter.logs import HTTP_SERVER_LOG, setup_logging
 from exporter.privacy import PrivacyFilter
 from exporter.probe_config import probe_settings_for
 from exporter.probes.config import ProbeSettings
+from exporter.reload_status import ReloadStatus
 from exporter.scrape import Scraper
+from exporter.settings import schema
 from exporter.strongswan.view import CharonView
 from exporter.web_config import LiveWebConfig, load_web_config
 
@@ -62,7 +62,10 @@ class Runtime:
             settings.kernel, self.charon.current, limiter=self.scraper.limiter
         )
         self.scraper.add(self.collector, *kernel)
-        self.probes = _probe_settings(settings)
+        self.probes = probe_settings_for(settings)
+        # The configuration read at start is the first successful load.
+        self.reload_status = ReloadStatus()
+        self.scraper.add_own_metrics(self.reload_status)
         self.web: LiveWebConfig | None = None
         if settings.web_config_file:
             self.web = LiveWebConfig(load_web_config(settings.web_config_file))
@@ -84,20 +87,22 @@ class Runtime:
             # only when probe modules are configured.
             from exporter.probes.handler import add_probe_routes
 
-            add_probe_routes(app, self.probes)  # type: ignore[arg-type]  # a live proxy
+            add_probe_routes(app, self._current_probes)
         return app
 
     async def reload(self) -> str:
-        """Re-read the configuration; on error keep the running one and raise."""
+        """Re-read the configuration; on error keep the running one, record the failure
+        (`l2tp_ipsec_exporter_config_last_reload_successful` 0) and raise."""
         async with self._reload_lock:
             try:
                 new = self.load_settings()
-                probes = _probe_settings(new)
+                probes = probe_settings_for(new)
                 web_config = None
                 path = self.settings.web_config_file
                 if self.web is not None and path and new.web_config_file == path:
                     web_config = load_web_config(path)
             except SettingsError as err:
+                self.reload_status.record(successful=False)
                 log.error(
                     "reload rejected; keeping the running configuration",
                     extra={"err": str(err)},
@@ -111,24 +116,17 @@ class Runtime:
                         "these web settings take effect at the next restart",
                         extra={"settings": ", ".join(pending)},
                     )
+            self.reload_status.record(successful=True)
             log.info("configuration reloaded", extra={"config_file": new.config_file})
             return "configuration reloaded"
 
-    def _apply(self, new: Settings, probes: LiveProbeSettings | None) -> None:
+    def _apply(self, new: Settings, probes: ProbeSettings | None) -> None:
+        """One mechanism: diff the new settings against the running ones through the
+        schema, log what waits for a restart (it keeps its running value, so the next
+        reload compares right), hand each part its new settings."""
         old = self.settings
-        restart_needed = [
-            name
-            for name in ("listen_address", "telemetry_path", "web_config_file", "kernel")
-            if getattr(old, name) != getattr(new, name)
-        ]
-        if old.web_limits != new.web_limits:
-            restart_needed.append("web.header_timeout/idle_timeout/max_connections")
-        if old.strongswan.events != new.strongswan.events or (
-            old.strongswan.reauth_grace != new.strongswan.reauth_grace
-        ):
-            restart_needed.append("collectors.strongswan.events/reauth_grace")
-        if (old.strongswan.refresh_interval > 0) != (new.strongswan.refresh_interval > 0):
-            restart_needed.append("collectors.strongswan.refresh_interval (on/off)")
+        change = schema.diff(old, new, SETTINGS)
+        restart_needed = [entry.spec.name for entry in change.restart]
         if self.probes is None and probes is not None:
             restart_needed.append("probe modules (none were loaded at start)")
         if restart_needed:
@@ -136,45 +134,27 @@ class Runtime:
                 "these settings take effect at the next restart",
                 extra={"settings": ", ".join(restart_needed)},
             )
-        if (new.log_level, new.log_format) != (old.log_level, old.log_format):
-            setup_logging(new.log_level, new.log_format)
-        self.charon.reconfigure_vici(new.vici_socket, new.vici_timeout)
-        self.charon.reconfigure(new.strongswan)
-        self.collector.reconfigure(new.strongswan)
-        self.scraper.set_series_limit(new.strongswan.series_limit)
-        self.scraper.privacy = PrivacyFilter(new.privacy)
+        running = schema.keep_running(new, old, change.restart)
+        self.settings = running
+        if (running.log_level, running.log_format) != (old.log_level, old.log_format):
+            setup_logging(running.log_level, running.log_format)
+        self.charon.reconfigure_vici(running.vici_socket, running.vici_timeout)
+        self.charon.reconfigure(running.strongswan)
+        self.collector.reconfigure(running.strongswan)
+        self.scraper.set_series_limit(running.strongswan.series_limit)
+        self.scraper.privacy = PrivacyFilter(running.privacy)
         if self.probes is not None and probes is not None:
-            self.probes.current = probes.current
-        # What needs a restart keeps its running value, so the next reload compares right.
-        self.settings = dataclasses.replace(
-            new,
-            listen_address=old.listen_address,
-            telemetry_path=old.telemetry_path,
-            web_config_file=old.web_config_file,
-            kernel=old.kernel,
-            web_limits=old.web_limits,
-        )
+            self.probes = probes
+
+    def _current_probes(self) -> ProbeSettings:
+        assert self.probes is not None  # routes are added only when modules are
+        return self.probes
 
     def start(self) -> None:
         self.charon.start()
 
     async def close(self) -> None:
         await self.charon.close()
-
-
-class LiveProbeSettings:
-    """The probe handler's settings, swappable by a reload while the app runs."""
-
-    def __init__(self, current: ProbeSettings) -> None:
-        self.current = current
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.current, name)
-
-
-def _probe_settings(settings: Settings) -> LiveProbeSettings | None:
-    probes = probe_settings_for(settings)
-    return None if probes is None else LiveProbeSettings(probes)
 
 
 async def serve(
@@ -190,7 +170,7 @@ async def serve(
     loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(_reload(runtime)))
 
     quiet_accept_exhaustion(loop)
-    probes = runtime.probes.current.max_concurrent if runtime.probes is not None else 0
+    probes = runtime.probes.max_concurrent if runtime.probes is not None else 0
     try:
         ensure_fd_budget(fds_needed(settings.web_limits, probes))
     except FdLimitError as err:

@@ -179,7 +179,7 @@ async def test_reload_refuses_a_login_module_without_allowed_targets(tmp_path: P
                 await runtime.reload()
             # The running configuration is kept: still restricted to 127.0.0.1.
             assert runtime.probes is not None
-            assert not runtime.probes.current.allowed_targets.unrestricted
+            assert not runtime.probes.allowed_targets.unrestricted
             refused = await get(client, "door", "192.0.2.1")
             assert refused.status == 400 and "allowed_targets" in refused.text
     finally:

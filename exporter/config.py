@@ -2,7 +2,8 @@
 
 The command line and the configuration file fill the same `Settings`, so nothing else in
 the daemon knows where a setting came from. The kernel collectors' settings are declared
-next to them (`exporter.kernel.options`).
+next to them (`exporter.kernel.options`), the strongSwan collector's next to its source
+(`exporter.strongswan.options`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from exporter.settings.durations import parse_duration as parse_duration
 from exporter.settings.errors import SettingsError as SettingsError
 from exporter.settings.schema import count, duration, group, setting
 
-# Re-exported: Settings holds one, and code that builds Settings names it from here.
+# Re-exported: Settings holds these, and code that builds Settings names them from here.
+from exporter.strongswan.options import StrongswanOptions as StrongswanOptions
 from exporter.vici.address import ViciAddress as ViciAddress
 from exporter.vici.address import ViciAddressError
 
@@ -115,115 +117,6 @@ LISTEN_ADDRESS = schema.text("[HOST]:PORT", _listen_address, _show_listen)
 TELEMETRY_PATH = schema.text("PATH", telemetry_path)
 VICI_ADDRESS = schema.text("URI", vici_address)
 OPTIONAL_PATH = schema.optional_text("PATH")
-
-
-def _refresh_mode_changes(old: float, new: float) -> bool:
-    # Background rounds on (> 0) or off (0, every scrape asks charon) is a different
-    # wiring; the interval itself changes live.
-    return (old > 0) != (new > 0)
-
-
-@dataclass(frozen=True)
-class StrongswanOptions:
-    """The strongSwan collector: what it exports beyond the always-on summary, and how
-    often it asks charon."""
-
-    sa_details: bool = setting(
-        False,
-        flag="--collector.strongswan.sa-details",
-        yaml="collectors.strongswan.sa_details",
-        kind=schema.SWITCH,
-        example="true",
-        help="export one series per IKE SA and CHILD SA (strongswan_ike_sa_info, …)",
-    )
-    user_metrics: bool = setting(
-        True,
-        flag="--collector.strongswan.user-metrics",
-        yaml="collectors.strongswan.user_metrics",
-        kind=schema.SWITCH,
-        example="false",
-        help="export strongswan_user_sessions{conn,user}",
-    )
-    #: The most series one per-SA or per-user family may have; the rest are counted.
-    series_limit: int = setting(
-        1000,
-        flag="--collector.strongswan.series-limit",
-        yaml="collectors.strongswan.series_limit",
-        kind=count(minimum=0),
-        example="5",
-        help="most series of any per-SA, per-user or per-session family (every collector's); "
-        "the rest are counted in l2tp_ipsec_exporter_series_dropped_total",
-    )
-    #: Subscribe to charon's events for drop counters and rekey-proof traffic totals.
-    events: bool = setting(
-        True,
-        flag="--collector.strongswan.events",
-        yaml="collectors.strongswan.events",
-        kind=schema.SWITCH,
-        example="false",
-        reload="restart",
-        help="subscribe to charon's events: drop/rekey counters and traffic totals that "
-        "survive rekeys",
-    )
-    #: An SA that went away and was replaced by the same peer within this many seconds was
-    #: reauthenticated, not dropped.
-    reauth_grace: float = setting(
-        10.0,
-        flag="--collector.strongswan.reauth-grace",
-        yaml="collectors.strongswan.reauth_grace",
-        kind=duration(zero_ok=True),
-        example="30s",
-        reload="restart",
-        help="an SA replaced by the same peer within this time was reauthenticated, not "
-        "dropped; drops are counted this much later",
-    )
-    #: Per-user traffic totals of a user with no SA are forgotten after this long.
-    user_idle_seconds: float = setting(
-        3600.0,
-        flag="--collector.strongswan.user-idle-timeout",
-        yaml="collectors.strongswan.user_idle_timeout",
-        kind=duration(zero_ok=False),
-        example="2h",
-        help="forget the traffic totals of a user without SAs after this long",
-    )
-    #: Seconds between rounds of the cheap VICI questions (stats, connections, pools,
-    #: certificates, counters) in the background; scrapes render what the last one (and
-    #: events since) said. 0: every scrape asks charon everything itself.
-    refresh_interval: float = setting(
-        10.0,
-        flag="--collector.strongswan.refresh-interval",
-        yaml="collectors.strongswan.refresh_interval",
-        kind=duration(zero_ok=True),
-        example="30s",
-        restart_when=_refresh_mode_changes,
-        help="ask charon the cheap questions (stats, connections, pools, certificates, "
-        "counters) in the background this often; scrapes never wait on charon; 0 = ask "
-        "everything, list-sas included, at every scrape (switching to or from 0 needs a "
-        "restart)",
-    )
-    #: Seconds between background `list-sas` (reconcile, CHILD SA byte counts): the
-    #: costly question at thousands of SAs; events keep SAs current in between. 120 s:
-    #: an eighth of charon's listing work of an exporter that lists at every 15 s scrape.
-    sa_refresh_interval: float = setting(
-        120.0,
-        flag="--collector.strongswan.sa-refresh-interval",
-        yaml="collectors.strongswan.sa_refresh_interval",
-        kind=duration(zero_ok=False),
-        example="5m",
-        help="ask charon for list-sas (CHILD SA byte counts, reconciling the SA model) in "
-        "the background this often; events keep SAs current in between",
-    )
-    #: The most IKE SAs the SA model and the ledger track (events can announce SAs
-    #: without end); what is over it is counted, not kept.
-    max_sas: int = setting(
-        10000,
-        flag="--collector.strongswan.max-sas",
-        yaml="collectors.strongswan.max_sas",
-        kind=count(minimum=1),
-        example="50",
-        help="most IKE SAs the SA model and the traffic ledger track; SAs announced by "
-        "events beyond it are counted in strongswan_sas_untracked_total",
-    )
 
 
 @dataclass(frozen=True)

@@ -24,12 +24,12 @@ import dataclasses
 import logging
 import time
 from dataclasses import dataclass
-from typing import Protocol
 
 from exporter.strongswan.charon_events import CharonEvent
 from exporter.strongswan.event_stream import EventStream
 from exporter.strongswan.fetch import fetch_snapshot
 from exporter.strongswan.ledger import LedgerReadings, SaLedger
+from exporter.strongswan.options import StrongswanOptions
 from exporter.strongswan.sa_table import SaTable
 from exporter.strongswan.snapshot import StrongswanSnapshot
 from exporter.vici import ViciClient, ViciError
@@ -39,24 +39,6 @@ log = logging.getLogger("exporter.strongswan")
 
 #: How often drops past their reauthentication grace time get counted.
 TICK_SECONDS = 1.0
-
-
-class ViewOptions(Protocol):
-    """What the view reads of the strongSwan collector's options (`StrongswanOptions`
-    has these; a protocol, so this source imports nothing above it)."""
-
-    @property
-    def events(self) -> bool: ...
-    @property
-    def reauth_grace(self) -> float: ...
-    @property
-    def user_idle_seconds(self) -> float: ...
-    @property
-    def refresh_interval(self) -> float: ...
-    @property
-    def sa_refresh_interval(self) -> float: ...
-    @property
-    def max_sas(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +54,7 @@ class StreamHealth:
 
 
 class CharonView:
-    def __init__(self, address: ViciAddress, timeout: float, options: ViewOptions) -> None:
+    def __init__(self, address: ViciAddress, timeout: float, options: StrongswanOptions) -> None:
         self._client = ViciClient(address, timeout)
         self._refresh_interval = options.refresh_interval
         self._sa_refresh_interval = options.sa_refresh_interval
@@ -209,7 +191,7 @@ class CharonView:
         """Refresh now (the event stream was lost, or charon moved: what did we miss?)."""
         self._wake.set()
 
-    def reconfigure(self, options: ViewOptions) -> None:
+    def reconfigure(self, options: StrongswanOptions) -> None:
         """A reload. Events on/off, `reauth_grace`, and switching between background and
         per-scrape refreshes take a restart: they keep their running values."""
         if (options.refresh_interval > 0) == self.background:

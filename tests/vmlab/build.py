@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
-"""Build (or find in the cache) the emulated guest image for the vmlab tests.
+"""Build (or find in the cache) the emulated guest images for the vmlab tests.
 
-The image is a pinned Debian kernel, a tiny busybox initramfs and a debootstrap'd
-bookworm root file system with strongSwan, xl2tpd and pppd. It holds no project code:
+One image per Debian release (bookworm = Debian 12, trixie = Debian 13): that release's
+pinned kernel, a tiny busybox initramfs and a debootstrap'd root file system with
+strongSwan, xl2tpd and pppd, and Libreswan unpacked beside strongSwan (its .deb's files: the
+two packages conflict in dpkg, their files do not where the guest uses them; see
+docs/vmlab.md). The server flavour is chosen at boot. An image holds no project code:
 the guest mounts the checkout and the Python dependencies over 9p at boot, so code
 changes need no rebuild. The guest-side scripts live in ``tests/vmlab/guest/`` for
 the same reason.
@@ -10,12 +13,12 @@ the same reason.
 Everything is cached outside the checkout, keyed on a hash of the build inputs:
 
     <cache>/image-<key>/   vmlinuz, initrd.img, root.ext4, manifest.json
-    <cache>/pydeps-<key>/  site/ (unpacked wheels for the guest's Python 3.11)
+    <cache>/pydeps-<key>/  site/ (unpacked wheels for the release's CPython)
 
 ``<cache>`` is ``$VMLAB_CACHE`` or ``/var/cache/l2tp-ipsec-exporter/vmlab``.
-``python3 tests/vmlab/build.py`` prints the image directory; on a hit it returns at
-once. Building needs root (debootstrap, chroot) and the Debian packages
-``debootstrap busybox-static e2fsprogs``.
+``python3 tests/vmlab/build.py`` builds every release and prints the image directories
+(``--release trixie`` for one); on a hit it returns at once. Building needs root
+(debootstrap, chroot) and the Debian packages ``debootstrap busybox-static e2fsprogs``.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import gzip
 import hashlib
 import io
 import json
+import lzma
 import os
 import re
 import shutil
@@ -36,15 +40,36 @@ import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import NamedTuple
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 
-# Pinned inputs. Changing any of them (or this file) changes the cache key.
-# The kernel must be one the configured apt sources still carry; override with
-# VMLAB_KERNEL=linux-image-6.1.0-N-amd64=VERSION when the archive moved on.
-KERNEL_PACKAGE = "linux-image-6.1.0-50-amd64=6.1.176-1"
-SUITE = "bookworm"
+
+class Release(NamedTuple):
+    """One Debian release the guest is built from."""
+
+    suite: str
+    debian: int
+    # The pinned kernel: the suite's main archive must still carry it; override with
+    # VMLAB_KERNEL_<SUITE>=linux-image-...=VERSION when the archive moved on.
+    kernel: str
+    python: str  # the suite's python3, for the dependency wheels
+    glibc_minor: int  # the suite's glibc 2.N, the newest manylinux tag the wheels may carry
+
+
+# Pinned inputs. Changing any of them (or this file) changes the cache keys.
+RELEASES = {
+    "bookworm": Release("bookworm", 12, "linux-image-6.1.0-50-amd64=6.1.176-1", "3.11", 36),
+    "trixie": Release("trixie", 13, "linux-image-6.12.117+deb13-amd64=6.12.117-1", "3.13", 41),
+}
+DEFAULT_RELEASE = "bookworm"
+# Unpacked (its files, not dpkg -i) beside strongSwan (Debian declares them conflicting); its
+# dependencies are installed by debootstrap. Not pinned, like strongSwan: the
+# manifest records the version.
+LIBRESWAN = "libreswan"
+# A virtual package debootstrap does not resolve: the real package that provides it.
+VIRTUAL = {"host": "bind9-host"}
 PACKAGES = (
     "strongswan-charon",
     "strongswan-swanctl",
@@ -91,7 +116,6 @@ MODULE_DIRS = (
 )
 # Modules the initramfs loads (with their dependencies) to mount the root disk.
 INITRAMFS_MODULES = ("virtio_pci", "virtio_blk", "crc32c_generic", "ext4")  # ext4 softdep: crc32c
-PYTHON_TAG = "3.11"  # bookworm's python3
 DEFAULT_CACHE = "/var/cache/l2tp-ipsec-exporter/vmlab"
 
 INITRAMFS_INIT = """#!/bin/busybox sh
@@ -156,16 +180,24 @@ def cache_root() -> Path:
     return Path(os.environ.get("VMLAB_CACHE", DEFAULT_CACHE))
 
 
-def kernel_package() -> str:
-    return os.environ.get("VMLAB_KERNEL", KERNEL_PACKAGE)
+def release(name: str | None = None) -> Release:
+    name = name or os.environ.get("VMLAB_RELEASE") or DEFAULT_RELEASE
+    if name not in RELEASES:
+        raise SystemExit(f"vmlab-build: unknown release {name!r} (one of {', '.join(RELEASES)})")
+    return RELEASES[name]
 
 
-def image_key() -> str:
+def kernel_package(rel: Release) -> str:
+    return os.environ.get(f"VMLAB_KERNEL_{rel.suite.upper()}", rel.kernel)
+
+
+def image_key(name: str | None = None) -> str:
+    rel = release(name)
     h = hashlib.sha256()
     # The builder's syntax tree, not its text: reformatting or comments need no rebuild.
     h.update(ast.dump(ast.parse(Path(__file__).read_text())).encode())
-    h.update(kernel_package().encode())
-    h.update(json.dumps([SUITE, PACKAGES, MODULE_DIRS, INITRAMFS_MODULES]).encode())
+    h.update(kernel_package(rel).encode())
+    h.update(json.dumps([rel, LIBRESWAN, PACKAGES, MODULE_DIRS, INITRAMFS_MODULES]).encode())
     return h.hexdigest()[:16]
 
 
@@ -177,18 +209,19 @@ def requirements() -> list[str]:
     return list(data["project"]["dependencies"])
 
 
-def pydeps_key() -> str:
+def pydeps_key(name: str | None = None) -> str:
+    rel = release(name)
     h = hashlib.sha256()
-    h.update(json.dumps([PYTHON_TAG, sorted(requirements())]).encode())
+    h.update(json.dumps([rel.python, rel.glibc_minor, sorted(requirements())]).encode())
     return h.hexdigest()[:16]
 
 
-def image_dir() -> Path:
-    return cache_root() / f"image-{image_key()}"
+def image_dir(name: str | None = None) -> Path:
+    return cache_root() / f"image-{image_key(name)}"
 
 
-def pydeps_dir() -> Path:
-    return cache_root() / f"pydeps-{pydeps_key()}"
+def pydeps_dir(name: str | None = None) -> Path:
+    return cache_root() / f"pydeps-{pydeps_key(name)}"
 
 
 # This module's syntax tree is the guest image's cache key (image_key): a typed signature
@@ -198,7 +231,8 @@ def run(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
 
 
 def apt_mirror() -> str:
-    """The Debian mirror apt is configured with (VMLAB_MIRROR overrides)."""
+    """The Debian mirror apt is configured with for bookworm main (VMLAB_MIRROR
+    overrides); every release is fetched from it."""
     if os.environ.get("VMLAB_MIRROR"):
         return os.environ["VMLAB_MIRROR"]
     candidates: list[str] = []
@@ -211,7 +245,7 @@ def apt_mirror() -> str:
                 if not k.startswith("#") and v
             )
             suites = fields.get("suites", "").split()
-            if SUITE in suites and "main" in fields.get("components", "").split():
+            if "bookworm" in suites and "main" in fields.get("components", "").split():
                 candidates += fields.get("uris", "").split()
     lists = [src / "sources.list", *sorted(src.glob("sources.list.d/*.list"))]
     for f in lists:
@@ -219,7 +253,7 @@ def apt_mirror() -> str:
             continue
         for line in f.read_text().splitlines():
             m = re.match(r"\s*deb\s+(?:\[[^]]*\]\s+)?(\S+)\s+(\S+)\s+(.*)", line)
-            if m and m.group(2) == SUITE and "main" in m.group(3).split():
+            if m and m.group(2) == "bookworm" and "main" in m.group(3).split():
                 candidates.append(m.group(1))
     if not candidates:
         raise SystemExit("vmlab-build: no apt source for bookworm main; set VMLAB_MIRROR")
@@ -284,8 +318,11 @@ def build_initramfs(moddir: Path, dest: Path) -> None:
     names = []
     for p in order:
         name = Path(p).name
+        data = (moddir / p).read_bytes()
+        if name.endswith(".xz"):  # busybox insmod takes plain modules (trixie's are .ko.xz)
+            name, data = name[: -len(".xz")], lzma.decompress(data)
         names.append(name)
-        entries.append((f"mods/{name}", 0o100644, (moddir / p).read_bytes()))
+        entries.append((f"mods/{name}", 0o100644, data))
     entries.append(("modules.order", 0o100644, "\n".join(names).encode() + b"\n"))
     write_cpio(entries, dest)
 
@@ -305,12 +342,16 @@ def strip_root(root: Path) -> None:
 
 def copy_modules(kroot: Path, root: Path, kver: str) -> None:
     src = kroot / "lib/modules" / kver
+    if not src.exists():  # trixie's kernel package is merged-/usr
+        src = kroot / "usr/lib/modules" / kver
     dst = root / "lib/modules" / kver
     if dst.exists():
         shutil.rmtree(dst)
     (dst / "kernel").mkdir(parents=True)
     for rel in MODULE_DIRS:
         s = src / "kernel" / rel
+        if not s.exists() and rel.endswith(".ko"):  # trixie's modules are .ko.xz
+            s, rel = s.with_name(s.name + ".xz"), rel + ".xz"
         if not s.exists():
             log(f"note: kernel has no {rel}")
             continue
@@ -334,36 +375,76 @@ def dir_size(path: Path) -> int:
     return total
 
 
-def build_image(dest: Path) -> dict[str, object]:
+class Apt:
+    """apt-get on one suite's main archive with its own state: the host's apt sources,
+    lists and dpkg status are neither read nor changed."""
+
+    def __init__(self, work: Path, suite: str, mirror: str) -> None:
+        self.dir = work / "apt"
+        for d in ("lists/partial", "cache/archives/partial"):
+            (self.dir / d).mkdir(parents=True, exist_ok=True)
+        keyring = "/usr/share/keyrings/debian-archive-keyring.gpg"
+        (self.dir / "sources.list").write_text(f"deb [signed-by={keyring}] {mirror} {suite} main\n")
+        (self.dir / "status").write_text("")
+        self.opts = [
+            f"-oDir::Etc::sourcelist={self.dir / 'sources.list'}",
+            "-oDir::Etc::sourceparts=-",
+            f"-oDir::State::Lists={self.dir / 'lists'}",
+            f"-oDir::State::status={self.dir / 'status'}",
+            f"-oDir::Cache={self.dir / 'cache'}",
+            "-oAPT::Sandbox::User=root",
+        ]
+        run(["apt-get", "-q", *self.opts, "update"], capture_output=True)
+
+    def download(self, pkg: str, into: Path) -> Path:
+        into.mkdir(parents=True, exist_ok=True)
+        run(["apt-get", "-q", *self.opts, "download", pkg], cwd=into, capture_output=True)
+        name = pkg.split("=")[0]
+        return next(into.glob(f"{name}_*.deb"))
+
+
+def deb_depends(deb: Path) -> list[str]:
+    """The packages a .deb depends on: the first of each alternative, no versions,
+    virtual names replaced by the package that provides them."""
+    field = run(["dpkg-deb", "-f", str(deb), "Depends"], capture_output=True).stdout
+    out = []
+    for dep in field.split(","):
+        name = dep.split("|")[0].split("(")[0].split(":")[0].strip()
+        if name:
+            out.append(VIRTUAL.get(name, name))
+    return out
+
+
+def build_image(dest: Path, rel: Release) -> dict[str, object]:
     if os.geteuid() != 0:
         raise SystemExit("vmlab-build: building the image needs root (debootstrap)")
-    for tool in ("debootstrap", "mkfs.ext4", "dpkg", "apt-get", "depmod"):
+    for tool in ("debootstrap", "mkfs.ext4", "dpkg", "dpkg-deb", "apt-get", "depmod"):
         if shutil.which(tool) is None:
             raise SystemExit(f"vmlab-build: {tool} missing")
     t0 = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="build-", dir=dest.parent))
     try:
-        kpkg = kernel_package()
-        log(f"fetching {kpkg}")
-        kdl = work / "kdl"
-        kdl.mkdir()
-        run(["apt-get", "download", "-q", kpkg], cwd=kdl, capture_output=True)
-        deb = next(kdl.glob("*.deb"))
+        mirror = apt_mirror()
+        apt = Apt(work, rel.suite, mirror)
+        kpkg = kernel_package(rel)
+        log(f"{rel.suite}: fetching {kpkg} and {LIBRESWAN}")
+        deb = apt.download(kpkg, work / "kdl")
+        swan_deb = apt.download(LIBRESWAN, work / "swdl")
         kroot = work / "kernel"
         run(["dpkg", "-x", str(deb), str(kroot)])
         vmlinuz = next((kroot / "boot").glob("vmlinuz-*"))
         kver = vmlinuz.name[len("vmlinuz-") :]
 
         root = work / "root"
-        mirror = apt_mirror()
-        log(f"debootstrap {SUITE} ({len(PACKAGES)} packages)")
+        include = list(PACKAGES) + [d for d in deb_depends(swan_deb) if d not in PACKAGES]
+        log(f"debootstrap {rel.suite} ({len(include)} packages)")
         t1 = time.monotonic()
         run(
             [
                 "debootstrap",
                 "--variant=minbase",
-                "--include=" + ",".join(PACKAGES),
-                SUITE,
+                "--include=" + ",".join(include),
+                rel.suite,
                 str(root),
                 mirror,
             ],
@@ -375,6 +456,20 @@ def build_image(dest: Path) -> dict[str, object]:
             ["chroot", str(root), "dpkg-query", "-W", "-f=${Package}=${Version}\n"],
             capture_output=True,
         ).stdout.split()
+        # Libreswan beside strongSwan: its ipsec, ipsec.conf and ipsec.secrets replace
+        # strongswan-starter's, which the guest never uses (it runs charon and swanctl).
+        # Not dpkg -x: it would put a directory over bookworm's merged-/usr /lib symlink.
+        tarball = work / "libreswan.tar"
+        with open(tarball, "wb") as f:
+            subprocess.run(["dpkg-deb", "--fsys-tarfile", str(swan_deb)], stdout=f, check=True)
+        run(["tar", "-x", "--keep-directory-symlink", "-f", str(tarball), "-C", str(root)])
+        swan_version = run(["dpkg-deb", "-f", str(swan_deb), "Version"], capture_output=True)
+        versions.append(f"{LIBRESWAN}={swan_version.stdout.strip()} (unpacked)")
+        nss = root / "var/lib/ipsec/nss"
+        nss.mkdir(parents=True, exist_ok=True)
+        # pluto's NSS database, as 'ipsec initnss' makes it.
+        certutil = ["certutil", "-N", "-d", "sql:/var/lib/ipsec/nss", "--empty-password"]
+        run(["chroot", str(root), *certutil], capture_output=True)
         strip_root(root)
         copy_modules(kroot, root, kver)
         (root / "sbin/vmlab-init").write_text(ROOT_INIT)
@@ -409,10 +504,13 @@ def build_image(dest: Path) -> dict[str, object]:
         )
         manifest = {
             "key": dest.name,
+            "release": rel.suite,
+            "debian": rel.debian,
             "kernel_package": kpkg,
             "kernel_release": kver,
-            "suite": SUITE,
-            "packages": list(PACKAGES),
+            "suite": rel.suite,
+            "python": rel.python,
+            "packages": include,
             "installed": versions,
             "root_used_bytes": used,
             "root_image_bytes": (out / "root.ext4").stat().st_size,
@@ -431,38 +529,39 @@ def build_image(dest: Path) -> dict[str, object]:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def manylinux_platforms() -> list[str]:
+def manylinux_platforms(rel: Release) -> list[str]:
     # pip does not widen an explicit --platform to older glibc tags: list them.
     plats = ["manylinux1_x86_64", "manylinux2010_x86_64", "manylinux2014_x86_64"]
-    plats += [f"manylinux_2_{n}_x86_64" for n in range(5, 37)]  # bookworm: glibc 2.36
+    plats += [f"manylinux_2_{n}_x86_64" for n in range(5, rel.glibc_minor + 1)]
     return plats
 
 
-def build_pydeps(dest: Path) -> None:
-    """Unpack wheels of the runtime dependencies for the guest's CPython 3.11."""
+def build_pydeps(dest: Path, rel: Release) -> None:
+    """Unpack wheels of the runtime dependencies for the release's CPython."""
     work = Path(tempfile.mkdtemp(prefix="pydeps-", dir=dest.parent))
     try:
         wheels = work / "wheels"
         site = work / "site"
         plat: list[str] = []
-        for p in manylinux_platforms():
+        for p in manylinux_platforms(rel):
             plat += ["--platform", p]
+        abi = "cp" + rel.python.replace(".", "")
         common = [
             "--only-binary=:all:",
             *plat,
             "--python-version",
-            PYTHON_TAG,
+            rel.python,
             "--implementation",
             "cp",
             "--abi",
-            "cp311",
+            abi,
             "--abi",
             "abi3",
             "--abi",
             "none",
         ]
         pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-        log("pip download " + " ".join(requirements()))
+        log(f"pip download for CPython {rel.python}: " + " ".join(requirements()))
         run([*pip, "download", "-d", str(wheels), *common, *requirements()])
         run(
             [
@@ -490,51 +589,79 @@ def build_pydeps(dest: Path) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def ensure(force: bool = False) -> tuple[Path, Path]:
-    """Return (image dir, pydeps dir), building what the cache lacks."""
-    img, deps = image_dir(), pydeps_dir()
+def ensure(name: str | None = None, force: bool = False) -> tuple[Path, Path]:
+    """Return (image dir, pydeps dir) of a release, building what the cache lacks."""
+    rel = release(name)
+    img, deps = image_dir(rel.suite), pydeps_dir(rel.suite)
     if not force and (img / "manifest.json").exists() and (deps / "requirements.txt").exists():
         return img, deps  # a hit needs no lock, so no write access to the cache
     root = cache_root()
     root.mkdir(parents=True, exist_ok=True)
     with open(root / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        img = image_dir()
+        img = image_dir(rel.suite)
         if force or not (img / "manifest.json").exists():
-            m = build_image(img)
+            m = build_image(img, rel)
             log(
                 f"built {img} in {m['build_seconds']} s "
                 f"(root.ext4 {int(m['root_image_bytes']) // 2**20} MiB)"  # type: ignore[call-overload]
             )
-        deps = pydeps_dir()
+        deps = pydeps_dir(rel.suite)
         if force or not (deps / "requirements.txt").exists():
-            build_pydeps(deps)
+            build_pydeps(deps, rel)
             log(f"built {deps}")
-        prune(keep={img.name, deps.name})
+        prune()
     return img, deps
 
 
-def prune(keep: set[str]) -> None:
-    """Drop images and dependency sets of other build inputs: the cache holds one."""
+def in_use() -> str:
+    """The command lines of the running processes (a QEMU names its image and share)."""
+    out = []
+    for p in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            out.append(p.read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+        except OSError:
+            continue
+    return "\n".join(out)
+
+
+def prune() -> None:
+    """Drop images and dependency sets of other build inputs: the cache holds one per
+    release, plus any a running guest still uses."""
+    keep = {image_dir(r).name for r in RELEASES} | {pydeps_dir(r).name for r in RELEASES}
+    running = in_use()
     for p in cache_root().iterdir():
-        if p.is_dir() and p.name.startswith(("image-", "pydeps-")) and p.name not in keep:
+        if (
+            p.is_dir()
+            and p.name.startswith(("image-", "pydeps-"))
+            and p.name not in keep
+            and str(p) not in running
+        ):
             log(f"removing stale {p}")
             shutil.rmtree(p, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument(
+        "--release",
+        action="append",
+        choices=sorted(RELEASES),
+        help="build this release only (repeatable); default: every release",
+    )
     ap.add_argument("--force", action="store_true", help="rebuild even on a cache hit")
     ap.add_argument("--key", action="store_true", help="print the cache keys and exit")
-    ap.add_argument("--pydeps", action="store_true", help="also print the pydeps dir")
+    ap.add_argument("--pydeps", action="store_true", help="also print the pydeps dirs")
     args = ap.parse_args(argv)
-    if args.key:
-        print(image_key(), pydeps_key())
-        return 0
-    img, deps = ensure(force=args.force)
-    print(img)
-    if args.pydeps:
-        print(deps)
+    names = args.release or list(RELEASES)
+    for name in names:
+        if args.key:
+            print(name, image_key(name), pydeps_key(name))
+            continue
+        img, deps = ensure(name, force=args.force)
+        print(img)
+        if args.pydeps:
+            print(deps)
     return 0
 
 

@@ -14,13 +14,14 @@ from . import build
 from .guest import QEMU, Guest
 
 
-def vmlab_skip_reason() -> str | None:
-    """Why the guest cannot run here, or None when it can."""
+def vmlab_skip_reason(release: str | None = None) -> str | None:
+    """Why the guest (of ``release``, default the default one) cannot run here, or None
+    when it can."""
     if shutil.which(QEMU) is None:
         return f"{QEMU} is not installed (Debian package qemu-system-x86)"
-    cached = (build.image_dir() / "manifest.json").exists()
+    cached = (build.image_dir(release) / "manifest.json").exists()
     if not cached and os.geteuid() != 0:
-        return f"no cached guest image at {build.image_dir()} and building one needs root"
+        return f"no cached guest image at {build.image_dir(release)} and building one needs root"
     return None
 
 

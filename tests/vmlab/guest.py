@@ -42,6 +42,7 @@ else:
 CTL_PORT = 8000
 EXPORTER_PORT = 9814
 QEMU = "qemu-system-x86_64"
+FLAVOURS = ("strongswan", "libreswan")
 
 
 class GuestError(RuntimeError):
@@ -65,7 +66,15 @@ class Guest:
         dpd_delay: str = "3s",
         dpd_timeout: str = "9s",
         memory_mb: int = 1024,
+        release: str | None = None,
+        flavour: str = "strongswan",
     ) -> None:
+        """``release``: a key of build.RELEASES (default: $VMLAB_RELEASE or bookworm);
+        ``flavour``: the server the guest runs, ``strongswan`` or ``libreswan``."""
+        if flavour not in FLAVOURS:
+            raise ValueError(f"unknown flavour {flavour!r} (one of {', '.join(FLAVOURS)})")
+        self.release = build.release(release).suite
+        self.flavour = flavour
         self.clients = clients
         self.boot_timeout = boot_timeout
         self.dpd = (dpd_delay, dpd_timeout)
@@ -90,7 +99,7 @@ class Guest:
         append = (
             "console=ttyS0 panic=-1 quiet loglevel=3 "
             f"vmlab.clients={self.clients} vmlab.dpd_delay={self.dpd[0]} "
-            f"vmlab.dpd_timeout={self.dpd[1]}"
+            f"vmlab.dpd_timeout={self.dpd[1]} vmlab.flavour={self.flavour}"
         )
         return [
             QEMU,
@@ -129,7 +138,7 @@ class Guest:
     def start(self) -> Guest:
         if shutil.which(QEMU) is None:
             raise GuestError(f"{QEMU} not found (apt-get install qemu-system-x86)")
-        image, pydeps = build.ensure()
+        image, pydeps = build.ensure(self.release)
         self.image_dir = image
         self.ctl_port, self.exporter_port = free_port(), free_port()
         while self.exporter_port == self.ctl_port:
@@ -321,10 +330,12 @@ def main() -> int:
 
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("--clients", type=int, default=3)
+    ap.add_argument("--release", choices=sorted(build.RELEASES), default=None)
+    ap.add_argument("--flavour", choices=FLAVOURS, default="strongswan")
     ap.add_argument("--connect", action="store_true", help="connect every client")
     ap.add_argument("--exporter", action="store_true", help="start the exporter")
     args = ap.parse_args()
-    with Guest(clients=args.clients) as g:
+    with Guest(clients=args.clients, release=args.release, flavour=args.flavour) as g:
         print(f"booted in {g.boot_seconds} s; serial log {g.serial_log}")
         print(f"control: http://127.0.0.1:{g.ctl_port}/status")
         print(f"exporter: http://127.0.0.1:{g.exporter_port}/metrics")

@@ -1,17 +1,26 @@
 #!/usr/bin/env python3
-"""Re-record the guest fixtures: real netlink bytes and VICI answers from the guest.
+"""Re-record the guest fixtures: real netlink bytes, VICI answers and Libreswan's
+``ipsec`` command outputs from the guest.
 
-    python3 tests/vmlab/record.py
+    python3 tests/vmlab/record.py                          # Debian 12, strongSwan
+    python3 tests/vmlab/record.py --release trixie         # Debian 13, strongSwan 6
+    python3 tests/vmlab/record.py --release trixie --flavour libreswan
 
 Boots the vmlab guest, connects three clients, passes known traffic through each
 client's ppp session, then dumps in the guest (tests/vmlab/guest/nldump.py, plain
-sockets, no decoder) and writes:
+sockets, no decoder) and writes, for the strongSwan flavour:
 
-    tests/fixtures/netlink/<name>.bin      netlink messages exactly as received
-    tests/fixtures/netlink/xfrm_stat.txt   /proc/net/xfrm_stat
-    tests/fixtures/netlink/manifest.json   what each file is and what was up
+    <netlink dir>/<name>.bin      netlink messages exactly as received
+    <netlink dir>/xfrm_stat.txt   /proc/net/xfrm_stat
+    <netlink dir>/manifest.json   what each file is and what was up
     tests/fixtures/vici-guest/<scenario>/<command>.json   the server's VICI answers
-                                           (the layout of tests/fixtures/vici/)
+                                  (the layout of tests/fixtures/vici/)
+
+with <netlink dir> tests/fixtures/netlink (bookworm) or tests/fixtures/netlink-<release>
+and <scenario> three-clients (bookworm) or <release>-three-clients. For the Libreswan
+flavour, everything goes to tests/fixtures/libreswan/<release>/: the netlink dumps as
+above under netlink/, and each ``ipsec`` command's stdout, byte for byte, as
+<command>.txt, described (command, exit code, stderr, versions) in manifest.json.
 """
 
 from __future__ import annotations
@@ -32,14 +41,27 @@ else:
         from guest import Guest
 
 REPO = Path(__file__).resolve().parents[2]
-NETLINK = REPO / "tests/fixtures/netlink"
-VICI = REPO / "tests/fixtures/vici-guest"
+FIXTURES = REPO / "tests/fixtures"
+NETLINK = FIXTURES / "netlink"
+VICI = FIXTURES / "vici-guest"
+LIBRESWAN = FIXTURES / "libreswan"
 SCENARIO = "three-clients"
+# Libreswan's status commands as the next collector will run them: file name -> argv.
+# briefstatus is new in 5.x; showstates exists in both.
+IPSEC_COMMANDS = (
+    ("version", "ipsec --version"),
+    ("trafficstatus", "ipsec trafficstatus"),
+    ("globalstatus", "ipsec globalstatus"),
+    ("briefstatus", "ipsec briefstatus"),
+    ("showstates", "ipsec showstates"),
+    ("status", "ipsec status"),
+    ("whack-trafficstatus", "ipsec whack --trafficstatus"),
+)
 # (client, ping count, payload size): distinct per client so each ppp is recognisable.
 TRAFFIC = ((1, 10, 100), (2, 20, 1000), (3, 5, 1200))
 
 
-def record(g: Guest) -> dict[str, Any]:
+def record(g: Guest, vici: bool = True) -> dict[str, Any]:
     for n, _, _ in TRAFFIC:
         g.connect(n)
     traffic = []
@@ -59,7 +81,7 @@ def record(g: Guest) -> dict[str, Any]:
     status = g.status()
     dumped = g.run(
         "PYTHONPATH=/mnt/pydeps PYTHONDONTWRITEBYTECODE=1 "
-        "python3 /mnt/src/tests/vmlab/guest/nldump.py",
+        "python3 /mnt/src/tests/vmlab/guest/nldump.py" + ("" if vici else " --no-vici"),
         timeout=60,
     )
     data = json.loads(dumped["stdout"])
@@ -76,18 +98,38 @@ def record(g: Guest) -> dict[str, Any]:
     return {"data": data, "status": status, "traffic": traffic, "context": context}
 
 
-def write(rec: dict[str, Any], image: dict[str, Any]) -> None:
-    NETLINK.mkdir(parents=True, exist_ok=True)
+def record_ipsec(g: Guest) -> dict[str, Any]:
+    """Each Libreswan status command's stdout as bytes, with its rc and stderr."""
+    out = {}
+    for name, cmd in IPSEC_COMMANDS:
+        r = g.run(cmd, b64=True, check=False)
+        out[name] = {
+            "command": cmd,
+            "rc": r["rc"],
+            "stderr": r["stderr"],
+            "stdout": base64.b64decode(r["stdout_b64"]),
+        }
+    return out
+
+
+def write(
+    rec: dict[str, Any],
+    image: dict[str, Any],
+    netlink: Path = NETLINK,
+    vici: Path | None = VICI / SCENARIO,
+    what_was_up: str | None = None,
+) -> None:
+    netlink.mkdir(parents=True, exist_ok=True)
     data = rec["data"]
     files = []
     for d in data["netlink"]:
         raw = base64.b64decode(d["response_b64"])
-        (NETLINK / f"{d['name']}.bin").write_bytes(raw)
+        (netlink / f"{d['name']}.bin").write_bytes(raw)
         entry = {k: v for k, v in d.items() if k not in ("response_b64",)}
         entry["file"] = f"{d['name']}.bin"
         files.append(entry)
-        print(f"  netlink/{d['name']}.bin ({len(raw)} bytes, {d['messages']} messages)")
-    (NETLINK / "xfrm_stat.txt").write_text(data["xfrm_stat"])
+        print(f"  {netlink.name}/{d['name']}.bin ({len(raw)} bytes, {d['messages']} messages)")
+    (netlink / "xfrm_stat.txt").write_text(data["xfrm_stat"])
     status = rec["status"]
     manifest = {
         "about": (
@@ -98,7 +140,8 @@ def write(rec: dict[str, Any], image: dict[str, Any]) -> None:
             "emulated guest."
         ),
         "scenario": SCENARIO,
-        "what_was_up": (
+        "what_was_up": what_was_up
+        or (
             "L2TP/IPsec server in the guest's root netns (192.168.77.1): IKEv1 PSK, "
             "ESP transport mode for UDP/1701, xl2tpd LNS with kernel L2TP, pppd "
             "MS-CHAPv2; three clients (192.168.77.11-13, own netns, own charon, xl2tpd "
@@ -106,7 +149,8 @@ def write(rec: dict[str, Any], image: dict[str, Any]) -> None:
             "client's ppp (see traffic); an inbound 'level required' policy for UDP/1701."
         ),
         "kernel": data["kernel"],
-        "image": {k: image.get(k) for k in ("key", "kernel_package", "kernel_release")},
+        "image": {k: image.get(k) for k in ("key", "release", "kernel_package", "kernel_release")},
+        "daemons": daemons(image),
         "server_ppp": status["server"]["ppp"],
         "clients": {n: {"ip": c["ip"], "ppp": c["ppp"]} for n, c in status["clients"].items()},
         "traffic": rec["traffic"],
@@ -114,26 +158,111 @@ def write(rec: dict[str, Any], image: dict[str, Any]) -> None:
         "xfrm_stat": "xfrm_stat.txt",
         "context": rec["context"],
     }
-    (NETLINK / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-    print("  netlink/manifest.json")
-    folder = VICI / SCENARIO
+    (netlink / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    print(f"  {netlink.name}/manifest.json")
+    if vici is None:
+        return
+    folder = vici
     folder.mkdir(parents=True, exist_ok=True)
     for name, answer in data["vici"].items():
         text = json.dumps(answer, indent=2, ensure_ascii=False) + "\n"
         if "nycmeshnet" in text:
             raise SystemExit(f"vici-guest/{name}: the PSK appears in the answer")
         (folder / f"{name}.json").write_text(text)
-        print(f"  vici-guest/{SCENARIO}/{name}.json ({len(text)} bytes)")
+        print(f"  vici-guest/{folder.name}/{name}.json ({len(text)} bytes)")
 
 
-def main() -> int:
+def daemons(image: dict[str, Any]) -> dict[str, str]:
+    """The versions of the stack's packages in the image (from its manifest)."""
+    wanted = ("strongswan-charon", "libreswan", "xl2tpd", "ppp", "python3")
+    out = {}
+    for entry in image.get("installed", []):
+        name, _, version = str(entry).partition("=")
+        if name in wanted:
+            out[name] = version
+    return out
+
+
+LIBRESWAN_UP = (
+    "Libreswan server in the guest's root netns (192.168.77.1) configured as "
+    "hwdsl2/setup-ipsec-vpn configures it (tests/vmlab/guest/conf/libreswan-*): "
+    "conn l2tp-psk (IKEv1 PSK, transport mode for UDP/1701, encapsulation=yes so ESP "
+    "is in UDP/4500 without a NAT) and conn xauth-psk (no client on it); xl2tpd LNS "
+    "with kernel L2TP and ip range 192.168.42.10-250; pppd +mschap-v2. Three "
+    "strongSwan clients (192.168.77.11-13, own netns) connected with IKEv1 Main Mode "
+    "PSK, no XAuth, then L2TP and PPP MS-CHAPv2 as user nycmesh; pings of known size "
+    "through each client's ppp (see traffic)."
+)
+
+
+def write_libreswan(
+    rec: dict[str, Any], ipsec: dict[str, Any], image: dict[str, Any], release: str
+) -> None:
+    folder = LIBRESWAN / release
+    write(rec, image, netlink=folder / "netlink", vici=None, what_was_up=LIBRESWAN_UP)
+    files = {}
+    for name, r in ipsec.items():
+        text = r["stdout"]
+        if b"nycmeshnet" in text:
+            raise SystemExit(f"libreswan/{release}/{name}.txt: the PSK appears in the output")
+        (folder / f"{name}.txt").write_bytes(text)
+        files[name] = {
+            "file": f"{name}.txt",
+            "command": r["command"],
+            "rc": r["rc"],
+            "stderr": r["stderr"],
+            "bytes": len(text),
+            "lines": text.count(b"\n"),
+        }
+        print(f"  libreswan/{release}/{name}.txt ({len(text)} bytes, rc {r['rc']})")
+    status = rec["status"]
+    manifest = {
+        "about": (
+            "Libreswan's status commands recorded in the vmlab guest by "
+            "tests/vmlab/record.py: each .txt is the command's stdout byte for byte "
+            "(rc and stderr here). netlink/ holds the kernel's answers at the same "
+            "moment (see netlink/manifest.json)."
+        ),
+        "release": release,
+        "kernel": rec["data"]["kernel"],
+        "libreswan": ipsec["version"]["stdout"].decode(errors="replace").strip(),
+        "daemons": daemons(image),
+        "what_was_up": LIBRESWAN_UP,
+        "server_ppp": status["server"]["ppp"],
+        "clients": {n: {"ip": c["ip"], "ppp": c["ppp"]} for n, c in status["clients"].items()},
+        "traffic": rec["traffic"],
+        "files": files,
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    print(f"  libreswan/{release}/manifest.json")
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--release", default="bookworm")
+    ap.add_argument("--flavour", choices=("strongswan", "libreswan"), default="strongswan")
+    args = ap.parse_args(argv)
     t0 = time.monotonic()
-    with Guest(clients=3) as g:
+    with Guest(clients=3, release=args.release, flavour=args.flavour) as g:
         print(f"guest up in {g.boot_seconds} s")
-        rec = record(g)
+        libreswan = args.flavour == "libreswan"
+        rec = record(g, vici=not libreswan)
+        ipsec = record_ipsec(g) if libreswan else None
         assert g.image_dir is not None
         image = json.loads((g.image_dir / "manifest.json").read_text())
-    write(rec, image)
+    if ipsec is not None:
+        write_libreswan(rec, ipsec, image, args.release)
+    elif args.release == "bookworm":
+        write(rec, image)
+    else:
+        write(
+            rec,
+            image,
+            netlink=FIXTURES / f"netlink-{args.release}",
+            vici=VICI / f"{args.release}-{SCENARIO}",
+        )
     print(f"recorded in {time.monotonic() - t0:.0f} s")
     return 0
 

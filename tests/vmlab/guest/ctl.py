@@ -64,6 +64,21 @@ ARGS = cmdline()
 NCLIENTS = int(ARGS.get("clients", "3"))
 DPD_DELAY = ARGS.get("dpd_delay", "3s")
 DPD_TIMEOUT = ARGS.get("dpd_timeout", "9s")
+FLAVOUR = ARGS.get("flavour", "strongswan")
+# The clients' rekey times. 0 (never) makes charon propose no IKEv1 lifetime, which
+# Libreswan 5 takes as already expired (it deletes the ISAKMP SA right after Main
+# Mode): against it the clients propose Windows' lifetimes, 8 h and 1 h.
+if FLAVOUR == "libreswan":
+    CLIENT_REKEY = {"ike_rekey": "8h", "child_rekey": "1h"}
+else:
+    CLIENT_REKEY = {"ike_rekey": "0", "child_rekey": "0"}
+# strongSwan's crypto plugins: Debian 12 builds the native ones (5.9.8); Debian 13's
+# strongSwan 6 has only the openssl plugin for them.
+if Path("/usr/lib/ipsec/plugins/libstrongswan-aes.so").exists():
+    CRYPTO = {"crypto": "aes sha1 sha2 md5 des hmac gmp curve25519 kdf"}
+    CRYPTO["swanctl_crypto"] = "sha1 sha2 aes hmac"
+else:
+    CRYPTO = {"crypto": "openssl", "swanctl_crypto": "openssl"}
 
 
 def render(name: str, dest: Path, **kw: str) -> None:
@@ -193,7 +208,7 @@ class Server:
     def setup(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         st = str(self.dir)
-        render("server-strongswan.conf", Path("/etc/strongswan.conf"), state=st)
+        render("server-strongswan.conf", Path("/etc/strongswan.conf"), state=st, **CRYPTO)
         render(
             "server-swanctl.conf",
             Path("/etc/swanctl/swanctl.conf"),
@@ -241,7 +256,78 @@ class Server:
 
     def status(self) -> dict[str, Any]:
         return {
+            "flavour": "strongswan",
             "charon": alive(self.charon.pid),
+            "xl2tpd": alive(self.xl2tpd.pid),
+            "ppp": ppp_ifaces(),
+        }
+
+
+class LibreswanServer:
+    """Libreswan + xl2tpd + pppd, configured as hwdsl2/setup-ipsec-vpn configures them
+    (conf/libreswan-*): ``l2tp-psk`` (IKEv1 PSK, transport mode for UDP/1701, forced
+    UDP encapsulation) and ``xauth-psk`` (IKEv1 XAuth with a mode-config pool)."""
+
+    dir = STATE / "server"
+
+    def setup(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        st = str(self.dir)
+        render(
+            "libreswan-ipsec.conf",
+            Path("/etc/ipsec.conf"),
+            state=st,
+            server_ip=SERVER_IP,
+            dpd_delay=DPD_DELAY,
+            dpd_timeout=DPD_TIMEOUT,
+        )
+        render("libreswan-ipsec.secrets", Path("/etc/ipsec.secrets"))
+        # setup-ipsec-vpn's XAuth login file: nycmesh, openssl passwd -1 of the password
+        # ($$ is a $ in the template).
+        render("libreswan-passwd", Path("/etc/ipsec.d/passwd"))
+        render("libreswan-xl2tpd.conf", Path("/etc/xl2tpd/xl2tpd.conf"))
+        render("libreswan-options.xl2tpd", Path("/etc/ppp/options.xl2tpd"), state=st)
+        render("libreswan-chap-secrets", Path("/etc/ppp/chap-secrets"))
+        for f in ("/etc/ipsec.secrets", "/etc/ipsec.d/passwd", "/etc/ppp/chap-secrets"):
+            os.chmod(f, 0o600)
+        Path("/etc/ppp/options").write_text("lock\n")
+        Path("/run/xl2tpd").mkdir(parents=True, exist_ok=True)
+        Path("/run/pluto").mkdir(parents=True, exist_ok=True)
+        # What ipsec.service runs (ExecStart), without systemd.
+        self.pluto = spawn(
+            ["/usr/libexec/ipsec/pluto", "--config", "/etc/ipsec.conf", "--nofork"],
+            self.dir / "pluto.out",
+        )
+        wait_for(lambda: Path("/run/pluto/pluto.ctl").exists(), 60, "pluto's control socket")
+        # pluto loads the auto=add connections itself; wait until both are there.
+        wait_for(
+            lambda: all(
+                f'"{c}"' in sh("ipsec status", check=False).stdout
+                for c in ("l2tp-psk", "xauth-psk")
+            ),
+            60,
+            "pluto's connections",
+            step=0.5,
+        )
+        self.xl2tpd = spawn(
+            [
+                "xl2tpd",
+                "-D",
+                "-c",
+                "/etc/xl2tpd/xl2tpd.conf",
+                "-p",
+                "/run/xl2tpd.pid",
+                "-C",
+                "/run/xl2tpd/l2tp-control",
+            ],
+            self.dir / "xl2tpd.log",
+        )
+        wait_for(lambda: Path("/run/xl2tpd/l2tp-control").exists(), 30, "server xl2tpd")
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "flavour": "libreswan",
+            "pluto": alive(self.pluto.pid),
             "xl2tpd": alive(self.xl2tpd.pid),
             "ppp": ppp_ifaces(),
         }
@@ -290,7 +376,7 @@ class Client:
 
     def render(self, ike: str, esp: str) -> None:
         d = str(self.dir)
-        render("client-strongswan.conf", self.dir / "strongswan.conf", dir=d)
+        render("client-strongswan.conf", self.dir / "strongswan.conf", dir=d, **CRYPTO)
         render(
             "client-swanctl.conf",
             self.dir / "swanctl.conf",
@@ -298,6 +384,7 @@ class Client:
             server_ip=SERVER_IP,
             ike_proposal=ike,
             esp_proposal=esp,
+            **CLIENT_REKEY,
         )
         render("client-xl2tpd.conf", self.dir / "xl2tpd.conf", server_ip=SERVER_IP, dir=d)
         render("client-options.l2tpd", self.dir / "options.l2tpd", dir=d)
@@ -587,7 +674,7 @@ class Exporter:
 # --- HTTP -------------------------------------------------------------------------------
 
 
-SERVER = Server()
+SERVER: Server | LibreswanServer = LibreswanServer() if FLAVOUR == "libreswan" else Server()
 CLIENTS = {n: Client(n) for n in range(1, NCLIENTS + 1)}
 PLAIN = Plain()
 EXPORTER = Exporter()
@@ -742,7 +829,7 @@ def main() -> None:
         setup_network()
         console("network up")
         SERVER.setup()
-        console("server up (charon, xl2tpd)")
+        console(f"server up ({FLAVOUR}, xl2tpd)")
     except Exception as e:
         console(f"VMLAB-FAIL setup: {type(e).__name__}: {e}")
     httpd = ThreadingHTTPServer(("0.0.0.0", CTL_PORT), Handler)

@@ -238,12 +238,14 @@ def vici_answers(path: str) -> dict[str, Any]:
 
 
 def main() -> None:
-    out = {
+    out: dict[str, Any] = {
         "kernel": os.uname().release,
         "netlink": netlink_dumps(),
         "xfrm_stat": Path("/proc/net/xfrm_stat").read_text(),
-        "vici": vici_answers(sys.argv[1] if len(sys.argv) > 1 else "/var/run/charon.vici"),
     }
+    # "--no-vici": a server without charon (the Libreswan flavour).
+    if sys.argv[1:] != ["--no-vici"]:
+        out["vici"] = vici_answers(sys.argv[1] if len(sys.argv) > 1 else "/var/run/charon.vici")
     json.dump(out, sys.stdout)
 
 

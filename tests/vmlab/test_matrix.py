@@ -1,0 +1,143 @@
+"""The genuine-stack matrix beyond the default guest (Debian 12, strongSwan):
+Debian 13 with strongSwan 6, and the Libreswan server configured as
+hwdsl2/setup-ipsec-vpn configures it, on Debian 12 (Libreswan 4.10) and Debian 13
+(Libreswan 5.2).
+
+Each combination boots its own guest (one per parameter, module scope). The client is
+the strongSwan client kind: IKEv1 Main Mode with PSK and no XAuth, ESP in transport mode
+for UDP/1701, then L2TP and PPP with MS-CHAPv2, as Windows and macOS connect. A full
+connect is proven on the server's side in every layer: the IKE SA and the IPsec SA in
+the daemon, two transport-mode ESP states in the kernel, a kernel L2TP tunnel and
+session, and a ppp interface with an address from the pool.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import vmlab_skip_reason
+from .guest import Guest
+
+pytestmark = pytest.mark.vmlab
+
+# (release, server flavour, what the guest must report): the versions pin the matrix.
+MATRIX = (
+    ("trixie", "strongswan", {"kernel": "6.12.", "daemon": "6.0.1"}),
+    ("bookworm", "libreswan", {"kernel": "6.1.", "daemon": "Libreswan 4.10"}),
+    ("trixie", "libreswan", {"kernel": "6.12.", "daemon": "Libreswan 5.2"}),
+)
+CLIENT = 1
+CLIENT_IP = "192.168.77.11"
+SERVER_IP = "192.168.77.1"
+
+
+class Cell:
+    def __init__(self, guest: Guest, expect: dict[str, str]) -> None:
+        self.g = guest
+        self.expect = expect
+        self.connected: dict[str, Any] | None = None
+
+
+@pytest.fixture(
+    scope="module",
+    params=MATRIX,
+    ids=[f"{r}-{f}" for r, f, _ in MATRIX],
+)
+def cell(request: pytest.FixtureRequest) -> Iterator[Cell]:
+    release, flavour, expect = request.param
+    reason = vmlab_skip_reason(release)
+    if reason:
+        pytest.skip(reason)
+    log_dir = None
+    if os.environ.get("VMLAB_LOG_DIR"):
+        log_dir = Path(os.environ["VMLAB_LOG_DIR"]) / f"{release}-{flavour}"
+        log_dir.mkdir(parents=True, exist_ok=True)
+    g = Guest(clients=2, release=release, flavour=flavour, log_dir=log_dir)
+    with g:
+        sys.stderr.write(f"\nvmlab {release}/{flavour}: booted in {g.boot_seconds} s\n")
+        yield Cell(g, expect)
+        if request.session.testsfailed:
+            sys.stderr.write(
+                f"\n--- vmlab {release}/{flavour} serial log (tail) ---\n{g.serial_tail(40)}\n"
+            )
+            for name in ("server/pluto.log", "server/charon.log", "server/pppd.log"):
+                with contextlib.suppress(Exception):  # a log the flavour does not write
+                    sys.stderr.write(f"--- {name} (tail) ---\n{g.log(name)[-3000:]}\n")
+
+
+def connected(cell: Cell) -> dict[str, Any]:
+    if cell.connected is None:
+        cell.connected = cell.g.connect(CLIENT)
+    return cell.connected
+
+
+def test_versions(cell: Cell) -> None:
+    g = cell.g
+    assert g.image_dir is not None
+    manifest = json.loads((g.image_dir / "manifest.json").read_text())
+    uname = g.sh("uname -r").strip()
+    assert uname == manifest["kernel_release"]
+    assert uname.startswith(cell.expect["kernel"]), uname
+    version = g.sh("ipsec --version" if g.flavour == "libreswan" else "swanctl --version")
+    assert cell.expect["daemon"] in version, version
+
+
+def test_full_connect(cell: Cell) -> None:
+    g = cell.g
+    r = connected(cell)
+    ppp = r["ppp"]
+    assert ppp["peer"].split("/")[0] == "192.168.42.1", r
+
+    # IKE SA and IPsec SA in the server's daemon.
+    if g.flavour == "libreswan":
+        traffic = g.sh("ipsec trafficstatus")
+        assert re.search(rf'"l2tp-psk"\[\d+\] {re.escape(CLIENT_IP)}\b', traffic), traffic
+        states = g.sh("ipsec showstates")
+        assert "STATE_MAIN_R3" in states, states
+        assert "STATE_QUICK_R2" in states, states
+    else:
+        sas = g.sh("swanctl --list-sas")
+        assert sas.count("ESTABLISHED, IKEv1") == 1, sas
+        assert sas.count("INSTALLED, TRANSPORT") == 1, sas
+        assert f"@ {CLIENT_IP}[500]" in sas, sas
+
+    # Two transport-mode ESP states in the kernel, one each way.
+    xfrm = g.sh("ip xfrm state")
+    assert xfrm.count("proto esp") == 2, xfrm
+    assert xfrm.count("mode transport") == 2, xfrm
+    if g.flavour == "libreswan":
+        # setup-ipsec-vpn sets encapsulation=yes: ESP in UDP/4500 even without a NAT.
+        assert xfrm.count("encap type espinudp") == 2, xfrm
+
+    # The kernel L2TP tunnel from the client and one user session in it.
+    tunnels = g.sh("ip l2tp show tunnel")
+    assert re.findall(r"From 192\.168\.77\.1 to (\S+)", tunnels) == [CLIENT_IP], tunnels
+    sessions = g.sh("ip l2tp show session")
+    assert len([m for m in re.findall(r"^Session (\d+) in", sessions, re.M) if m != "0"]) == 1
+
+    # The server's ppp interface with the client's pool address.
+    server_ppp = g.status()["server"]["ppp"]
+    assert [p["peer"].split("/")[0] for p in server_ppp] == [ppp["local"]], server_ppp
+    assert ppp["local"].startswith("192.168.42."), ppp
+
+
+def test_second_client_and_disconnect(cell: Cell) -> None:
+    g = cell.g
+    connected(cell)
+    g.connect(2)
+    assert len(g.status()["server"]["ppp"]) == 2
+    g.disconnect(2)
+    deadline = time.monotonic() + 30
+    while len(g.status()["server"]["ppp"]) != 1 and time.monotonic() < deadline:
+        time.sleep(1)
+    assert len(g.status()["server"]["ppp"]) == 1

@@ -102,10 +102,10 @@ class StrongswanOptions:
         yaml="collectors.strongswan.sa_refresh_interval",
         kind=duration(zero_ok=False),
         example="5m",
-        help="ask charon for list-sas (CHILD SA byte counts, reconciling the SA model) in "
+        help="ask charon for list-sas (CHILD SA byte counts, reconciling the SA table) in "
         "the background this often; events keep SAs current in between",
     )
-    #: The most IKE SAs the SA model and the ledger track (events can announce SAs
+    #: The most IKE SAs the SA table and the ledger track (events can announce SAs
     #: without end); what is over it is counted, not kept.
     max_sas: int = setting(
         10000,
@@ -113,6 +113,6 @@ class StrongswanOptions:
         yaml="collectors.strongswan.max_sas",
         kind=count(minimum=1),
         example="50",
-        help="most IKE SAs the SA model and the traffic ledger track; SAs announced by "
+        help="most IKE SAs the SA table and the traffic ledger track; SAs announced by "
         "events beyond it are counted in strongswan_sas_untracked_total",
     )

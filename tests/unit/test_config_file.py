@@ -48,7 +48,7 @@ def write(tmp_path: Path, text: str | bytes, key: bytes = b"0123456789abcdef0123
 
 
 #: The keys of the file that are not settings of the schema (the privacy section; the
-#: schema's own are covered by tests/unit/test_settings_schema.py), with a value unlike
+#: schema's own are covered by tests/settings/test_schema.py), with a value unlike
 #: its default, and where that value must arrive in `Settings`.
 EVERY_KEY: dict[str, tuple[Any, Callable[[Settings], Any], Any]] = {
     "privacy.users": ("hash", lambda s: s.privacy.treatment("any_family", "users"), "hash"),

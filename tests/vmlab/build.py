@@ -94,6 +94,7 @@ MODULE_DIRS = (
     "net/key",
     "net/l2tp",
     "net/core",
+    "net/netfilter",  # the NAT router: nf_tables, nf_nat, conntrack, masquerade
     "net/9p",
     "net/bridge",
     "net/802",

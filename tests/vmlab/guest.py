@@ -68,13 +68,16 @@ class Guest:
         memory_mb: int = 1024,
         release: str | None = None,
         flavour: str = "strongswan",
+        natted: int = 0,
     ) -> None:
         """``release``: a key of build.RELEASES (default: $VMLAB_RELEASE or bookworm);
-        ``flavour``: the server the guest runs, ``strongswan`` or ``libreswan``."""
+        ``flavour``: the server the guest runs, ``strongswan`` or ``libreswan``;
+        ``natted``: how many of the clients (the last ones) sit behind the NAT router."""
         if flavour not in FLAVOURS:
             raise ValueError(f"unknown flavour {flavour!r} (one of {', '.join(FLAVOURS)})")
         self.release = build.release(release).suite
         self.flavour = flavour
+        self.natted = natted
         self.clients = clients
         self.boot_timeout = boot_timeout
         self.dpd = (dpd_delay, dpd_timeout)
@@ -99,7 +102,8 @@ class Guest:
         append = (
             "console=ttyS0 panic=-1 quiet loglevel=3 "
             f"vmlab.clients={self.clients} vmlab.dpd_delay={self.dpd[0]} "
-            f"vmlab.dpd_timeout={self.dpd[1]} vmlab.flavour={self.flavour}"
+            f"vmlab.dpd_timeout={self.dpd[1]} vmlab.flavour={self.flavour} "
+            f"vmlab.natted={self.natted}"
         )
         return [
             QEMU,
@@ -332,10 +336,13 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=3)
     ap.add_argument("--release", choices=sorted(build.RELEASES), default=None)
     ap.add_argument("--flavour", choices=FLAVOURS, default="strongswan")
+    ap.add_argument("--natted", type=int, default=0, help="clients behind the NAT router")
     ap.add_argument("--connect", action="store_true", help="connect every client")
     ap.add_argument("--exporter", action="store_true", help="start the exporter")
     args = ap.parse_args()
-    with Guest(clients=args.clients, release=args.release, flavour=args.flavour) as g:
+    with Guest(
+        clients=args.clients, release=args.release, flavour=args.flavour, natted=args.natted
+    ) as g:
         print(f"booted in {g.boot_seconds} s; serial log {g.serial_log}")
         print(f"control: http://127.0.0.1:{g.ctl_port}/status")
         print(f"exporter: http://127.0.0.1:{g.exporter_port}/metrics")

@@ -65,6 +65,12 @@ NCLIENTS = int(ARGS.get("clients", "3"))
 DPD_DELAY = ARGS.get("dpd_delay", "3s")
 DPD_TIMEOUT = ARGS.get("dpd_timeout", "9s")
 FLAVOUR = ARGS.get("flavour", "strongswan")
+# The last NATTED clients sit behind a NAT router (netns "nat", masquerade) instead of on
+# the server's LAN, as home users do.
+NATTED = int(ARGS.get("natted", "0"))
+NAT_NS = "nat"
+NAT_WAN_IP = "192.168.77.20"
+NAT_LAN_IP = "192.168.88.1"
 # The clients' rekey times. 0 (never) makes charon propose no IKEv1 lifetime, which
 # Libreswan 5 takes as already expired (it deletes the ISAKMP SA right after Main
 # Mode): against it the clients propose Windows' lifetimes, 8 h and 1 h.
@@ -342,7 +348,8 @@ class Client:
     def __init__(self, n: int) -> None:
         self.n = n
         self.ns = f"c{n}"
-        self.ip = f"192.168.77.{10 + n}"
+        self.natted = n > NCLIENTS - NATTED
+        self.ip = f"192.168.88.{10 + n}" if self.natted else f"192.168.77.{10 + n}"
         self.dir = STATE / self.ns
         self.run = self.dir / "run"
         self.lock = threading.Lock()
@@ -350,11 +357,13 @@ class Client:
         self.xl2tpd: subprocess.Popen[bytes] | None = None
 
     def netns_cmds(self) -> list[str]:
-        return [
+        cmds = [
             f"netns add {self.ns}",
             f"link add v{self.n}h type veth peer name eth0 netns {self.ns}",
-            f"link set v{self.n}h master br0 up",
         ]
+        if self.natted:  # its other end goes to the NAT router's LAN bridge
+            return [*cmds, f"link set v{self.n}h netns {NAT_NS}"]
+        return [*cmds, f"link set v{self.n}h master br0 up"]
 
     def netns_inner(self) -> str:
         return f"ip link set lo up && ip addr add {self.ip}/24 dev eth0 && ip link set eth0 up"
@@ -797,6 +806,27 @@ def poweroff() -> None:
     Path("/proc/sysrq-trigger").write_text("o")
 
 
+def setup_nat() -> None:
+    """The home router: WAN on the server's LAN, a LAN bridge for the clients behind it,
+    forwarding and source NAT (masquerade) to its WAN address."""
+    batch = [
+        "link set lo up",
+        f"addr add {NAT_WAN_IP}/24 dev wan0",
+        "link set wan0 up",
+        "link add lan0 type bridge",
+        f"addr add {NAT_LAN_IP}/24 dev lan0",
+        "link set lan0 up",
+    ]
+    batch += [f"link set v{c.n}h master lan0 up" for c in CLIENTS.values() if c.natted]
+    f = STATE / "net-nat.batch"
+    f.write_text("\n".join(batch) + "\n")
+    sh(f"ip -n {NAT_NS} -batch {f}")
+    sh(
+        f"ip netns exec {NAT_NS} sh -c 'echo 1 > /proc/sys/net/ipv4/ip_forward && "
+        "iptables -t nat -A POSTROUTING -o wan0 -j MASQUERADE'"
+    )
+
+
 def setup_network() -> None:
     batch = [
         "link set lo up",
@@ -809,14 +839,25 @@ def setup_network() -> None:
         f"link add v0h type veth peer name eth0 netns {PLAIN.ns}",
         "link set v0h master br0 up",
     ]
+    if NATTED:
+        batch += [
+            f"netns add {NAT_NS}",
+            f"link add vnat type veth peer name wan0 netns {NAT_NS}",
+            "link set vnat master br0 up",
+        ]
     for c in CLIENTS.values():
         batch += c.netns_cmds()
     (STATE / "net.batch").write_text("\n".join(batch) + "\n")
     sh(f"ip -batch {STATE}/net.batch")
+    if NATTED:
+        setup_nat()
     nets = [(c.ns, c.ip) for c in CLIENTS.values()] + [(PLAIN.ns, PLAIN_IP)]
     for ns, ip in nets:
         f = STATE / f"net-{ns}.batch"
-        f.write_text(f"link set lo up\naddr add {ip}/24 dev eth0\nlink set eth0 up\n")
+        lines = f"link set lo up\naddr add {ip}/24 dev eth0\nlink set eth0 up\n"
+        if ip.startswith("192.168.88."):
+            lines += f"route add default via {NAT_LAN_IP}\n"
+        f.write_text(lines)
         sh(f"ip -n {ns} -batch {f}")
     # No forwarding between clients: each reaches only the server, like the internet.
     Path("/proc/sys/net/ipv4/ip_forward").write_text("0\n")

@@ -10,5 +10,10 @@ echo "vmlab: guest init $(cut -d' ' -f1 /proc/uptime)s" > /dev/console
 modprobe -a drbg jitterentropy_rng esp4 xfrm_user af_key l2tp_ppp l2tp_netlink \
     ppp_generic pppox ppp_async tun veth bridge authenc echainiv seqiv cbc hmac \
     sha1_generic sha256_generic aes_generic virtio_net > /dev/console 2>&1
+# The NAT router's masquerade (iptables-nft), loaded only when a client is behind it.
+if grep -q 'vmlab.natted=[1-9]' /proc/cmdline; then
+    modprobe -a nf_tables nft_chain_nat nft_masq nft_compat xt_MASQUERADE nf_nat \
+        nf_conntrack > /dev/console 2>&1
+fi
 echo "vmlab: modules loaded $(cut -d' ' -f1 /proc/uptime)s" > /dev/console
 exec /usr/bin/python3 -u /mnt/src/tests/vmlab/guest/ctl.py > /dev/console 2>&1

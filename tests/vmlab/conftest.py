@@ -25,16 +25,25 @@ def vmlab_skip_reason(release: str | None = None) -> str | None:
     return None
 
 
-@pytest.fixture(scope="module")
+# The strongSwan-flavour stack tests run on every release's image; VMLAB_RELEASE
+# picks one.
+STACK_RELEASES = (
+    [os.environ["VMLAB_RELEASE"]] if os.environ.get("VMLAB_RELEASE") else list(build.RELEASES)
+)
+
+
+@pytest.fixture(scope="module", params=STACK_RELEASES)
 def guest(request: pytest.FixtureRequest) -> Iterator[Guest]:
-    reason = vmlab_skip_reason()
+    release = str(request.param)
+    reason = vmlab_skip_reason(release)
     if reason:
         pytest.skip(reason)
     # VMLAB_LOG_DIR keeps the serial and daemon logs somewhere known (CI artifacts).
-    log_dir = Path(os.environ["VMLAB_LOG_DIR"]) if os.environ.get("VMLAB_LOG_DIR") else None
-    if log_dir:
+    log_dir = None
+    if os.environ.get("VMLAB_LOG_DIR"):
+        log_dir = Path(os.environ["VMLAB_LOG_DIR"]) / release
         log_dir.mkdir(parents=True, exist_ok=True)
-    g = Guest(clients=3, log_dir=log_dir)
+    g = Guest(clients=3, log_dir=log_dir, release=release)
     with g:
         yield g
         failed = request.session.testsfailed

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
+from exporter.settings import yaml_file
 from exporter.settings.durations import MAX_DURATION, format_duration, parse_duration
 from exporter.settings.errors import SettingsError
 
@@ -190,13 +191,7 @@ def _bool_text(text: str) -> bool:
     raise ValueError("an on/off switch takes no value")  # argparse never calls it
 
 
-def _bool_yaml(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"expected true or false, got {value!r}")
-    return value
-
-
-SWITCH: Kind[bool] = Kind("", _bool_text, _bool_yaml, lambda v: "on" if v else "off")
+SWITCH: Kind[bool] = Kind("", _bool_text, yaml_file.boolean, lambda v: "on" if v else "off")
 
 
 def duration(*, zero_ok: bool) -> Kind[float]:
@@ -236,17 +231,11 @@ def count(*, minimum: int) -> Kind[int]:
     return Kind("N", from_text, from_yaml, str, check)
 
 
-def _text_yaml(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"expected a string, got {value!r}")
-    return value
-
-
 def text(metavar: str, parse: Callable[[str], T], show: Callable[[T], str] = str) -> Kind[T]:
     """A value written as text (flag and YAML string alike), read by `parse`."""
 
     def from_yaml(value: Any) -> T:
-        return parse(_text_yaml(value))
+        return parse(yaml_file.text(value))
 
     def check(value: T) -> None:
         parse(show(value))  # a value built in code holds what its text would
@@ -264,7 +253,7 @@ def _empty_if_none(value: str | None) -> str:
 
 #: Text where the empty string means "not set" (None).
 OPTIONAL_TEXT: Kind[str | None] = Kind(
-    "", _none_if_empty, lambda v: _none_if_empty(_text_yaml(v)), _empty_if_none
+    "", _none_if_empty, lambda v: _none_if_empty(yaml_file.text(v)), _empty_if_none
 )
 
 
@@ -274,12 +263,11 @@ def optional_text(metavar: str) -> Kind[str | None]:
 
 
 def choice(*choices: str) -> Kind[str]:
-    def parse(value: str) -> str:
-        if value not in choices:
-            raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}")
-        return value
+    parse = yaml_file.choice(*choices)
 
     def check(value: str) -> None:
         parse(value)
 
-    return Kind("{" + ",".join(choices) + "}", parse, lambda v: parse(_text_yaml(v)), str, check)
+    return Kind(
+        "{" + ",".join(choices) + "}", parse, lambda v: parse(yaml_file.text(v)), str, check
+    )

@@ -29,11 +29,13 @@ PACKAGE = "exporter"
 PACKAGE_DIR = Path(__file__).resolve().parent.parent / PACKAGE
 
 # Each source → the sources it may import (besides itself and the root `exporter`, whose
-# __init__ holds only __version__). A later Libreswan source sits beside strongswan.
+# __init__ holds only __version__). The Libreswan source joins pluto's polled state to
+# the kernel's XFRM notifications, so it may use the kernel source.
 SOURCES: dict[str, frozenset[str]] = {
     "exporter.vici": frozenset(),
     "exporter.strongswan": frozenset({"exporter.vici"}),
     "exporter.kernel": frozenset(),
+    "exporter.libreswan": frozenset({"exporter.kernel"}),
 }
 # The bottom of the graph: the settings schema, its YAML reader and durations, which every
 # layer may use (a source declares its own settings, as node_exporter's collectors declare

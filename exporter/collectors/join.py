@@ -1,14 +1,15 @@
 """The join: ppp interface → L2TP session → tunnel peer → IKE SA → user.
 
 Pure functions over snapshots, so recorded answers exercise exactly what production does.
-It lives with the sessions collector, its one user, because it needs both sources' types
-(kernel and strongSwan); neither source imports the other.
+It lives with the sessions collector, its one user, because it needs the sources' types
+(kernel, and strongSwan or Libreswan); no source imports another for it.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 from exporter.kernel.model import (
     L2tpIpsecSession,
@@ -17,7 +18,12 @@ from exporter.kernel.model import (
     PppHookRecord,
     PppInterface,
 )
+from exporter.libreswan.ledger import user_of
+from exporter.libreswan.model import PlutoSnapshot
 from exporter.strongswan.snapshot import IkeSA, StrongswanSnapshot
+
+#: The IKE daemon's state the join reads: charon's or pluto's.
+IkeSnapshot = StrongswanSnapshot | PlutoSnapshot
 
 
 def live_hooks(
@@ -82,11 +88,50 @@ def ike_sa_for(public_address: str, strongswan: StrongswanSnapshot | None) -> Ik
     return candidates[0] if len(candidates) == 1 else None
 
 
+@dataclass(frozen=True, slots=True)
+class IkeMatch:
+    """What the IKE daemon knows of the client at one public address."""
+
+    conn: str
+    user: str
+    uniqueid: str
+    established_at: float | None
+
+
+def ike_match(public_address: str, ike: IkeSnapshot | None) -> IkeMatch | None:
+    """The one IKE peer at that public address, from either daemon; None when none or
+    ambiguous (several clients behind one NAT address and nothing to tell them apart)."""
+    if isinstance(ike, PlutoSnapshot):
+        return pluto_match(public_address, ike)
+    sa = ike_sa_for(public_address, ike)
+    if sa is None:
+        return None
+    return IkeMatch(sa.conn, sa.user, sa.uniqueid, sa.established_at)
+
+
+def pluto_match(public_address: str, pluto: PlutoSnapshot) -> IkeMatch | None:
+    """pluto's connection instance with an IPsec SA to that address; None when none, or
+    when instances of several users share the address. `uniqueid` is the IKE SA's serial
+    (`#N`), else the IPsec SA's."""
+    if not public_address:
+        return None
+    sas = [sa for sa in pluto.ipsec_sas if sa.peer == public_address]
+    if not sas:
+        return None
+    tunnels = {(sa.connection, sa.instance, user_of(sa)) for sa in sas}
+    if len(tunnels) > 1:
+        return None
+    newest = max(sas, key=lambda sa: sa.serial)
+    first = min(sas, key=lambda sa: sa.serial)
+    serial = newest.ike_serial if newest.ike_serial else newest.serial
+    return IkeMatch(newest.connection, user_of(newest), str(serial), first.added_at)
+
+
 def join_sessions(
     interfaces: Iterable[PppInterface],
     l2tp: L2tpSnapshot | None,
     hooks: Mapping[str, PppHookRecord],
-    strongswan: StrongswanSnapshot | None,
+    strongswan: IkeSnapshot | None,
 ) -> list[L2tpIpsecSession]:
     """One session per ppp interface, with what each layer knows about it."""
     interfaces = list(interfaces)
@@ -99,7 +144,7 @@ def join_sessions(
         if not public and hook is not None and _is_address(hook.ipparam):
             # xl2tpd in user-space mode passes the L2TP peer's address as ipparam.
             public = hook.ipparam
-        sa = ike_sa_for(public, strongswan)
+        sa = ike_match(public, strongswan)
         ppp_user = hook.peer_name if hook is not None else ""
         ike_user = sa.user if sa is not None else ""
         started = iface.up_since

@@ -13,12 +13,11 @@ from collections.abc import Callable, Sequence
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from exporter.collectors.base import Collection
-from exporter.collectors.join import join_sessions
+from exporter.collectors.join import IkeSnapshot, join_sessions
 from exporter.collectors.limits import SeriesLimiter
 from exporter.kernel.l2tp import L2tpUnavailable
 from exporter.kernel.model import L2tpIpsecSession, L2tpSnapshot
 from exporter.kernel.source import KernelSource
-from exporter.strongswan.snapshot import StrongswanSnapshot
 from exporter.table_family import gauge_table
 
 log = logging.getLogger("exporter.collectors.sessions")
@@ -66,11 +65,11 @@ class SessionsCollector:
     def __init__(
         self,
         source: KernelSource,
-        strongswan_snapshot: Callable[[], StrongswanSnapshot | None],
+        ike_snapshot: Callable[[], IkeSnapshot | None],
         limiter: SeriesLimiter,
     ) -> None:
         self._source = source
-        self._strongswan = strongswan_snapshot
+        self._ike = ike_snapshot
         self._limiter = limiter
 
     async def collect(self) -> Collection:
@@ -87,5 +86,5 @@ class SessionsCollector:
             except (OSError, TimeoutError) as err:
                 log.debug("no L2TP for the join", extra={"err": str(err)})
         hooks = await self._source.hooks() if interfaces else {}
-        sessions = join_sessions(interfaces, l2tp, hooks, self._strongswan())
+        sessions = join_sessions(interfaces, l2tp, hooks, self._ike())
         return Collection(families=render_sessions(sessions, self._limiter))

@@ -271,3 +271,28 @@ def choice(*choices: str) -> Kind[str]:
     return Kind(
         "{" + ",".join(choices) + "}", parse, lambda v: parse(yaml_file.text(v)), str, check
     )
+
+
+def _auto_switch_text(text: str) -> str:
+    if text not in ("auto", "on", "off"):
+        raise ValueError(f"expected auto, on or off, got {text!r}")
+    return text
+
+
+def _auto_switch_yaml(value: Any) -> str:
+    # YAML 1.1 reads on/off/true/false as booleans; "auto" stays text.
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if value == "auto":
+        return "auto"
+    raise ValueError(f"expected auto, true or false, got {value!r}")
+
+
+def _auto_switch_check(value: str) -> None:
+    _auto_switch_text(value)
+
+
+#: A collector that can be forced on or off, or left to decide at start ("auto").
+AUTO_SWITCH: Kind[str] = Kind(
+    "{auto,on,off}", _auto_switch_text, _auto_switch_yaml, str, _auto_switch_check
+)

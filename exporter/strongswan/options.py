@@ -20,6 +20,18 @@ class StrongswanOptions:
     """The strongSwan collector: what it exports beyond the always-on summary, and how
     often it asks charon."""
 
+    #: auto: on, unless the server runs Libreswan (pluto's control socket exists and
+    #: charon's VICI socket does not), so a Libreswan server never shows strongswan_up 0.
+    mode: str = setting(
+        "auto",
+        flag="--collector.strongswan",
+        yaml="collectors.strongswan.enabled",
+        kind=schema.AUTO_SWITCH,
+        example="off",
+        reload="restart",
+        help="strongSwan's charon over VICI: auto = on unless pluto's control socket exists "
+        "and the VICI socket does not",
+    )
     sa_details: bool = setting(
         False,
         flag="--collector.strongswan.sa-details",

@@ -56,8 +56,9 @@ class IkeSa:
     state: str
     #: "ikev1" or "ikev2" (from the state name).
     version: str
-    #: True once the SA is established (`(IKE SA established)`, `(ISAKMP SA
-    #: established)`, `ESTABLISHED_IKE_SA`).
+    #: True once the SA is established: pluto's established IKE SA states (`STATE_MAIN_R3`,
+    #: `STATE_AGGR_R2`, the XAuth and ModeCfg exchanges that follow them,
+    #: `ESTABLISHED_IKE_SA`), the ones briefstatus counts as "authenticated".
     established: bool
 
 
@@ -76,6 +77,10 @@ class Connection:
     #: Serials of the established IKE and IPsec SAs pluto names for it (0: none).
     ike_serial: int
     ipsec_serial: int
+    #: The remote host of the connection line (`...192.0.2.7`), None for a template's
+    #: `%any` or when pluto hides addresses (`logip=no`). trafficstatus and showstates
+    #: name no address for a permanent connection: this is where its peer comes from.
+    peer: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,3 +94,6 @@ class PlutoSnapshot:
     #: `ipsec globalstatus` as key → integer (`total.ike.ikev1.established` → 3); keys
     #: whose value is not an integer are left out.
     global_counters: dict[str, int] = field(default_factory=dict)
+    #: Lines of each command's answer the parsers could not read and left out
+    #: (command → count, e.g. "trafficstatus" → 1); 0s are listed too.
+    skipped_lines: dict[str, int] = field(default_factory=dict)

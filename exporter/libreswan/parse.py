@@ -48,13 +48,15 @@ _PARENT = re.compile(r" (?:ISAKMP|IKE) SA #(?P<serial>\d{1,20});")
 #: A SAID: `esp.SPI@ADDR` (IPv4) or `esp:SPI@ADDR` (IPv6), SPI in hex without zeros.
 _SAID = re.compile(r"(?<!\S)(?P<proto>esp|ah|comp)[.:](?P<spi>[0-9a-f]{1,8})@\S+")
 _FIELD = re.compile(r", (?P<key>[A-Za-z_][A-Za-z0-9_.-]*)=")
-_NUMBER = re.compile(r"\d{1,40}")
+#: Counts of any size stay exact; 1000 digits is far past any counter and far below
+#: int()'s string conversion limit.
+_NUMBER = re.compile(r"\d{1,1000}")
 _CONN_LINE = re.compile(_CONN + r":(?P<rest>.*)")
 _OWNED = re.compile(
     r"(?:newest|established) (?P<what>ISAKMP SA|IKE SA|IPsec SA|Child SA): #(?P<serial>\d{1,20})"
 )
 _POLICY = re.compile(r"\bpolicy: (?P<version>IKEv[12])\b")
-_COUNTER = re.compile(r"(?P<key>[^\s=]{1,200})=(?P<value>-?\d{1,40})")
+_COUNTER = re.compile(r"(?P<key>[^\s=]{1,200})=(?P<value>-?\d{1,1000})")
 _VERSION = (
     re.compile(r"\bpluto_version=(?P<v>[^\s,;]+)"),
     re.compile(r"\bLibreswan\s+[Uv]?(?P<v>\d[^\s/,;()]*)"),

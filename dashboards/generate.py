@@ -28,6 +28,9 @@ DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 #: The connections that must always be up; the same default as alerts/thresholds.yml.
 REQUIRED_CONNECTIONS = "site-.*|peer-.*|peering-.*"
 
+#: The IKE daemon's up series: strongSwan's or Libreswan's (a server exports one of them).
+DAEMON_UP = '__name__=~"strongswan_up|libreswan_up"'
+
 # Label matchers every exporter query carries.
 SEL = 'job=~"$job", instance=~"$instance"'
 CONN = f'{SEL}, conn=~"$conn"'
@@ -169,8 +172,10 @@ def textbox_variable(name: str, label: str, default: str, description: str) -> d
 def server_variables() -> list[dict[str, Any]]:
     return [
         datasource_variable(),
-        query_variable("job", "Job", "label_values(strongswan_up, job)"),
-        query_variable("instance", "Server", 'label_values(strongswan_up{job=~"$job"}, instance)'),
+        query_variable("job", "Job", f"label_values({{{DAEMON_UP}}}, job)"),
+        query_variable(
+            "instance", "Server", f'label_values({{{DAEMON_UP}, job=~"$job"}}, instance)'
+        ),
     ]
 
 
@@ -183,40 +188,42 @@ def overview() -> tuple[dict[str, Any], list[Panel]]:
         row("Now"),
         stat("Exporter", q(f"up{{{SEL}}}", "{{instance}}"), defaults={"mappings": UP_DOWN},
              description="Prometheus scrapes the exporter (up)."),
-        stat("charon", q(f"strongswan_up{{{SEL}}}", "{{instance}}"),
-             defaults={"mappings": UP_DOWN}, description="The exporter talks to charon over VICI."),
-        stat("Users connected", q(f"count(strongswan_user_sessions{{{SEL}}} > 0) or vector(0)"),
-             description="Distinct users with an established IKE SA."),
-        stat("IKE SAs", q(f"sum(strongswan_connection_established{{{SEL}}})")),
+        stat("IKE daemon", q(f"strongswan_up{{{SEL}}} or libreswan_up{{{SEL}}}", "{{instance}}"),
+             defaults={"mappings": UP_DOWN},
+             description="The exporter talks to the IKE daemon: charon (strongSwan) over VICI, or pluto (Libreswan) through its ipsec commands."),
+        stat("Users connected", q(f"count(strongswan_user_sessions{{{SEL}}} > 0 or libreswan_user_sessions{{{SEL}}} > 0) or vector(0)"),
+             description="Distinct users with an established IKE SA (strongSwan) or IPsec tunnel (Libreswan)."),
+        stat("IKE SAs", q(f"sum(strongswan_connection_established{{{SEL}}} or libreswan_connection_established{{{SEL}}})"),
+             description="Established IKE SAs, charon's or pluto's."),
         stat("L2TP sessions", q(f"sum(l2tp_sessions{{{SEL}}})"),
              description="Kernel L2TP sessions (ppp over L2TP over IPsec)."),
         stat("charon uptime", q(f"time() - strongswan_start_time_seconds{{{SEL}}}", "{{instance}}"),
-             unit="s"),
+             unit="s", description="strongSwan only: pluto does not tell when it started."),
         row("Traffic"),
         timeseries(
             "Throughput per server",
-            q(f'sum by (instance) (rate(strongswan_child_sa_bytes_total{{{SEL}, direction="in"}}{RATE})) * 8', "{{instance}} in"),
-            q(f'-sum by (instance) (rate(strongswan_child_sa_bytes_total{{{SEL}, direction="out"}}{RATE})) * 8', "{{instance}} out"),
-            unit=bits, description="Through all CHILD SAs, rekeys included; out is drawn below zero." + LISTED_NOTE,
+            q(f'sum by (instance) (rate(strongswan_child_sa_bytes_total{{{SEL}, direction="in"}}{RATE}) or rate(libreswan_connection_bytes_total{{{SEL}, direction="in"}}{RATE})) * 8', "{{instance}} in"),
+            q(f'-sum by (instance) (rate(strongswan_child_sa_bytes_total{{{SEL}, direction="out"}}{RATE}) or rate(libreswan_connection_bytes_total{{{SEL}, direction="out"}}{RATE})) * 8', "{{instance}} out"),
+            unit=bits, description="Through all CHILD SAs (strongSwan) or IPsec SAs (Libreswan), rekeys included; out is drawn below zero." + LISTED_NOTE,
             min_interval=LISTED_STEP,
         ),
         timeseries(
             "Throughput per connection",
-            q(f"sum by (instance, conn, direction) (rate(strongswan_child_sa_bytes_total{{{SEL}}}{RATE})) * 8", "{{conn}} {{direction}} ({{instance}})"),
+            q(f"sum by (instance, conn, direction) (rate(strongswan_child_sa_bytes_total{{{SEL}}}{RATE}) or rate(libreswan_connection_bytes_total{{{SEL}}}{RATE})) * 8", "{{conn}} {{direction}} ({{instance}})"),
             unit=bits, description=LISTED_NOTE.strip(), min_interval=LISTED_STEP,
         ),
         timeseries(
             "Users and tunnels",
-            q(f"sum by (instance) (strongswan_connection_established{{{SEL}}})", "IKE SAs {{instance}}"),
-            q(f'sum by (instance) (strongswan_child_sas{{{SEL}, state="INSTALLED"}})', "CHILD SAs {{instance}}"),
+            q(f"sum by (instance) (strongswan_connection_established{{{SEL}}} or libreswan_connection_established{{{SEL}}})", "IKE SAs {{instance}}"),
+            q(f'sum by (instance) (strongswan_child_sas{{{SEL}, state="INSTALLED"}} or libreswan_ipsec_sas{{{SEL}}})', "CHILD/IPsec SAs {{instance}}"),
             q(f"sum by (instance) (l2tp_tunnels{{{SEL}}})", "L2TP tunnels {{instance}}"),
             q(f"sum by (instance) (ppp_interfaces{{{SEL}}})", "ppp interfaces {{instance}}"),
         ),
         timeseries(
             "Drops, rekeys and new SAs per minute",
             q(f"sum by (instance, event) (rate(strongswan_ike_sa_events_total{{{SEL}}}{RATE})) * 60", "IKE {{event}} {{instance}}"),
-            q(f"sum by (instance, event) (rate(strongswan_child_sa_events_total{{{SEL}}}{RATE})) * 60", "CHILD {{event}} {{instance}}"),
-            unit="short", description="down = an SA that went away without a replacement (a drop); rekey includes reauthentication.",
+            q(f"sum by (instance, event) (rate(strongswan_child_sa_events_total{{{SEL}}}{RATE}) or rate(libreswan_ipsec_sa_events_total{{{SEL}}}{RATE})) * 60", "CHILD/IPsec {{event}} {{instance}}"),
+            unit="short", description="down = an SA that went away without a replacement (a drop); rekey includes reauthentication. Libreswan counts tunnels (the IPsec SAs of one connection instance and peer): its drops are the ones the alerts count.",
         ),
         row("Capacity"),
         Panel(
@@ -225,12 +232,12 @@ def overview() -> tuple[dict[str, Any], list[Panel]]:
             width=8, unit="percentunit",
             defaults={"min": 0, "max": 1, "thresholds": thresholds((None, "green"), (0.75, "yellow"), (0.9, "red"))},
             options={"displayMode": "gradient", "orientation": "horizontal"},
-            description="Online leases / pool size. Offline leases are handed out again when the pool is full.",
+            description="Online leases / pool size. Offline leases are handed out again when the pool is full. strongSwan only.",
         ),
         table(
             "Certificates: time left",
             instant(f"strongswan_certificate_expiry_timestamp_seconds{{{SEL}}} - time()"),
-            width=16, unit="s",
+            width=16, unit="s", description="Certificates charon holds (strongSwan only).",
             defaults={"thresholds": thresholds((None, "red"), (3 * 86400, "orange"), (21 * 86400, "green")),
                       "custom": {"cellOptions": {"type": "color-background"}}},
             transformations=merge_tables(["__name__", "job"], {"Value": "time left"}),
@@ -241,19 +248,19 @@ def overview() -> tuple[dict[str, Any], list[Panel]]:
             q(f"sum by (instance, state) (strongswan_workers{{{SEL}}})", "workers {{state}} {{instance}}"),
             q(f"sum by (instance, priority) (strongswan_job_queue{{{SEL}}})", "queued {{priority}} {{instance}}"),
             q(f"strongswan_scheduled_jobs{{{SEL}}}", "scheduled {{instance}}"),
-            width=8,
+            width=8, description="charon's threads and queues (strongSwan only).",
         ),
         timeseries(
             "Half-open IKE SAs",
-            q(f"strongswan_ike_sas_half_open{{{SEL}}}", "{{instance}}"),
-            width=8, description="IKE_SA_INIT answered, never authenticated. A surge hints at a DoS.",
+            q(f"strongswan_ike_sas_half_open{{{SEL}}} or libreswan_ike_sas_half_open{{{SEL}}}", "{{instance}}"),
+            width=8, description="IKE_SA_INIT answered, never authenticated (pluto: its half-open count). A surge hints at a DoS.",
         ),
         timeseries(
             "IKE messages and invalid ones",
-            q(f"sum by (instance, exchange, direction) (rate(strongswan_ike_messages_total{{{SEL}}}{RATE}))", "{{exchange}} {{direction}} {{instance}}"),
+            q(f'sum by (instance, exchange, direction) (rate(strongswan_ike_messages_total{{{SEL}}}{RATE})) or label_join(sum by (instance, version, outcome) (rate(libreswan_ike_sa_negotiations_total{{{SEL}}}{RATE})), "exchange", " ", "version", "outcome") or label_join(label_replace(sum by (instance, kind) (rate(libreswan_dpd_messages_total{{{SEL}}}{RATE})), "exchange", "DPD", "", ""), "exchange", " ", "exchange", "kind")', "{{exchange}} {{direction}} {{instance}}"),
             q(f"rate(strongswan_invalid_messages_total{{{SEL}}}{RATE})", "invalid {{instance}}"),
             q(f"rate(strongswan_invalid_spi_messages_total{{{SEL}}}{RATE})", "invalid SPI {{instance}}"),
-            width=8, unit="pps", description="counters plugin (IKEv2 exchanges only).",
+            width=8, unit="pps", description="strongSwan: the counters plugin (IKEv2 exchanges only), invalid messages. Libreswan: IKE SA negotiations by version and outcome, DPD messages sent, received, replied (globalstatus).",
         ),
         row("Kernel"),
         timeseries(
@@ -302,7 +309,7 @@ def overview() -> tuple[dict[str, Any], list[Panel]]:
         timeseries(
             "Series left out by the limit",
             q(f"sum by (instance, family) (increase(l2tp_ipsec_exporter_series_dropped_total{{{SEL}}}{RATE}))", "{{family}} {{instance}}"),
-            width=8, description="Raise --collector.strongswan.series-limit if this is not 0.",
+            width=8, description="Raise the series limit (--collector.strongswan.series-limit) if this is not 0.",
         ),
     ]  # fmt: skip
     meta = {
@@ -340,30 +347,31 @@ def users_and_sessions() -> tuple[dict[str, Any], list[Panel]]:
         ),
         table(
             "IPsec users",
-            instant(f"strongswan_user_sessions{{{CONN}}}"),
-            instant(f'sum by (job, instance, conn, user) (strongswan_user_bytes_total{{{CONN}, direction="in"}})'),
-            instant(f'sum by (job, instance, conn, user) (strongswan_user_bytes_total{{{CONN}, direction="out"}})'),
+            instant(f"strongswan_user_sessions{{{CONN}}} or libreswan_user_sessions{{{CONN}}}"),
+            instant(f'sum by (job, instance, conn, user) (strongswan_user_bytes_total{{{CONN}, direction="in"}} or libreswan_user_bytes_total{{{CONN}, direction="in"}})'),
+            instant(f'sum by (job, instance, conn, user) (strongswan_user_bytes_total{{{CONN}, direction="out"}} or libreswan_user_bytes_total{{{CONN}, direction="out"}})'),
             width=24, height=8,
-            description="Per user (XAuth/EAP identity, else IKE identity) as strongSwan sees them; bytes across rekeys and reconnects.",
+            description="Per user (XAuth/EAP identity, else IKE identity; Libreswan: else the peer's address) as the IKE daemon sees them; sessions are IKE SAs (strongSwan) or tunnels (Libreswan); bytes across rekeys and reconnects.",
             transformations=merge_tables(
                 ["__name__", "job"],
-                {"Value #A": "IKE SAs", "Value #B": "bytes in", "Value #C": "bytes out"},
+                {"Value #A": "sessions", "Value #B": "bytes in", "Value #C": "bytes out"},
             ),
             overrides=[{"matcher": {"id": "byRegexp", "options": "bytes.*"},
                         "properties": [{"id": "unit", "value": "bytes"}]}],
         ),
         table(
-            "IKE SAs (needs --collector.strongswan.sa-details)",
-            instant(f"strongswan_ike_sa_established_timestamp_seconds{{{CONN}}} * 1000"),
+            "IKE SAs, Libreswan's IPsec SAs (needs --collector.strongswan|libreswan.sa-details)",
+            instant(f"strongswan_ike_sa_established_timestamp_seconds{{{CONN}}} * 1000 or libreswan_ipsec_sa_added_timestamp_seconds{{{CONN}}} * on (job, instance, conn, serial) group_left (exported_instance, remote_host, user, identity, state) libreswan_ipsec_sa_info{{{CONN}}} * 1000"),
             width=24, height=8,
-            transformations=merge_tables(["__name__", "job"], {"Value": "established"}),
+            description="strongSwan: one row per IKE SA. Libreswan: one row per IPsec SA (pluto's serial, the connection instance, peer, user) since it was installed.",
+            transformations=merge_tables(["__name__", "job"], {"Value": "established", "exported_instance": "conn instance"}),
             overrides=[{"matcher": {"id": "byName", "options": "established"},
                         "properties": [{"id": "unit", "value": "dateTimeAsIso"}]}],
         ),
         row("Traffic per user"),
         timeseries(
             "Traffic per IPsec user",
-            q(f"topk(20, sum by (conn, user, direction) (rate(strongswan_user_bytes_total{{{CONN}}}{RATE})) * 8)", "{{user}} {{direction}} ({{conn}})"),
+            q(f"topk(20, sum by (conn, user, direction) (rate(strongswan_user_bytes_total{{{CONN}}}{RATE}) or rate(libreswan_user_bytes_total{{{CONN}}}{RATE})) * 8)", "{{user}} {{direction}} ({{conn}})"),
             unit="bps", description="The 20 busiest at each point in time." + LISTED_NOTE,
             min_interval=LISTED_STEP,
         ),
@@ -376,8 +384,8 @@ def users_and_sessions() -> tuple[dict[str, Any], list[Panel]]:
         row("Connections"),
         table(
             "Connections that must be up (peering links)",
-            instant(f'strongswan_connection_established{{{SEL}, conn=~"$required"}}'),
-            instant(f'(time() - strongswan_connection_last_change_timestamp_seconds{{{SEL}, conn=~"$required"}})'),
+            instant(f'strongswan_connection_established{{{SEL}, conn=~"$required"}} or libreswan_connection_established{{{SEL}, conn=~"$required"}}'),
+            instant(f'(time() - strongswan_connection_last_change_timestamp_seconds{{{SEL}, conn=~"$required"}}) or (time() - libreswan_connection_last_change_timestamp_seconds{{{SEL}, conn=~"$required"}})'),
             width=12,
             description="Chosen by the 'Must be up' regex (the alerts' selectors.required_connections). Red: down.",
             transformations=merge_tables(["__name__", "job"], {"Value #A": "established IKE SAs", "Value #B": "since last change"}),
@@ -391,29 +399,29 @@ def users_and_sessions() -> tuple[dict[str, Any], list[Panel]]:
         ),
         table(
             "All configured connections",
-            instant(f"strongswan_connection_established{{{CONN}}} * on (job, instance, conn) group_left (version) strongswan_connection_configured{{{CONN}}}"),
+            instant(f"strongswan_connection_established{{{CONN}}} * on (job, instance, conn) group_left (version) strongswan_connection_configured{{{CONN}}} or libreswan_connection_established{{{CONN}}} * on (job, instance, conn) group_left (version, kind) libreswan_connection_configured{{{CONN}}}"),
             width=12,
             transformations=merge_tables(["__name__", "job"], {"Value": "established IKE SAs"}),
         ),
         timeseries(
             "Established IKE SAs per connection",
-            q(f"sum by (instance, conn) (strongswan_connection_established{{{CONN}}})", "{{conn}} ({{instance}})"),
+            q(f"sum by (instance, conn) (strongswan_connection_established{{{CONN}}} or libreswan_connection_established{{{CONN}}})", "{{conn}} ({{instance}})"),
             width=8,
         ),
         timeseries(
             "CHILD SAs per connection and state",
-            q(f"sum by (conn, child, state) (strongswan_child_sas{{{CONN}}})", "{{conn}}/{{child}} {{state}}"),
-            width=8,
+            q(f"sum by (conn, child, state) (strongswan_child_sas{{{CONN}}} or libreswan_ipsec_sas{{{CONN}}})", "{{conn}}/{{child}} {{state}}"),
+            width=8, description="strongSwan's CHILD SAs per child; Libreswan's IPsec SAs by pluto's state name (no child).",
         ),
         timeseries(
             "Drops and rekeys per connection, per minute",
-            q(f"sum by (conn, event) (rate(strongswan_ike_sa_events_total{{{CONN}}}{RATE})) * 60", "{{conn}} {{event}}"),
-            width=8,
+            q(f"sum by (conn, event) (rate(strongswan_ike_sa_events_total{{{CONN}}}{RATE}) or rate(libreswan_ipsec_sa_events_total{{{CONN}}}{RATE})) * 60", "{{conn}} {{event}}"),
+            width=8, description="strongSwan's IKE SAs, Libreswan's tunnels: down = a drop, the count the alerts use.",
         ),
         timeseries(
             "Throughput per connection",
-            q(f"sum by (conn, child, direction) (rate(strongswan_child_sa_bytes_total{{{CONN}}}{RATE})) * 8", "{{conn}}/{{child}} {{direction}}"),
-            width=24, unit="bps", description=LISTED_NOTE.strip(), min_interval=LISTED_STEP,
+            q(f"sum by (conn, child, direction) (rate(strongswan_child_sa_bytes_total{{{CONN}}}{RATE}) or rate(libreswan_connection_bytes_total{{{CONN}}}{RATE})) * 8", "{{conn}}/{{child}} {{direction}}"),
+            width=24, unit="bps", description="strongSwan per child, Libreswan per connection." + LISTED_NOTE, min_interval=LISTED_STEP,
         ),
     ]  # fmt: skip
     variables = [
@@ -421,7 +429,8 @@ def users_and_sessions() -> tuple[dict[str, Any], list[Panel]]:
         query_variable(
             "conn",
             "Connection",
-            'label_values(strongswan_connection_configured{job=~"$job", instance=~"$instance"}, conn)',
+            'label_values({__name__=~"strongswan_connection_configured|libreswan_connection_configured", '
+            'job=~"$job", instance=~"$instance"}, conn)',
         ),
         textbox_variable(
             "required",
@@ -615,7 +624,7 @@ def render(meta: dict[str, Any], panels: list[Panel]) -> dict[str, Any]:
         "panels": rendered,
         "refresh": "30s",
         "schemaVersion": SCHEMA_VERSION,
-        "tags": ["l2tp-ipsec", "strongswan", "vpn"],
+        "tags": ["l2tp-ipsec", "strongswan", "libreswan", "vpn"],
         "time": {"from": "now-6h", "to": "now"},
         "timepicker": {},
         "timezone": "",

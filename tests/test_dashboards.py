@@ -2,8 +2,13 @@
 
 Importable, provisioning-ready, current schema; every panel on the `${datasource}`
 variable; unique panel ids; every query parses (promtool) and names only metrics the
-exporter writes (golden exposition files, the ledger's and prober's families). The live
-test (tests/integration/test_dashboards_live.py) runs the same queries on a real Prometheus.
+exporter writes (golden exposition files, the ledger's and prober's families, the Libreswan
+collector's). The daemon panels serve a Libreswan server too: every query that reads
+strongswan_* reads libreswan_* as well (or is listed as strongSwan-only with a reason), and
+promtool evaluates each of them on what Prometheus stores from a Libreswan server's
+exporter. The live tests run the same queries on a real Prometheus: with a charon lab
+(tests/integration/test_dashboards_live.py) and with Libreswan-shaped scrapes
+(tests/integration/test_prometheus_libreswan.py).
 """
 
 from __future__ import annotations
@@ -17,10 +22,13 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
+
+if TYPE_CHECKING:
+    from prometheus_client.core import Metric
 
 REPO = Path(__file__).resolve().parent.parent
 DASHBOARDS = REPO / "dashboards"
@@ -108,13 +116,15 @@ def substitute(expr: str) -> str:
 
 def metric_names(expr: str) -> set[str]:
     """Metric names a PromQL expression selects (a small tokenizer, enough for ours)."""
+    names: set[str] = set()
+    for match in re.finditer(r'__name__=~?"([a-zA-Z0-9_:|]+)"', expr):
+        names.update(match.group(1).split("|"))  # {__name__=~"a|b"}: plain alternatives
     text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # string literals
     text = re.sub(r"\{[^}]*\}", "", text)  # label matchers
     text = re.sub(r"\[[^\]]*\]", "", text)  # ranges, subqueries
     text = re.sub(
         r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text
     )  # label lists
-    names = set()
     for match in re.finditer(r"[a-zA-Z_:][a-zA-Z0-9_:]*", text):
         word = match.group(0)
         rest = text[match.end() :].lstrip()
@@ -168,8 +178,88 @@ def _source_names() -> set[str]:
     return names
 
 
+def libreswan_families(drops: int = 0, established: int = 3, peer_up: bool = True) -> list[Metric]:
+    """What the Libreswan collector writes for a small server shaped like hwdsl2's setup
+    (the l2tp-psk and xauth-psk templates, L2TP/IPsec clients) plus a peering link
+    `peer-nyc`, per-SA details and per-user metrics on: the collector's own rendering of a
+    pluto snapshot and ledger readings. `drops` tunnels of l2tp-psk have gone down,
+    `established` of its clients are connected, `peer_up` says whether peer-nyc is."""
+    from exporter.collectors.libreswan import render, render_ledger, up_family
+    from exporter.collectors.limits import SeriesLimiter
+    from exporter.libreswan.ledger import LedgerReadings, Traffic
+    from exporter.libreswan.model import Connection, IkeSa, IpsecSa, PlutoSnapshot
+    from exporter.libreswan.options import LibreswanOptions
+
+    # (connection, instance, peer, IKE serial): serials of IPsec SAs follow their IKE SA's.
+    tunnels: list[tuple[str, int | None, str, int]] = [
+        ("l2tp-psk", n + 1, f"192.168.77.{11 + n}", 2 * n + 1) for n in range(established)
+    ]
+    if peer_up:
+        tunnels.append(("peer-nyc", None, "203.0.113.9", 90))
+    ike = [
+        IkeSa(serial, conn, inst, peer, 500, "STATE_MAIN_R3", "ikev1", established=True)
+        for conn, inst, peer, serial in tunnels
+    ]
+    ipsec = [
+        IpsecSa(
+            serial + 1, conn, inst, peer, None, peer, None, 1.796e9 + serial, 1000 * serial,
+            2000 * serial, ike_serial=serial, state="STATE_QUICK_R2",
+        )
+        for conn, inst, peer, serial in tunnels
+    ]  # fmt: skip
+    connections = [
+        Connection("l2tp-psk", None, "template", "ikev1", 0, 0),
+        Connection("xauth-psk", None, "template", "ikev1", 0, 0),
+        Connection("peer-nyc", None, "permanent", "ikev1", 90 * peer_up, 91 * peer_up),
+    ]
+    connections += [
+        Connection(conn, inst, "instance", "ikev1", serial, serial + 1)
+        for conn, inst, _, serial in tunnels
+        if inst is not None
+    ]
+    counters = {
+        "total.ike.ikev1.established": 4 + drops, "total.ike.ikev1.failed": 1,
+        "total.ike.dpd.sent": 15, "total.ike.dpd.recv": 15, "total.ike.dpd.replied": 2,
+        "total.ike.traffic.in": 4464, "total.ike.traffic.out": 4116,
+        "current.states.iketype.halfopen": 0,
+    }  # fmt: skip
+    snapshot = PlutoSnapshot(1.796e9, "5.2", tuple(ipsec), tuple(ike), tuple(connections), counters)
+    readings = LedgerReadings(
+        events={("l2tp-psk", "up"): 3 + drops, ("l2tp-psk", "down"): drops},
+        connection_traffic={"l2tp-psk": Traffic(6000, 12000), "peer-nyc": Traffic(5, 7)},
+        user_traffic={("l2tp-psk", peer): Traffic(1000, 2000) for _, _, peer, _ in tunnels},
+        last_change={"l2tp-psk": 1.796e9, "peer-nyc": 1.796e9},
+        untracked_users=0,
+    )
+    options = LibreswanOptions(sa_details=True, user_metrics=True)
+    limiter = SeriesLimiter(1000)
+    families = [up_family(True), *render(snapshot, options, limiter)]
+    return families + render_ledger(readings, snapshot, options, limiter)
+
+
+def stored_series(families: list[Metric], job: str, instance: str) -> list[tuple[str, bool]]:
+    """(series as promtool writes it, is a counter) for what Prometheus stores when it
+    scrapes `families` as target `instance` of `job`: its own job and instance labels, the
+    exporter's `instance` label kept as `exported_instance`, empty labels gone."""
+    out = []
+    for family in families:
+        for sample in family.samples:
+            labels = {k: v for k, v in sample.labels.items() if v != ""}
+            if "instance" in labels:
+                labels["exported_instance"] = labels.pop("instance")
+            labels = {"job": job, "instance": instance, **labels}
+            matchers = ", ".join(f"{k}={json.dumps(v)}" for k, v in labels.items())
+            out.append((f"{sample.name}{{{matchers}}}", family.type == "counter"))
+    return out
+
+
+def _libreswan_names() -> set[str]:
+    families = libreswan_families()
+    return _family_names(families) | {s.name for f in families for s in f.samples}
+
+
 def exporter_metric_names() -> set[str]:
-    return _golden_names() | _ledger_names() | _source_names() | {"up"}
+    return _golden_names() | _ledger_names() | _source_names() | _libreswan_names() | {"up"}
 
 
 # -- tests -------------------------------------------------------------------------------------
@@ -314,6 +404,89 @@ def test_metric_name_tokenizer() -> None:
         "/ on (job) group_left (version) b > 1e3 and time() - c offset 5m"
     )
     assert metric_names(expr) == {"a_total", "b", "c"}
+
+
+#: The two dashboards of servers: their daemon panels serve charon and pluto alike.
+SERVER_DASHBOARDS = ("overview.json", "users-and-sessions.json")
+
+#: Queries of SERVER_DASHBOARDS that read strongSwan only, and why.
+STRONGSWAN_ONLY = {
+    "charon uptime [A]": "pluto does not say when it started",
+    "Drops, rekeys and new SAs per minute [A]": "charon's IKE SA events; pluto's are counted "
+    "per tunnel (IPsec SAs), drawn by [B]",
+    "Pool usage [A]": "charon's address pools; Libreswan's L2TP clients get xl2tpd's ip range",
+    "Certificates: time left [A]": "the Libreswan collector does not read pluto's certificates",
+    "Worker threads and job queue [A]": "charon's thread pool; pluto has no such counters",
+    "Worker threads and job queue [B]": "charon's job queue",
+    "Worker threads and job queue [C]": "charon's scheduler",
+    "IKE messages and invalid ones [B]": "charon's counters plugin",
+    "IKE messages and invalid ones [C]": "charon's counters plugin",
+    "Collectors [B]": "charon's event stream; pluto is asked at each scrape, there is no stream",
+}
+
+
+def server_queries() -> list[tuple[str, str, str]]:
+    return [q for q in all_queries() if q[0] in SERVER_DASHBOARDS]
+
+
+def reads(expr: str, prefix: str) -> bool:
+    return any(name.startswith(prefix) for name in metric_names(substitute(expr)))
+
+
+def test_every_strongswan_query_serves_libreswan_too() -> None:
+    """Each query of the server dashboards that reads strongswan_* also reads libreswan_*
+    (`or`), unless it is listed strongSwan-only with its reason."""
+    wheres = {where for _, where, _ in server_queries()}
+    assert set(STRONGSWAN_ONLY) <= wheres, "STRONGSWAN_ONLY names a gone query"
+    for dashboard, where, expr in server_queries():
+        if reads(expr, "strongswan_") and where not in STRONGSWAN_ONLY:
+            assert reads(expr, "libreswan_"), f"{dashboard} {where} reads strongSwan only"
+        if where in STRONGSWAN_ONLY:
+            assert not reads(expr, "libreswan_"), f"{where} is not strongSwan-only any more"
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool missing")
+@pytest.mark.promtool
+def test_daemon_queries_have_data_for_a_libreswan_server(tmp_path: Path) -> None:
+    """promtool evaluates every daemon query of the server dashboards (all but the
+    strongSwan-only ones) on what Prometheus stores from a Libreswan server's exporter,
+    rendered by the Libreswan collector: each returns at least one series. The same
+    queries with data from charon: tests/integration/test_dashboards_live.py."""
+    checked = [
+        (f"{dashboard}: {where}", substitute(expr))
+        for dashboard, where, expr in server_queries()
+        if (reads(expr, "strongswan_") or reads(expr, "libreswan_"))
+        and where not in STRONGSWAN_ONLY
+    ]
+    assert len(checked) > 20
+    rules = [
+        {"alert": "DashboardQueryHasData", "expr": f"count({expr}) > 0", "labels": {"where": where}}
+        for where, expr in checked
+    ]
+    (tmp_path / "queries.rules.yml").write_text(
+        yaml.safe_dump({"groups": [{"name": "queries", "rules": rules}]})
+    )
+    series = stored_series(libreswan_families(), "l2tp-ipsec", "vpn3:9945")
+    inputs = [{"series": s, "values": "100+1x120" if counter else "1x120"} for s, counter in series]
+    case = {
+        "interval": "10s",
+        "input_series": inputs,
+        "alert_rule_test": [
+            {
+                "eval_time": "10m",
+                "alertname": "DashboardQueryHasData",
+                "exp_alerts": [{"exp_labels": {"where": where}} for where, _ in checked],
+            }
+        ],
+    }
+    test_file = tmp_path / "libreswan-dashboards.yml"
+    suite = {"rule_files": ["queries.rules.yml"], "evaluation_interval": "10s", "tests": [case]}
+    test_file.write_text(yaml.safe_dump(suite))
+    result = subprocess.run(
+        ["promtool", "test", "rules", test_file.name],
+        capture_output=True, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool missing")

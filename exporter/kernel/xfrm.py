@@ -233,33 +233,33 @@ def address(raw: bytes, family: int) -> str:
     return socket.inet_ntop(socket.AF_INET, raw[:4])
 
 
+def state_of(info: Any, attrs: Any | None = None) -> XfrmState:
+    """The SA described by `info`, whose fields are xfrm_usersa_info's: an XFRM_MSG_NEWSA
+    message, or the XFRMA_SA attribute of an XFRM_MSG_DELSA notification. `attrs` is the
+    message carrying the other attributes (XFRMA_ENCAP), `info` itself when omitted."""
+    family = info["family"]
+    encap = struct_attr(info if attrs is None else attrs, "XFRMA_ENCAP")
+    return XfrmState(
+        src=address(info["saddr"], family),
+        dst=address(info["id_daddr"], family),
+        spi=info["id_spi"],
+        proto=PROTOCOLS.get(info["id_proto"], str(info["id_proto"])),
+        mode=MODES.get(info["mode"], str(info["mode"])),
+        reqid=info["reqid"],
+        bytes=info["cur_bytes"],
+        packets=info["cur_packets"],
+        added_at=float(info["cur_add_time"]),
+        replay_window_errors=info["stats_replay_window"],
+        replay_errors=info["stats_replay"],
+        integrity_errors=info["stats_integrity_failed"],
+        encap_sport=encap["encap_sport"] if encap is not None else None,
+        encap_dport=encap["encap_dport"] if encap is not None else None,
+    )
+
+
 def decode_states(msgs: Iterable[Any]) -> list[XfrmState]:
     """SAs of an XFRM_MSG_GETSA dump answer (pyroute2 messages from `MarshalXfrm`)."""
-    states = []
-    for msg in check_errors(msgs):
-        if msg["header"]["type"] != XFRM_MSG_NEWSA:
-            continue
-        family = msg["family"]
-        encap = struct_attr(msg, "XFRMA_ENCAP")
-        states.append(
-            XfrmState(
-                src=address(msg["saddr"], family),
-                dst=address(msg["id_daddr"], family),
-                spi=msg["id_spi"],
-                proto=PROTOCOLS.get(msg["id_proto"], str(msg["id_proto"])),
-                mode=MODES.get(msg["mode"], str(msg["mode"])),
-                reqid=msg["reqid"],
-                bytes=msg["cur_bytes"],
-                packets=msg["cur_packets"],
-                added_at=float(msg["cur_add_time"]),
-                replay_window_errors=msg["stats_replay_window"],
-                replay_errors=msg["stats_replay"],
-                integrity_errors=msg["stats_integrity_failed"],
-                encap_sport=encap["encap_sport"] if encap is not None else None,
-                encap_dport=encap["encap_dport"] if encap is not None else None,
-            )
-        )
-    return states
+    return [state_of(msg) for msg in check_errors(msgs) if msg["header"]["type"] == XFRM_MSG_NEWSA]
 
 
 def decode_policies(msgs: Iterable[Any]) -> list[XfrmPolicy]:

@@ -25,6 +25,7 @@ hands over `ResyncNeeded`: the consumer then dumps the SA table (`dump_xfrm`) an
 what is still queued (those notifications are good) and only then asks for the resync.
 
     python3 -m exporter.kernel.xfrm_events [--netns NAME] [--record FILE] [--seconds N]
+        [--rcvbuf BYTES]
 
 prints the events as JSON lines (and with --record keeps every datagram, see `Recording`).
 """
@@ -44,7 +45,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from struct import error as struct_error
 from typing import Any, Protocol
 
 from pyroute2 import netns as pyroute2_netns
@@ -218,7 +218,7 @@ def _delsa_state(msg: Any) -> tuple[XfrmState, bool]:
 
 def decode_message(msg: Any, at: float) -> XfrmEvent | None:
     """One pyroute2 message from `MarshalXfrmEvents` as an event; None when it is not an
-    SA notification. Raises (KeyError, TypeError, ValueError, OSError) on a malformed
+    SA notification. Raises (ValueError, KeyError, struct.error, ...) on a malformed
     one."""
     if msg["header"].get("error") is not None:
         raise ValueError(f"undecodable message: {msg['header']['error']}")
@@ -255,7 +255,7 @@ def decode_events(data: bytes, at: float) -> Decoded:
             continue
         try:
             event = decode_message(msg, at)
-        except (KeyError, TypeError, ValueError, OSError, struct_error):
+        except Exception:  # whatever a malformed message makes pyroute2 or us raise
             undecodable += 1
             continue
         if event is None:
@@ -550,6 +550,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--netns", default=None, help="a named network namespace")
     ap.add_argument("--record", default=None, help="keep the raw datagrams in FILE")
     ap.add_argument("--seconds", type=float, default=0, help="stop after N seconds")
+    ap.add_argument("--rcvbuf", type=int, default=4 << 20, help="socket receive buffer, bytes")
     args = ap.parse_args(argv)
     # SIGTERM ends it as Ctrl-C does: the recording is written on the way out.
     signal.signal(signal.SIGTERM, signal.default_int_handler)

@@ -5,6 +5,7 @@ host did and what `ip -s xfrm state` showed — never against the decoder's own 
 from __future__ import annotations
 
 import json
+import struct
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -100,3 +101,32 @@ def check_scenario(ledger: SaLedger, run: dict[str, Any]) -> list[EndedIpsecSa]:
         assert causes[("drop", "flush")] == 1
     assert causes[("rekey", "delete")] == 1 and causes[("drop", "delete")] == 2
     return list(ended)
+
+
+#: XFRMA_ALG_AUTH, _CRYPT, _AEAD, _AUTH_TRUNC → bytes before the key (name, lengths).
+_KEY_ATTRS = {1: 68, 2: 68, 18: 72, 20: 72}
+#: Message type → header length before the attributes (NEWSA, DELSA, UPDSA).
+_HEADLEN = {0x10: 224, 0x11: 24, 0x1A: 224}
+
+
+def scrub_keys(data: bytes) -> bytes:
+    """The datagrams with every key byte zeroed (lengths and algorithm names kept)."""
+    out = bytearray(data)
+    off = 0
+    while off + 16 <= len(out):
+        length, mtype = struct.unpack_from("=IH", out, off)
+        if length < 16:
+            break
+        headlen = _HEADLEN.get(mtype)
+        if headlen is not None:
+            a = off + 16 + ((headlen + 3) & ~3)
+            while a + 4 <= off + length:
+                alen, atype = struct.unpack_from("=HH", out, a)
+                if alen < 4:
+                    break
+                skip = _KEY_ATTRS.get(atype & 0x3FFF)
+                if skip is not None and alen - 4 > skip:
+                    out[a + 4 + skip : a + alen] = bytes(alen - 4 - skip)
+                a += (alen + 3) & ~3
+        off += (length + 3) & ~3
+    return bytes(out)

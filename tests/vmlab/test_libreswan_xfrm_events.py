@@ -34,7 +34,6 @@ import base64
 import json
 import os
 import re
-import struct
 import sys
 import time
 from collections.abc import Iterator
@@ -47,7 +46,7 @@ if str(REPO) not in sys.path:  # run as a script
 
 import pytest  # noqa: E402
 
-from tests.kernel_events.replay import check_scenario, replay  # noqa: E402
+from tests.kernel_events.replay import check_scenario, replay, scrub_keys  # noqa: E402
 
 if TYPE_CHECKING:
     from .guest import Guest
@@ -120,16 +119,18 @@ def spis_of(readings: dict[str, dict[str, Any]], ip: str) -> list[str]:
 # --- the live source in the guest ------------------------------------------------------
 
 
-def start_source(g: Guest, timeout: float = 300) -> None:
+def start_source(g: Guest, name: str = "events", args: str = "", timeout: float = 300) -> None:
+    """`python3 -m exporter.kernel.xfrm_events` in the background, its JSON lines in
+    WORK/<name>.jsonl and its datagrams in WORK/<name>.bin; waits for the subscription."""
     g.sh(f"mkdir -p {WORK}")
     g.sh(
-        f"cd {WORK} && {ENV} nohup python3 -m exporter.kernel.xfrm_events "
-        f"--record {WORK}/events.bin > {WORK}/events.jsonl 2> {WORK}/events.err "
-        f"< /dev/null & echo $! > {WORK}/pid"
+        f"cd {WORK} && {ENV} nohup python3 -m exporter.kernel.xfrm_events {args} "
+        f"--record {WORK}/{name}.bin > {WORK}/{name}.jsonl 2> {WORK}/{name}.err "
+        f"< /dev/null & echo $! > {WORK}/{name}.pid"
     )
 
     def subscribed() -> bool:
-        out = g.sh(f"cat {WORK}/events.jsonl {WORK}/events.err")
+        out = g.sh(f"cat {WORK}/{name}.jsonl {WORK}/{name}.err")
         if '"subscribed": false' in out or "Traceback" in out:
             raise RuntimeError(f"the event source did not subscribe:\n{out}")
         return '"subscribed": true' in out
@@ -137,12 +138,12 @@ def start_source(g: Guest, timeout: float = 300) -> None:
     wait("subscription", subscribed, timeout, step=2)
 
 
-def stop_source(g: Guest) -> dict[str, Any]:
-    g.sh(f"kill -TERM $(cat {WORK}/pid)")
-    wait("source stop", lambda: '"stats"' in g.sh(f"cat {WORK}/events.jsonl"), 60)
-    blob = base64.b64decode(g.run(f"cat {WORK}/events.bin", b64=True)["stdout_b64"])
-    index = json.loads(g.sh(f"cat {WORK}/events.bin.index.json"))
-    lines = [json.loads(x) for x in g.sh(f"cat {WORK}/events.jsonl").splitlines() if x]
+def stop_source(g: Guest, name: str = "events") -> dict[str, Any]:
+    g.sh(f"kill -TERM $(cat {WORK}/{name}.pid)")
+    wait("source stop", lambda: '"stats"' in g.sh(f"cat {WORK}/{name}.jsonl"), 60)
+    blob = base64.b64decode(g.run(f"cat {WORK}/{name}.bin", b64=True)["stdout_b64"])
+    index = json.loads(g.sh(f"cat {WORK}/{name}.bin.index.json"))
+    lines = [json.loads(x) for x in g.sh(f"cat {WORK}/{name}.jsonl").splitlines() if x]
     return {"data": blob, "index": index, "lines": lines}
 
 
@@ -219,34 +220,6 @@ def scenario(g: Guest, pluto_restart: bool) -> dict[str, Any]:
 
 
 # --- recordings -------------------------------------------------------------------------
-
-#: XFRMA_ALG_AUTH, _CRYPT, _AEAD, _AUTH_TRUNC → bytes before the key (name, lengths).
-_KEY_ATTRS = {1: 68, 2: 68, 18: 72, 20: 72}
-#: Message type → header length before the attributes (NEWSA, DELSA, UPDSA).
-_HEADLEN = {0x10: 224, 0x11: 24, 0x1A: 224}
-
-
-def scrub_keys(data: bytes) -> bytes:
-    """The datagrams with every key byte zeroed (lengths and algorithm names kept)."""
-    out = bytearray(data)
-    off = 0
-    while off + 16 <= len(out):
-        length, mtype = struct.unpack_from("=IH", out, off)
-        if length < 16:
-            break
-        headlen = _HEADLEN.get(mtype)
-        if headlen is not None:
-            a = off + 16 + ((headlen + 3) & ~3)
-            while a + 4 <= off + length:
-                alen, atype = struct.unpack_from("=HH", out, a)
-                if alen < 4:
-                    break
-                skip = _KEY_ATTRS.get(atype & 0x3FFF)
-                if skip is not None and alen - 4 > skip:
-                    out[a + 4 + skip : a + alen] = bytes(alen - 4 - skip)
-                a += (alen + 3) & ~3
-        off += (length + 3) & ~3
-    return bytes(out)
 
 
 def versions(g: Guest) -> dict[str, str]:
@@ -332,6 +305,51 @@ def test_rekey_and_drops_told_apart_on_libreswan(lsguest: Guest) -> None:
     assert guest_events == ["ResyncNeeded", *(type(e).__name__ for e in decoded)]
     check_scenario(ledger, run)
     assert not ledger.live()
+
+
+def test_overflow_on_the_real_kernel_asks_for_a_resync(lsguest: Guest) -> None:
+    """ENOBUFS for real: a source with a tiny receive buffer in a netns of ours is stopped
+    (SIGSTOP) while 64 SAs are added there with `ip xfrm state add`; when it runs again it
+    delivers what was queued, counts the overflow and asks for a resync, and keeps
+    running (the later deletions arrive)."""
+    g = lsguest
+    g.sh("ip netns add xev 2>/dev/null || true")
+    start_source(g, "overflow", "--netns xev --rcvbuf 4096")
+    pid = g.sh(f"cat {WORK}/overflow.pid").strip()
+    key = "0x" + "11" * 16
+    batch = "".join(
+        f"xfrm state add src 10.9.0.1 dst 10.9.1.{i} proto esp spi {0x1000 + i} reqid 7 "
+        f"mode transport enc 'cbc(aes)' {key}\n"
+        for i in range(1, 65)
+    )
+    g.sh(f"kill -STOP {pid}")
+    try:
+        r = g.post(
+            "/run",
+            {
+                "argv": ["ip", "-n", "xev", "-batch", "-"],
+                "stdin_b64": base64.b64encode(batch.encode()).decode(),
+                "timeout": 60,
+            },
+        )
+        assert r["rc"] == 0, r
+    finally:
+        g.sh(f"kill -CONT {pid}")
+    wait(
+        "the overflow marker",
+        lambda: '"reason": "overflow"' in g.sh(f"cat {WORK}/overflow.jsonl"),
+        30,
+    )
+    g.sh("ip -n xev xfrm state flush")
+    wait("the flush", lambda: "SasFlushed" in g.sh(f"cat {WORK}/overflow.jsonl"), 30)
+    rec = stop_source(g, "overflow")
+    stats = next(x["stats"] for x in rec["lines"] if "stats" in x)
+    assert stats["overflows"] >= 1 and stats["failures"] == 0 and stats["subscriptions"] == 1
+    events = [x for x in rec["lines"] if "event" in x]
+    adds = sum(1 for e in events if e["event"] == "SaAdded")
+    assert 0 < adds < 64  # some were queued, the rest lost
+    reasons = [e["reason"] for e in events if e["event"] == "ResyncNeeded"]
+    assert reasons == ["start", "overflow"]
 
 
 def main() -> int:

@@ -328,16 +328,20 @@ class SaLedger:
             (s for sid, s in dump.items() if sid not in self._states),
             key=lambda s: (s.added_at, s.spi),
         )
+        reused = [
+            s
+            for sid, s in dump.items()
+            if sid in self._states and self._states[sid].states[sid].added_at != s.added_at
+        ]
         # New states first, so that a gone SA's replacement is seen as one; a reused SPI
         # (same id, new install time) can only be added once its old state is gone.
         for s in fresh:
             self._add(s, count=self._synced)
         self._end(gone, "resync", at)
-        for sid, s in dump.items():
-            if sid not in self._states:
-                self._add(s, count=self._synced)
-            else:
-                self._refresh(s)
+        for s in reused:
+            self._add(s, count=self._synced)
+        for s in dump.values():
+            self._refresh(s)
         self._counts["resyncs"] += 1
         self._synced = True
         self.needs_resync = False

@@ -340,3 +340,9 @@ def test_traffic_never_goes_backwards_over_random_sequences() -> None:
             last = now
         c = ledger.counts()
         assert c.rekeys + c.drops == c.added - len({sa.serial for sa in ledger.live()})
+
+
+def test_resync_beyond_the_cap_counts_each_untracked_state_once() -> None:
+    ledger = SaLedger(max_states=2)
+    ledger.resync([*pair(0x100, "198.51.100.7"), *pair(0x200, "198.51.100.8", reqid=2)], 1.0)
+    assert ledger.counts().untracked == 2 and len(ledger.live()) == 1

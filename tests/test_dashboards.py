@@ -178,12 +178,15 @@ def _source_names() -> set[str]:
     return names
 
 
-def libreswan_families(drops: int = 0, established: int = 3, peer_up: bool = True) -> list[Metric]:
+def libreswan_families(
+    drops: int = 0, established: int = 3, peer_up: bool = True, peer_drops: int = 0
+) -> list[Metric]:
     """What the Libreswan collector writes for a small server shaped like hwdsl2's setup
     (the l2tp-psk and xauth-psk templates, L2TP/IPsec clients) plus a peering link
     `peer-nyc`, per-SA details and per-user metrics on: the collector's own rendering of a
     pluto snapshot and ledger readings. `drops` tunnels of l2tp-psk have gone down,
-    `established` of its clients are connected, `peer_up` says whether peer-nyc is."""
+    `established` of its clients are connected, `peer_up` says whether peer-nyc is and
+    `peer_drops` how often it went down."""
     from exporter.collectors.libreswan import render, render_ledger, up_family
     from exporter.collectors.limits import SeriesLimiter
     from exporter.libreswan.ledger import LedgerReadings, Traffic
@@ -225,7 +228,12 @@ def libreswan_families(drops: int = 0, established: int = 3, peer_up: bool = Tru
     }  # fmt: skip
     snapshot = PlutoSnapshot(1.796e9, "5.2", tuple(ipsec), tuple(ike), tuple(connections), counters)
     readings = LedgerReadings(
-        events={("l2tp-psk", "up"): 3 + drops, ("l2tp-psk", "down"): drops},
+        events={
+            ("l2tp-psk", "up"): 3 + drops,
+            ("l2tp-psk", "down"): drops,
+            ("peer-nyc", "up"): 1 + peer_drops,
+            ("peer-nyc", "down"): peer_drops,
+        },
         connection_traffic={"l2tp-psk": Traffic(6000, 12000), "peer-nyc": Traffic(5, 7)},
         user_traffic={("l2tp-psk", peer): Traffic(1000, 2000) for _, _, peer, _ in tunnels},
         last_change={"l2tp-psk": 1.796e9, "peer-nyc": 1.796e9},

@@ -141,20 +141,22 @@ async def run_command(
     except OSError as err:
         raise IpsecMissing(f"cannot run {argv[0]}: {err.strerror or err}") from None
     assert proc.stdout is not None and proc.stderr is not None
+    readers = [
+        asyncio.ensure_future(_read(proc.stdout, max_output)),
+        asyncio.ensure_future(_read(proc.stderr, max_output)),
+    ]
     try:
         async with asyncio.timeout(timeout):
-            stdout, stderr = await asyncio.gather(
-                _read(proc.stdout, max_output), _read(proc.stderr, max_output)
-            )
+            stdout, stderr = await asyncio.gather(*readers)
             status = await proc.wait()
     except TimeoutError:
-        await _kill(proc)
+        await _kill(proc, readers)
         raise IpsecTimeout(f"{name} gave no answer within {timeout:g}s (killed)") from None
     except _TooMuch:
-        await _kill(proc)
+        await _kill(proc, readers)
         raise IpsecOutputTooLarge(f"{name} printed more than {max_output} bytes (killed)") from None
     except BaseException:  # cancelled with the scrape: leave no process behind
-        await _kill(proc)
+        await _kill(proc, readers)
         raise
     # A child left running without the pipes is not killed here: once the leader is
     # reaped its process group id may be gone, and the number is not ours to signal.
@@ -181,10 +183,14 @@ def _killpg(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
-async def _kill(proc: asyncio.subprocess.Process) -> None:
-    """SIGKILL the process group and reap the leader (its children are reaped by init
-    once their parent, the leader, is gone)."""
+async def _kill(proc: asyncio.subprocess.Process, readers: Sequence[asyncio.Future[bytes]]) -> None:
+    """SIGKILL the process group, reap the leader (its children are reaped by init once
+    their parent, the leader, is gone) and collect the pipe readers, whose own outcome
+    no longer matters (gather stops at the first failure and leaves the other running)."""
     _killpg(proc.pid)
     with contextlib.suppress(ProcessLookupError):
         proc.kill()
+    for reader in readers:
+        reader.cancel()
+    await asyncio.gather(*readers, return_exceptions=True)
     await proc.wait()

@@ -11,16 +11,21 @@ import asyncio
 import logging
 import signal
 from collections.abc import Callable
+from pathlib import Path
 
 from aiohttp import web
 
 from exporter import __version__
+from exporter.collectors.join import IkeSnapshot
 from exporter.collectors.kernel import build_kernel_collectors
+from exporter.collectors.libreswan import LibreswanCollector
 from exporter.collectors.strongswan import StrongswanCollector
 from exporter.config import SETTINGS, Settings, SettingsError
 from exporter.fds import FdLimitError, ensure_fd_budget, fds_needed, quiet_accept_exhaustion
 from exporter.http import RELOAD_KEY, build_app
 from exporter.http_limits import ConnectionGate, LimitedSite, server_kwargs
+from exporter.libreswan.source import PlutoSource
+from exporter.libreswan.view import PlutoView
 from exporter.logs import HTTP_SERVER_LOG, setup_logging
 from exporter.privacy import PrivacyFilter
 from exporter.probe_config import probe_settings_for
@@ -37,6 +42,20 @@ log = logging.getLogger("exporter")
 #: again with the command line's flags on top); raises SettingsError. Injected, so the
 #: daemon never imports the command line.
 SettingsLoader = Callable[[], Settings]
+
+
+def ike_daemons(settings: Settings) -> tuple[bool, bool]:
+    """Which IKE daemons to read: (strongSwan, Libreswan), from their `mode` settings.
+    `auto` looks at the sockets once, at start: Libreswan when pluto's control socket
+    exists; strongSwan unless the server is a Libreswan one whose charon is absent."""
+    libreswan = settings.libreswan
+    pluto_there = libreswan.ctl_socket.exists()
+    libreswan_on = libreswan.mode == "on" or (libreswan.mode == "auto" and pluto_there)
+    vici = settings.vici_socket
+    vici_there = vici.scheme == "tcp" or Path(vici.path or "").exists()
+    mode = settings.strongswan.mode
+    strongswan_on = mode == "on" or (mode == "auto" and not (libreswan_on and not vici_there))
+    return strongswan_on, libreswan_on
 
 
 class StartupError(Exception):
@@ -58,10 +77,23 @@ class Runtime:
             privacy=PrivacyFilter(settings.privacy), series_limit=options.series_limit
         )
         self.collector = StrongswanCollector(self.charon, options, limiter=self.scraper.limiter)
+        self.strongswan_on, libreswan_on = ike_daemons(settings)
+        self.pluto: PlutoView | None = None
+        self.libreswan: LibreswanCollector | None = None
+        if libreswan_on:
+            self.pluto_source = PlutoSource(settings.libreswan)
+            self.pluto = PlutoView(self.pluto_source)
+            self.libreswan = LibreswanCollector(
+                self.pluto, settings.libreswan, limiter=self.scraper.limiter
+            )
         kernel = build_kernel_collectors(
-            settings.kernel, self.charon.current, limiter=self.scraper.limiter
+            settings.kernel, self._ike_snapshot, limiter=self.scraper.limiter
         )
-        self.scraper.add(self.collector, *kernel)
+        if self.strongswan_on:
+            self.scraper.add(self.collector)
+        if self.libreswan is not None:
+            self.scraper.add(self.libreswan)
+        self.scraper.add(*kernel)
         self.probes = probe_settings_for(settings)
         # The configuration read at start is the first successful load.
         self.reload_status = ReloadStatus()
@@ -141,17 +173,29 @@ class Runtime:
         self.charon.reconfigure_vici(running.vici_socket, running.vici_timeout)
         self.charon.reconfigure(running.strongswan)
         self.collector.reconfigure(running.strongswan)
+        if self.libreswan is not None:
+            self.pluto_source.options = running.libreswan
+            self.libreswan.reconfigure(running.libreswan)
         self.scraper.set_series_limit(running.strongswan.series_limit)
         self.scraper.privacy = PrivacyFilter(running.privacy)
         if self.probes is not None and probes is not None:
             self.probes = probes
+
+    def _ike_snapshot(self) -> IkeSnapshot | None:
+        """What the per-client join reads: charon's view, else pluto's."""
+        if self.strongswan_on:
+            snapshot = self.charon.current()
+            if snapshot is not None:
+                return snapshot
+        return self.pluto.current() if self.pluto is not None else None
 
     def _current_probes(self) -> ProbeSettings:
         assert self.probes is not None  # routes are added only when modules are
         return self.probes
 
     def start(self) -> None:
-        self.charon.start()
+        if self.strongswan_on:
+            self.charon.start()
 
     async def close(self) -> None:
         await self.charon.close()

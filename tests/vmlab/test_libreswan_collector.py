@@ -1,0 +1,287 @@
+"""The Libreswan collector on genuine Libreswan (Debian 12's 4.10, Debian 13's 5.2) with
+xl2tpd and pppd in the guest, configured as hwdsl2/setup-ipsec-vpn configures it, and
+strongSwan clients connecting the way Windows and macOS do (IKEv1 PSK, no XAuth, L2TP,
+PPP MS-CHAPv2).
+
+One guest per release (module scope); the tests run in order on it and each says what it
+proves: detection, connect, the per-client join, traffic against `ipsec trafficstatus`,
+a rekey, a polite disconnect, a client killed and found by DPD, pluto restarted under
+the exporter. Every number is compared with what pluto itself prints at that moment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from .conftest import vmlab_skip_reason
+from .guest import Guest
+
+pytestmark = pytest.mark.vmlab
+
+RELEASES = {"bookworm": "4.10", "trixie": "5.2"}
+CONN = "l2tp-psk"
+CLIENT_IPS = {1: "192.168.77.11", 2: "192.168.77.12"}
+
+
+def samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
+    return [
+        (dict(s.labels), s.value)
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+        if s.name == name
+    ]
+
+
+def value(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples of `name` whose labels include `labels`."""
+    return sum(
+        v for lab, v in samples(text, name) if all(lab.get(k) == w for k, w in labels.items())
+    )
+
+
+def eventually(check: Callable[[], Any], timeout: float, what: str, step: float = 1.0) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(step)
+    raise AssertionError(f"{what}: not seen within {timeout:.0f} s (last: {last!r})")
+
+
+def traffic_lines(g: Guest) -> list[dict[str, Any]]:
+    """`ipsec trafficstatus` as pluto prints it (4.x with its `006 ` prefix)."""
+    out = []
+    for line in g.sh("ipsec trafficstatus").splitlines():
+        m = re.search(r'#(\d+): "([^"]+)"\[(\d+)\] (\S+?),.*inBytes=(\d+), outBytes=(\d+)', line)
+        if m:
+            out.append(
+                {
+                    "serial": int(m[1]),
+                    "conn": m[2],
+                    "instance": int(m[3]),
+                    "peer": m[4],
+                    "in": int(m[5]),
+                    "out": int(m[6]),
+                }
+            )
+    return out
+
+
+class Lab:
+    def __init__(self, g: Guest, version: str) -> None:
+        self.g = g
+        self.version = version
+        #: The highest value each counter series was seen at: counters never go back.
+        self.high: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+
+    def scrape(self) -> str:
+        text = self.g.scrape()
+        for fam in text_string_to_metric_families(text):
+            if fam.type != "counter" or not fam.name.startswith("libreswan_"):
+                continue
+            for s in fam.samples:
+                if not s.name.endswith("_total"):
+                    continue
+                key = (s.name, tuple(sorted(s.labels.items())))
+                assert s.value >= self.high.get(key, 0), f"{key} went back to {s.value}"
+                self.high[key] = s.value
+        return text
+
+
+@pytest.fixture(scope="module", params=sorted(RELEASES))
+def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
+    release = str(request.param)
+    reason = vmlab_skip_reason(release)
+    if reason:
+        pytest.skip(reason)
+    log_dir = None
+    if os.environ.get("VMLAB_LOG_DIR"):
+        log_dir = Path(os.environ["VMLAB_LOG_DIR"]) / f"{release}-libreswan-collector"
+        log_dir.mkdir(parents=True, exist_ok=True)
+    # Short DPD so a killed client is found in seconds (as the other guest tests).
+    g = Guest(clients=2, release=release, flavour="libreswan", log_dir=log_dir)
+    with g:
+        sys.stderr.write(f"\nvmlab {release}/libreswan: booted in {g.boot_seconds} s\n")
+        # No collector flags: auto must find pluto's control socket and leave charon be.
+        g.start_exporter()
+        g.wait_exporter()
+        yield Lab(g, RELEASES[release])
+        if request.session.testsfailed:
+            with contextlib.suppress(Exception):
+                sys.stderr.write(f"--- exporter log ---\n{g.exporter_log()[-4000:]}\n")
+
+
+def test_detected_and_configured_connections(lab: Lab) -> None:
+    text = lab.scrape()
+    assert value(text, "libreswan_up") == 1, text
+    assert samples(text, "libreswan_info") == [({"version": lab.version}, 1.0)]
+    # A Libreswan server: the strongSwan collector is off, so no strongswan_up 0 alert.
+    assert samples(text, "strongswan_up") == []
+    configured = {
+        lab_["conn"]: lab_ for lab_, _ in samples(text, "libreswan_connection_configured")
+    }
+    assert set(configured) == {"l2tp-psk", "xauth-psk"}, configured
+    assert configured["l2tp-psk"]["kind"] == "template"
+    assert configured["l2tp-psk"]["version"] == "ikev1"
+    assert value(text, "libreswan_connection_established", conn=CONN) == 0
+    assert value(text, "libreswan_connection_established", conn="xauth-psk") == 0
+    # Zero series for every configured connection: the first drop is an increase.
+    assert samples(text, "libreswan_ipsec_sa_events_total")
+
+
+def test_connect_two_clients(lab: Lab) -> None:
+    g = lab.g
+    for n in CLIENT_IPS:
+        g.connect(n)
+    text = lab.scrape()
+    assert value(text, "libreswan_connection_established", conn=CONN) == 2
+    ipsec_states = {lab_["state"]: v for lab_, v in samples(text, "libreswan_ipsec_sas") if v}
+    assert ipsec_states == {"STATE_QUICK_R2": 2}, ipsec_states
+    ike_states = {lab_["state"]: v for lab_, v in samples(text, "libreswan_ike_sas") if v}
+    assert ike_states == {"STATE_MAIN_R3": 2}, ike_states
+    users = {lab_["user"]: v for lab_, v in samples(text, "libreswan_user_sessions")}
+    # PSK clients without XAuth: pluto knows them by their IKE identity, their address.
+    assert users == {ip: 1 for ip in CLIENT_IPS.values()}, users
+    assert value(text, "libreswan_ipsec_sa_events_total", conn=CONN, event="up") == 2
+    negotiated = value(
+        text, "libreswan_ike_sa_negotiations_total", version="ikev1", outcome="established"
+    )
+    assert negotiated >= 2
+
+
+def test_per_client_join_names_the_connection(lab: Lab) -> None:
+    text = lab.scrape()
+    sessions = {
+        lab_["public_address"]: lab_ for lab_, _ in samples(text, "l2tp_ipsec_session_info")
+    }
+    assert set(sessions) == set(CLIENT_IPS.values()), sessions
+    for ip, s in sessions.items():
+        assert s["conn"] == CONN, s
+        assert s["ppp_user"] == "nycmesh", s
+        assert s["ike_user"] == ip, s
+        assert s["user"] == "nycmesh", s
+        assert s["ike_uniqueid"].isdigit(), s
+
+
+def test_traffic_matches_trafficstatus(lab: Lab) -> None:
+    g = lab.g
+    before = lab.scrape()
+    in_before = value(before, "libreswan_connection_bytes_total", conn=CONN, direction="in")
+    g.traffic(1, count=20, size=1000)
+
+    # Nothing moves between these two reads but LCP echoes every few seconds; read
+    # pluto's own numbers and the exporter's back to back until they agree.
+    def agree() -> bool:
+        lines = traffic_lines(g)
+        text = lab.scrape()
+        got_in = value(text, "libreswan_connection_bytes_total", conn=CONN, direction="in")
+        got_out = value(text, "libreswan_connection_bytes_total", conn=CONN, direction="out")
+        return (got_in, got_out) == (sum(x["in"] for x in lines), sum(x["out"] for x in lines))
+
+    eventually(agree, 30, "libreswan_connection_bytes_total equal to ipsec trafficstatus")
+    after = lab.scrape()
+    in_after = value(after, "libreswan_connection_bytes_total", conn=CONN, direction="in")
+    # 20 pings of 1028 IP bytes, inside PPP, L2TP, UDP and ESP.
+    assert in_after - in_before >= 20 * 1028, (in_before, in_after)
+    per_user = value(
+        after, "libreswan_user_bytes_total", conn=CONN, user=CLIENT_IPS[1], direction="in"
+    )
+    assert per_user >= 20 * 1028
+
+
+def _client_vici(n: int) -> str:
+    return f"unix:///tmp/vmlab/c{n}/run/charon.vici"
+
+
+def test_rekey_is_counted_as_a_rekey_and_keeps_the_bytes(lab: Lab) -> None:
+    g = lab.g
+    before = lab.scrape()
+    total_in = value(before, "libreswan_connection_bytes_total", conn=CONN, direction="in")
+    old = {x["serial"] for x in traffic_lines(g) if x["peer"] == CLIENT_IPS[1]}
+    # The client rekeys its IPsec SA (Quick Mode under the same ISAKMP SA).
+    g.sh(f"swanctl --rekey --child l2tp --uri {_client_vici(1)}")
+
+    def rekeyed() -> bool:
+        now = {x["serial"] for x in traffic_lines(g) if x["peer"] == CLIENT_IPS[1]}
+        return bool(now) and not (now & old)
+
+    eventually(rekeyed, 30, "a new IPsec SA serial for client 1 and the old one gone")
+    text = lab.scrape()
+    assert value(text, "libreswan_ipsec_sa_events_total", conn=CONN, event="rekey") == 1
+    assert value(text, "libreswan_ipsec_sa_events_total", conn=CONN, event="down") == 0
+    # The old SA's bytes stay in the total (lab.scrape checks it never goes back).
+    assert value(text, "libreswan_connection_bytes_total", conn=CONN, direction="in") >= total_in
+
+
+def test_polite_disconnect_is_a_drop(lab: Lab) -> None:
+    g = lab.g
+    g.disconnect(2)
+    eventually(
+        lambda: not [x for x in traffic_lines(g) if x["peer"] == CLIENT_IPS[2]],
+        30,
+        "client 2's IPsec SA gone from trafficstatus",
+    )
+    text = lab.scrape()
+    assert value(text, "libreswan_ipsec_sa_events_total", conn=CONN, event="down") == 1
+    assert value(text, "libreswan_connection_established", conn=CONN) == 1
+
+
+def test_killed_client_is_found_by_dpd_and_counted_once(lab: Lab) -> None:
+    g = lab.g
+    g.kill(1)
+    # DPD: 3 s delay, 9 s timeout in the guest.
+    eventually(lambda: not traffic_lines(g), 60, "client 1's IPsec SA cleared by DPD")
+    text = lab.scrape()
+    assert value(text, "libreswan_ipsec_sa_events_total", conn=CONN, event="down") == 2
+    assert value(text, "libreswan_connection_established", conn=CONN) == 0
+    # Scraped again: still counted once.
+    assert value(lab.scrape(), "libreswan_ipsec_sa_events_total", conn=CONN, event="down") == 2
+
+
+def test_pluto_restarted_under_the_exporter(lab: Lab) -> None:
+    g = lab.g
+    g.connect(2)
+    eventually(
+        lambda: value(lab.scrape(), "libreswan_connection_established", conn=CONN) == 1,
+        30,
+        "client 2 back",
+    )
+    pid = g.sh("cat /run/pluto/pluto.pid").strip()
+    g.sh(f"kill -9 {pid}; rm -f /run/pluto/pluto.ctl /run/pluto/pluto.pid")
+
+    def down() -> str | None:
+        text = lab.scrape()
+        return text if value(text, "libreswan_up") == 0 else None
+
+    text = eventually(down, 20, "libreswan_up 0 while pluto is gone")
+    assert samples(text, "libreswan_info") == []
+    log_lines = [x for x in g.exporter_log().splitlines() if "cannot read pluto" in x]
+    lab.scrape()
+    lab.scrape()
+    # One log line when pluto goes, not one per scrape.
+    assert (
+        len([x for x in g.exporter_log().splitlines() if "cannot read pluto" in x])
+        == len(log_lines)
+        == 1
+    )
+    g.sh(
+        "setsid /usr/libexec/ipsec/pluto --config /etc/ipsec.conf --nofork "
+        ">/tmp/vmlab/server/pluto-restarted.out 2>&1 < /dev/null & "
+        "for i in $(seq 100); do [ -S /run/pluto/pluto.ctl ] && break; sleep 0.2; done"
+    )
+    eventually(lambda: value(lab.scrape(), "libreswan_up") == 1, 60, "libreswan_up 1 again")
+    # The client's SA died with pluto: counted as a drop once the exporter sees it gone.
+    text = lab.scrape()
+    assert value(text, "libreswan_ipsec_sa_events_total", conn=CONN, event="down") == 3

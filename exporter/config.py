@@ -91,7 +91,11 @@ class ListenAddress:
     def parse(cls, text: str) -> ListenAddress:
         """`[host]:port`; ValueError (a SettingsError naming the flag) otherwise."""
         host, sep, port_text = text.rpartition(":")
-        if not sep or not port_text.isdigit() or not 0 <= int(port_text) < 65536:
+        if (
+            not sep
+            or not (port_text.isascii() and port_text.isdigit())
+            or not 0 <= int(port_text) < 65536
+        ):
             raise SettingsError(
                 f"--web.listen-address {text!r}: expected [host]:port, e.g. :{DEFAULT_PORT}"
             )

@@ -286,7 +286,11 @@ def _users(
 
 
 def _sa_sort_key(sa: IkeSA) -> tuple[str, int, str]:
-    return (sa.conn, int(sa.uniqueid) if sa.uniqueid.isdigit() else 0, sa.uniqueid)
+    return (
+        sa.conn,
+        int(sa.uniqueid) if sa.uniqueid.isascii() and sa.uniqueid.isdigit() else 0,
+        sa.uniqueid,
+    )
 
 
 def _sa_details(

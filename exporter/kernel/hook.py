@@ -18,7 +18,7 @@ _NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
 
 
 def _int(text: str) -> int | None:
-    return int(text) if text.isdigit() else None
+    return int(text) if text.isascii() and text.isdigit() else None
 
 
 def _float(text: str) -> float | None:

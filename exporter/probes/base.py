@@ -73,7 +73,7 @@ def parse_target(text: str, allowed: AllowedTargets | None = None) -> Target:
         host, port_text = text.split(":")
     port = None
     if port_text:
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
             raise TargetError(f"target {text!r}: port must be 1-65535")
         port = int(port_text)
     try:

@@ -219,7 +219,7 @@ def count(*, minimum: int) -> Kind[int]:
             raise ValueError(f"must be {what}")
 
     def from_text(text: str) -> int:
-        if not text.isdigit() or int(text) < minimum:
+        if not (text.isascii() and text.isdigit()) or int(text) < minimum:
             raise ValueError(f"{text!r} is not {what}")
         return int(text)
 

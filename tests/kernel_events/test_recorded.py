@@ -6,12 +6,13 @@ server (tests/vmlab/test_libreswan_xfrm_events.py recorded it; only the key byte
 XFRMA_ALG_* were zeroed). The expectations come from what the host did and from
 `ip -s xfrm state` readings in the manifest, never from the decoder: 3 clients connected,
 one make-before-break rekey, one polite disconnect, one client dropped by DPD, then pluto
-killed and started again (its start flushes the SA table).
+killed and started again (Libreswan 5.2's start flushes the SA table, 4.10's does not).
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 import pytest
 
@@ -32,14 +33,19 @@ def release(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+def flushed(manifest: dict[str, Any]) -> bool:
+    return any(s.get("flushed") for s in manifest["steps"])
+
+
 def test_recordings_exist() -> None:
     assert "trixie" in RELEASES
 
 
 def test_ledger_counts_the_recorded_scenario_exactly(release: str) -> None:
-    """4 IPsec SAs added (3 clients + 1 rekey), 1 rekey, 1 polite drop, 1 DPD drop, 1 drop
-    by pluto's flush; each deleted state's final count at least `ip -s xfrm state`'s last
-    reading of it; nothing unknown, nothing left live."""
+    """4 IPsec SAs added (3 clients + 1 rekey), 1 rekey, 1 polite drop, 1 DPD drop (and 1
+    drop by pluto's flush where its start flushes); each deleted state's final count at
+    least `ip -s xfrm state`'s last reading of it; nothing unknown; the totals are the
+    finals handed over plus what is still live."""
     data, index, manifest = load(release)
     ledger = SaLedger()
     ledger.resync([], at=index[0][2])
@@ -50,11 +56,19 @@ def test_ledger_counts_the_recorded_scenario_exactly(release: str) -> None:
         assert now.bytes >= last.bytes and now.packets >= last.packets
         last = now
     ended = check_scenario(ledger, manifest)
-    assert not ledger.live()
-    # Everything ended: the totals are exactly the finals handed over.
-    assert ledger.traffic() == sum((sa.traffic for sa in ended), Traffic())
+    live = sum((sa.traffic for sa in ledger.live()), Traffic())
+    assert ledger.traffic() == sum((sa.traffic for sa in ended), live)
+    if flushed(manifest):
+        assert not ledger.live()
+    else:  # client 1's second SA outlived pluto
+        assert len(ledger.live()) == 1
     # pluto's start-up probe SA (0.0.0.0, added and deleted) is ignored, not counted.
-    assert ledger.counts().ignored == 2
+    probes = [
+        e
+        for e in decode_all(data, index)
+        if isinstance(e, SaAdded | SaDeleted) and e.state.src == "0.0.0.0"
+    ]
+    assert ledger.counts().ignored == len(probes)
 
 
 def test_decoded_as_the_guest_decoded_them(release: str) -> None:
@@ -70,7 +84,7 @@ def test_what_the_kernel_sends(release: str) -> None:
     """Inbound SAs first appear as XFRM_MSG_UPDSA (installed over the larval SPI state),
     outbound ones as XFRM_MSG_NEWSA; every DELSA carries XFRMA_SA with the final counts;
     pluto's start is one XFRM_MSG_FLUSHSA of every protocol; NAT-T ports decoded."""
-    data, index, _ = load(release)
+    data, index, manifest = load(release)
     events = decode_all(data, index)
     adds = [e for e in events if isinstance(e, SaAdded) and e.state.src != "0.0.0.0"]
     server = "192.168.77.1"
@@ -80,7 +94,10 @@ def test_what_the_kernel_sends(release: str) -> None:
     assert deletes and all(e.final for e in deletes)
     assert all(e.state.bytes > 0 and e.state.packets > 0 for e in deletes)
     flushes = [e for e in events if isinstance(e, SasFlushed)]
-    assert flushes == [SasFlushed(None, flushes[0].at)]
+    if flushed(manifest):
+        assert flushes == [SasFlushed(None, flushes[0].at)]
+    else:
+        assert flushes == []
     assert Counter(e.state.reqid for e in adds).most_common(1)[0][1] >= 2
 
 

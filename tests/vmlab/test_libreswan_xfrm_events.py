@@ -14,8 +14,9 @@ netns, next to pluto (setup-ipsec-vpn's configuration), while real strongSwan cl
 3. client 2 disconnects politely (L2TP StopCCN, IKE Delete);
 4. client 3 is killed (SIGKILL, its kernel state flushed): pluto's DPD (3 s / 9 s) removes
    it;
-5. (recording only) pluto is killed and started again: a starting pluto flushes the SA
-   table (XFRM_MSG_FLUSHSA) and adds and deletes a probe SA (0.0.0.0, SPI 0x01000000).
+5. (recording only) pluto is killed and started again: Libreswan 5.2's pluto flushes the
+   SA table as it starts (XFRM_MSG_FLUSHSA) and adds and deletes a probe SA (0.0.0.0,
+   SPI 0x01000000); 4.10's keeps the table.
 
 The host then replays the raw datagrams through `decode_events` and `SaLedger` and checks
 rekey vs drop, and that each deleted state's final count is at least what
@@ -212,9 +213,20 @@ def scenario(g: Guest, pluto_restart: bool) -> dict[str, Any]:
             ">> /tmp/vmlab/server/pluto.out 2>&1 < /dev/null &"
         )
         wait("pluto's connections", lambda: '"l2tp-psk"' in g.sh("ipsec status || true"), 90)
-        wait("an empty SA table", lambda: not xfrm_readings(g), 30)
-        step("pluto started again (it flushes the SA table)", spis=sorted(before))
-        expect["drops"] += 1
+        # Libreswan 5's pluto flushes the SA table as it starts; 4.10's does not.
+        try:
+            wait("an empty SA table", lambda: not xfrm_readings(g), 20)
+            flushed = True
+        except TimeoutError:
+            flushed = False
+        step(
+            "pluto started again"
+            + (" (it flushed the SA table)" if flushed else " (the SA table was kept)"),
+            spis=sorted(before),
+            flushed=flushed,
+        )
+        if flushed:
+            expect["drops"] += 1
     time.sleep(1)
     return {"steps": steps, "expect": expect}
 

@@ -1,9 +1,11 @@
 """A ledger of IPsec SAs from the kernel's XFRM notifications: which are live, how each
 one ended (rekey or drop, counted once), and traffic totals that never go backwards.
 
-Daemon-neutral and pure: no sockets, no clocks; it is fed the events of
+Daemon-neutral and pure: `SaLedger` has no sockets and no clocks; it is fed the events of
 `exporter.kernel.xfrm_events` (`apply`) and, when the source asks for it, a dump of the
-SA table (`resync`). Rules:
+SA table (`resync`); `xfrm_events.ResyncingFeed` does both for a live source, and
+`python3 -m exporter.kernel.sa_lifecycle` runs the three together, printing what ends.
+Rules:
 
 **One IPsec SA is a pair of kernel states.** An SA negotiated by IKE is two XFRM states,
 one per direction: the same protocol (ESP or AH; others are ignored) and reqid, the
@@ -72,19 +74,29 @@ change while it lives (an UPDSA) keeps the key it was installed with.
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
 
 from exporter.kernel.model import XfrmState
 from exporter.kernel.xfrm_events import (
+    ResyncingFeed,
     ResyncNeeded,
     SaAdded,
     SaDeleted,
     SaExpired,
     SasFlushed,
     XfrmEvent,
+    XfrmEventSource,
+    event_json,
 )
 
 How = Literal["rekey", "drop"]
@@ -494,3 +506,69 @@ class SaLedger:
         while len(self._queue) > self.max_ended:
             self._queue.popleft()
             self._counts["ended_evicted"] += 1
+
+
+# --- command line: the live ledger -----------------------------------------------------
+
+
+async def _main(args: argparse.Namespace) -> int:
+    """The source, a ResyncingFeed (dumps on ResyncNeeded) and a ledger, live; prints each
+    event and each ended IPsec SA as a JSON line, and the counts at the end."""
+    ledger = SaLedger()
+    index: list[tuple[int, int, float]] = []
+    blob = bytearray()
+
+    def record(data: bytes, at: float) -> None:
+        index.append((len(blob), len(data), at))
+        blob.extend(data)
+
+    feed = ResyncingFeed(ledger, netns=args.netns)
+
+    def handle(event: XfrmEvent) -> None:
+        print(json.dumps(event_json(event)), flush=True)
+        feed(event)
+        for sa in ledger.drain():
+            print(json.dumps({"ended": asdict(sa)}), flush=True)
+
+    source = XfrmEventSource(handle, netns=args.netns, recorder=record if args.record else None)
+    ok = await source.start()
+    print(json.dumps({"subscribed": ok, "error": source.stats.last_error}), flush=True)
+    try:
+        if args.seconds:
+            await asyncio.sleep(args.seconds)
+        else:
+            await asyncio.Event().wait()
+    finally:
+        await source.stop()
+        await feed.idle()
+        if args.record:
+            Path(args.record).write_bytes(bytes(blob))
+            Path(args.record + ".index.json").write_text(json.dumps(index))
+        summary: dict[str, Any] = {
+            "counts": asdict(ledger.counts()),
+            "traffic": asdict(ledger.traffic()),
+            "live": [asdict(sa) for sa in ledger.live()],
+            "resyncs": feed.resyncs,
+            "stats": asdict(source.stats),
+        }
+        print(json.dumps(summary), flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python3 -m exporter.kernel.sa_lifecycle [--netns NAME] [--record FILE] [--seconds N]
+    [--rcvbuf BYTES]"""
+    ap = argparse.ArgumentParser(description="Follow the kernel's IPsec SAs: rekeys and drops.")
+    ap.add_argument("--netns", default=None, help="a named network namespace")
+    ap.add_argument("--record", default=None, help="keep the raw datagrams in FILE")
+    ap.add_argument("--seconds", type=float, default=0, help="stop after N seconds")
+    ap.add_argument("--rcvbuf", type=int, default=4 << 20, help="socket receive buffer, bytes")
+    args = ap.parse_args(argv)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    with contextlib.suppress(KeyboardInterrupt):
+        return asyncio.run(_main(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -42,13 +42,14 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from pyroute2 import netns as pyroute2_netns
 from pyroute2.netlink import NETLINK_XFRM, nla, nlmsg
+from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.nlsocket import Marshal
 
 from exporter.kernel.model import XfrmState
@@ -57,6 +58,7 @@ from exporter.kernel.xfrm import (
     PROTOCOLS,
     XFRM_MSG_NEWSA,
     address,
+    dump_xfrm,
     state_of,
     xfrm_usersa_info,
 )
@@ -507,6 +509,77 @@ class XfrmEventSource:
         except Exception:
             self.stats.handler_errors += 1
             log.exception("XFRM event handler failed on %r", event)
+
+
+# --- feeding a ledger -------------------------------------------------------------------
+
+
+class Sink(Protocol):
+    """What `ResyncingFeed` feeds (`exporter.kernel.sa_lifecycle.SaLedger` is one)."""
+
+    def apply(self, event: XfrmEvent) -> None: ...
+    def resync(self, states: Iterable[XfrmState], at: float) -> None: ...
+
+
+@dataclass
+class ResyncingFeed:
+    """Hands each event to `sink`; on `ResyncNeeded` dumps the SA table (`dump`, by
+    default `dump_xfrm` in `netns`) and resyncs the sink. Events that arrive while the
+    dump is in flight are held back and applied after the resync, so that none of them is
+    undone by a dump taken before it was applied. A failed dump is retried with the
+    source's next event or after `retry` seconds."""
+
+    sink: Sink
+    netns: str | None = None
+    timeout: float = 5.0
+    retry: float = 5.0
+    dump: Callable[[], Awaitable[list[XfrmState]]] | None = None
+    clock: Callable[[], float] = time.time
+    resyncs: int = 0
+    dump_errors: int = 0
+    last_dump_error: str | None = None
+    _held: list[XfrmEvent] | None = field(default=None, init=False, repr=False)
+    _task: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
+
+    def __call__(self, event: XfrmEvent) -> None:
+        if self._held is not None:
+            self._held.append(event)
+            return
+        self.sink.apply(event)
+        if isinstance(event, ResyncNeeded):
+            self._held = []
+            self._task = asyncio.get_running_loop().create_task(self._resync())
+
+    async def _dump(self) -> list[XfrmState]:
+        if self.dump is not None:
+            return await self.dump()
+        return list((await dump_xfrm(self.timeout, self.netns)).states)
+
+    async def _resync(self) -> None:
+        while True:
+            at = self.clock()
+            try:
+                states = await self._dump()
+            except (OSError, TimeoutError, NetlinkError) as err:
+                self.dump_errors += 1
+                self.last_dump_error = f"{type(err).__name__}: {err}"
+                log.warning("XFRM dump for a resync failed: %s; retrying", err)
+                await asyncio.sleep(self.retry)
+                continue
+            break
+        held, self._held = self._held or [], None
+        try:
+            self.sink.resync(states, at)
+            self.resyncs += 1
+        except Exception:
+            log.exception("resync from an XFRM dump failed")
+        for event in held:
+            self(event)
+
+    async def idle(self) -> None:
+        """Wait until no resync is in flight (tests, shutdown)."""
+        while self._task is not None and not self._task.done():
+            await asyncio.shield(self._task)
 
 
 # --- command line ---------------------------------------------------------------------

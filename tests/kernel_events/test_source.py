@@ -16,9 +16,12 @@ from collections.abc import Iterator
 
 import pytest
 
+from exporter.kernel.model import XfrmState
 from exporter.kernel.netlink import NetnsGone
+from exporter.kernel.sa_lifecycle import SaLedger
 from exporter.kernel.xfrm_events import (
     DEFAULT_GROUPS,
+    ResyncingFeed,
     ResyncNeeded,
     SaAdded,
     SasFlushed,
@@ -259,5 +262,59 @@ def test_live_source_in_a_netns_starts_and_stops(netns: str) -> None:
         assert isinstance(got[0], ResyncNeeded) and got[0].reason == "start"
         await source.stop()
         assert not source.stats.subscribed and not isinstance(got[-1], SaAdded)
+
+    asyncio.run(run())
+
+
+# --- ResyncingFeed ------------------------------------------------------------------------
+
+
+def _state(spi: int, src: str, dst: str, added_at: float = 10.0) -> XfrmState:
+    return XfrmState(
+        src=src,
+        dst=dst,
+        spi=spi,
+        proto="esp",
+        mode="transport",
+        reqid=1,
+        bytes=0,
+        packets=0,
+        added_at=added_at,
+        replay_window_errors=0,
+        replay_errors=0,
+        integrity_errors=0,
+    )
+
+
+def test_feed_holds_events_back_while_the_dump_is_in_flight() -> None:
+    """A state added after the dump was taken must not be undone by that dump's resync:
+    its notification is applied after it. A failed dump is retried."""
+
+    async def run() -> None:
+        ledger = SaLedger()
+        release = asyncio.Event()
+        calls = 0
+        a_in = _state(0x100, "198.51.100.7", "192.0.2.1")
+        a_out = _state(0x101, "192.0.2.1", "198.51.100.7")
+
+        async def dump() -> list[XfrmState]:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise OSError(errno.EAGAIN, "busy")
+            await release.wait()
+            return []  # taken before A was installed
+
+        feed = ResyncingFeed(ledger, dump=dump, retry=0.01, clock=lambda: 5.0)
+        feed(ResyncNeeded("start", 1.0))
+        feed(SaAdded(a_in, 2.0))
+        feed(SaAdded(a_out, 2.0))
+        assert not ledger.live()  # held back
+        release.set()
+        await feed.idle()
+        assert calls == 2 and feed.dump_errors == 1 and feed.resyncs == 1
+        (sa,) = ledger.live()
+        assert len(sa.states) == 2
+        assert ledger.counts().drops == 0 and not ledger.needs_resync
 
     asyncio.run(run())

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """The kernel's XFRM notifications on a genuine Libreswan server, live and recorded.
 
-The guest runs the production event source (`python3 -m exporter.kernel.xfrm_events
---record`, the same `XfrmEventSource` and `decode_events` the exporter runs) in its root
-netns, next to pluto (setup-ipsec-vpn's configuration), while real strongSwan clients:
+The guest runs the production event source and ledger (`python3 -m
+exporter.kernel.sa_lifecycle --record`: `XfrmEventSource`, `decode_events`, a
+`ResyncingFeed` that resyncs from a real dump, `SaLedger`) in its root netns, next to
+pluto (setup-ipsec-vpn's configuration), while real strongSwan clients:
 
 1. connect (clients 1, 2, 3; each an IKEv1 Main Mode + Quick Mode, ESP in UDP);
 2. rekey: client 1 starts a Quick Mode rekey (`swanctl --rekey`), then deletes the old
@@ -121,11 +122,13 @@ def spis_of(readings: dict[str, dict[str, Any]], ip: str) -> list[str]:
 
 
 def start_source(g: Guest, name: str = "events", args: str = "", timeout: float = 300) -> None:
-    """`python3 -m exporter.kernel.xfrm_events` in the background, its JSON lines in
-    WORK/<name>.jsonl and its datagrams in WORK/<name>.bin; waits for the subscription."""
+    """The live ledger (`python3 -m exporter.kernel.sa_lifecycle`: the event source, a
+    resync from a real dump whenever the source asks, the ledger) in the background, its
+    JSON lines in WORK/<name>.jsonl, its datagrams in WORK/<name>.bin; waits for the
+    subscription."""
     g.sh(f"mkdir -p {WORK}")
     g.sh(
-        f"cd {WORK} && {ENV} nohup python3 -m exporter.kernel.xfrm_events {args} "
+        f"cd {WORK} && {ENV} nohup python3 -m exporter.kernel.sa_lifecycle {args} "
         f"--record {WORK}/{name}.bin > {WORK}/{name}.jsonl 2> {WORK}/{name}.err "
         f"< /dev/null & echo $! > {WORK}/{name}.pid"
     )
@@ -141,11 +144,18 @@ def start_source(g: Guest, name: str = "events", args: str = "", timeout: float 
 
 def stop_source(g: Guest, name: str = "events") -> dict[str, Any]:
     g.sh(f"kill -TERM $(cat {WORK}/{name}.pid)")
-    wait("source stop", lambda: '"stats"' in g.sh(f"cat {WORK}/{name}.jsonl"), 60)
+    wait("source stop", lambda: '"counts"' in g.sh(f"cat {WORK}/{name}.jsonl"), 60)
     blob = base64.b64decode(g.run(f"cat {WORK}/{name}.bin", b64=True)["stdout_b64"])
     index = json.loads(g.sh(f"cat {WORK}/{name}.bin.index.json"))
     lines = [json.loads(x) for x in g.sh(f"cat {WORK}/{name}.jsonl").splitlines() if x]
-    return {"data": blob, "index": index, "lines": lines}
+    summary = next(x for x in lines if "counts" in x)
+    return {
+        "data": blob,
+        "index": index,
+        "lines": lines,
+        "summary": summary,
+        "ended": [x["ended"] for x in lines if "ended" in x],
+    }
 
 
 # --- the scenario -----------------------------------------------------------------------
@@ -255,8 +265,9 @@ def write_recording(release: str, g: Guest, rec: dict[str, Any], run: dict[str, 
     manifest = {
         "about": (
             "XFRM SA notifications (NETLINK_XFRM groups XFRMNLGRP_SA and XFRMNLGRP_EXPIRE) "
-            "received in the vmlab guest's root netns by the production source "
-            "(python3 -m exporter.kernel.xfrm_events --record) next to a genuine Libreswan "
+            "received in the vmlab guest's root netns by the production source and live "
+            "ledger (python3 -m exporter.kernel.sa_lifecycle --record) next to a genuine "
+            "Libreswan "
             "server, recorded by tests/vmlab/test_libreswan_xfrm_events.py. events.bin: the "
             "datagrams as received, back to back, with the key bytes of XFRMA_ALG_* zeroed "
             "(nothing else changed); events.index.json: [offset, length, received_at] per "
@@ -267,7 +278,8 @@ def write_recording(release: str, g: Guest, rec: dict[str, Any], run: dict[str, 
         "versions": versions(g),
         **run,
         "guest_decoded_events": [x.get("event") for x in rec["lines"] if "event" in x],
-        "guest_source_stats": next((x["stats"] for x in rec["lines"] if "stats" in x), None),
+        "guest_source_stats": rec["summary"]["stats"],
+        "guest_ledger_counts": rec["summary"]["counts"],
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     return out
@@ -301,29 +313,37 @@ def lsguest(request: pytest.FixtureRequest) -> Iterator[Guest]:
 
 
 def test_rekey_and_drops_told_apart_on_libreswan(lsguest: Guest) -> None:
-    """Genuine pluto, real clients, the live source in the guest: one make-before-break
-    rekey, one polite disconnect and one DPD drop, told apart exactly once each from the
-    kernel's own notifications; each deleted state's final count is at least what
-    `ip -s xfrm state` showed before it went."""
+    """Genuine pluto, real clients, the live source and ledger in the guest: one
+    make-before-break rekey, one polite disconnect and one DPD drop, told apart exactly
+    once each from the kernel's own notifications; each deleted state's final count is at
+    least what `ip -s xfrm state` showed before it went. The host's replay of the bytes
+    the guest received agrees with the guest's live ledger."""
     g = lsguest
     start_source(g)
     run = scenario(g, pluto_restart=False)
     rec = stop_source(g)
-    guest_events = [x["event"] for x in rec["lines"] if "event" in x]
-    stats = next(x["stats"] for x in rec["lines"] if "stats" in x)
+    summary = rec["summary"]
+    stats = summary["stats"]
     assert stats["undecodable"] == 0 and stats["overflows"] == 0 and stats["failures"] == 0
+    assert summary["resyncs"] == 1  # the start's, from a real dump
+    guest = summary["counts"]
+    assert {k: guest[k] for k in run["expect"]} == run["expect"], guest
     ledger, decoded = replay(rec["data"], rec["index"])
     # The guest's live source and the host's replay of its bytes agree.
+    guest_events = [x["event"] for x in rec["lines"] if "event" in x]
     assert guest_events == ["ResyncNeeded", *(type(e).__name__ for e in decoded)]
-    check_scenario(ledger, run)
-    assert not ledger.live()
+    ended = check_scenario(ledger, run)
+    assert sorted((e["how"], tuple(s["spi"] for s in e["states"])) for e in rec["ended"]) == sorted(
+        (e.how, e.spis) for e in ended
+    )
+    assert not ledger.live() and not summary["live"]
 
 
 def test_overflow_on_the_real_kernel_asks_for_a_resync(lsguest: Guest) -> None:
-    """ENOBUFS for real: a source with a tiny receive buffer in a netns of ours is stopped
-    (SIGSTOP) while 64 SAs are added there with `ip xfrm state add`; when it runs again it
-    delivers what was queued, counts the overflow and asks for a resync, and keeps
-    running (the later deletions arrive)."""
+    """ENOBUFS for real: the live ledger with a tiny receive buffer, in a netns of ours,
+    is stopped (SIGSTOP) while 64 SAs are added there with `ip xfrm state add`. Running
+    again it delivers what was queued, counts the overflow, asks for a resync and gets it
+    from a real dump: the ledger ends with all 64, each counted once."""
     g = lsguest
     g.sh("ip netns add xev 2>/dev/null || true")
     start_source(g, "overflow", "--netns xev --rcvbuf 4096")
@@ -352,16 +372,19 @@ def test_overflow_on_the_real_kernel_asks_for_a_resync(lsguest: Guest) -> None:
         lambda: '"reason": "overflow"' in g.sh(f"cat {WORK}/overflow.jsonl"),
         30,
     )
-    g.sh("ip -n xev xfrm state flush")
-    wait("the flush", lambda: "SasFlushed" in g.sh(f"cat {WORK}/overflow.jsonl"), 30)
+    time.sleep(2)
     rec = stop_source(g, "overflow")
-    stats = next(x["stats"] for x in rec["lines"] if "stats" in x)
+    g.sh("ip netns del xev")
+    summary = rec["summary"]
+    stats = summary["stats"]
     assert stats["overflows"] >= 1 and stats["failures"] == 0 and stats["subscriptions"] == 1
     events = [x for x in rec["lines"] if "event" in x]
     adds = sum(1 for e in events if e["event"] == "SaAdded")
     assert 0 < adds < 64  # some were queued, the rest lost
     reasons = [e["reason"] for e in events if e["event"] == "ResyncNeeded"]
     assert reasons == ["start", "overflow"]
+    assert summary["resyncs"] == 2
+    assert summary["counts"]["added"] == 64 and len(summary["live"]) == 64
 
 
 def main() -> int:

@@ -40,14 +40,7 @@ LOGIN = {
     "lcp_echo": True,
 }
 # Everything is slow under software emulation: a login takes seconds, not milliseconds.
-MODULES = {
-    "login": {"prober": "login", "timeout": "60s", "login": LOGIN},
-    "login_wrong_password": {
-        "prober": "login",
-        "timeout": "60s",
-        "login": {**LOGIN, "password": "not-the-password"},
-    },
-}
+MODULES = {"login": {"prober": "login", "timeout": "60s", "login": LOGIN}}
 
 
 def _strongswan_conf(crypto: str) -> str:

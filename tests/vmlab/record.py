@@ -5,6 +5,7 @@
     python3 tests/vmlab/record.py                          # Debian 12, strongSwan
     python3 tests/vmlab/record.py --release trixie         # Debian 13, strongSwan 6
     python3 tests/vmlab/record.py --release trixie --flavour libreswan
+    python3 tests/vmlab/record.py --release trixie --flavour libreswan --scenario mixed
 
 Boots the vmlab guest, connects three clients, passes known traffic through each
 client's ppp session, then dumps in the guest (tests/vmlab/guest/nldump.py, plain
@@ -21,6 +22,18 @@ and <scenario> three-clients (bookworm) or <release>-three-clients. For the Libr
 flavour, everything goes to tests/fixtures/libreswan/<release>/: the netlink dumps as
 above under netlink/, and each ``ipsec`` command's stdout, byte for byte, as
 <command>.txt, described (command, exit code, stderr, versions) in manifest.json.
+
+``--scenario mixed`` (Libreswan flavour) connects one client of each kind instead: a
+strongSwan L2TP client, a NetworkManager-l2tp one (pluto + xl2tpd) and a "Cisco IPsec"
+XAuth client on setup-ipsec-vpn's xauth-psk connection, and writes the server's
+``ipsec`` outputs (and the NetworkManager-l2tp client's own pluto's, as client-*.txt)
+to tests/fixtures/libreswan/<release>/mixed/.
+
+``--scenario events`` (strongSwan flavour) records the server charon's VICI events
+(tests/vmlab/guest/vici_events.py) while two clients connect, one hangs up politely
+and the other vanishes (SIGKILL, DPD), to
+tests/fixtures/vici-guest/<release>-events/connect-disconnect-dpd.json in the layout of
+tests/fixtures/vici-events/.
 """
 
 from __future__ import annotations
@@ -237,14 +250,187 @@ def write_libreswan(
     print(f"  libreswan/{release}/manifest.json")
 
 
+MIXED_UP = (
+    "Libreswan server in the guest's root netns (192.168.77.1) configured as "
+    "hwdsl2/setup-ipsec-vpn configures it (tests/vmlab/guest/conf/libreswan-*). Three "
+    "clients of three kinds, each in its own netns: 1 (192.168.77.11) a strongSwan "
+    "client, IKEv1 Main Mode PSK, no XAuth, L2TP and PPP MS-CHAPv2 as nycmesh on "
+    "l2tp-psk; 2 (192.168.77.12) Libreswan's pluto and xl2tpd as NetworkManager-l2tp "
+    "drives them (its conn named after the profile UUID), the same login; 3 "
+    "(192.168.77.13) a strongSwan client on xauth-psk: IKEv1 PSK + XAuth as nycmesh, "
+    "mode config lease from 192.168.43.10-250, tunnel mode, no L2TP. Pings of known "
+    "size through 1's and 2's ppp and from 3's lease (see traffic)."
+)
+#: The NetworkManager-l2tp client's own pluto (client 2), through its control socket.
+CLIENT_CTL = "/tmp/vmlab/c2/run/pluto/pluto.ctl"
+CLIENT_COMMANDS = (
+    ("client-trafficstatus", f"ipsec whack --ctlsocket {CLIENT_CTL} --trafficstatus"),
+    ("client-showstates", f"ipsec whack --ctlsocket {CLIENT_CTL} --showstates"),
+    ("client-status", f"ipsec whack --ctlsocket {CLIENT_CTL} --status"),
+)
+
+
+def record_mixed(g: Guest) -> dict[str, Any]:
+    """One client of each kind on the Libreswan flavour; the server's ipsec outputs."""
+    connects = [g.connect(1), g.connect(2, kind="libreswan"), g.connect(3, kind="xauth")]
+    traffic = []
+    for n, count, size in TRAFFIC[:2]:
+        r = g.traffic(n, count=count, size=size)
+        traffic.append({"client": n, "pings": count, "payload_bytes": size, "rc": r["rc"]})
+    vip = connects[2]["vip"]
+    _, count, size = TRAFFIC[2]
+    r = g.run(f"ping -n -q -c {count} -s {size} -i 0.1 -W 1 -I {vip} 192.168.77.1",
+              netns="c3", check=False)  # fmt: skip
+    traffic.append({"client": 3, "pings": count, "payload_bytes": size, "from": vip, "rc": r["rc"]})
+    time.sleep(1)
+    ipsec = record_ipsec(g)
+    for name, cmd in CLIENT_COMMANDS:
+        r = g.run(cmd, b64=True, check=False)
+        ipsec[name] = {
+            "command": cmd,
+            "rc": r["rc"],
+            "stderr": r["stderr"],
+            "stdout": base64.b64decode(r["stdout_b64"]),
+        }
+    status = g.status()
+    return {"ipsec": ipsec, "status": status, "traffic": traffic, "connects": connects}
+
+
+def write_mixed(rec: dict[str, Any], image: dict[str, Any], release: str) -> None:
+    folder = LIBRESWAN / release / "mixed"
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for name, r in rec["ipsec"].items():
+        text = r["stdout"]
+        if b"nycmeshnet" in text:
+            raise SystemExit(f"libreswan/{release}/mixed/{name}.txt: the PSK appears")
+        (folder / f"{name}.txt").write_bytes(text)
+        files[name] = {
+            "file": f"{name}.txt",
+            "command": r["command"],
+            "rc": r["rc"],
+            "stderr": r["stderr"],
+            "bytes": len(text),
+            "lines": text.count(b"\n"),
+        }
+        print(f"  libreswan/{release}/mixed/{name}.txt ({len(text)} bytes, rc {r['rc']})")
+    status = rec["status"]
+    clients = {
+        n: {"ip": c["ip"], "kind": c.get("kind"), "ppp": c["ppp"]}
+        for n, c in status["clients"].items()
+    }
+    clients["3"]["lease"] = rec["connects"][2]["vip"]
+    manifest = {
+        "about": (
+            "Libreswan's status commands with one client of each kind, recorded in the "
+            "vmlab guest by tests/vmlab/record.py --scenario mixed: each .txt is the "
+            "command's stdout byte for byte (rc and stderr here); client-*.txt are the "
+            "NetworkManager-l2tp client's own pluto's."
+        ),
+        "release": release,
+        "kernel": image.get("kernel_release"),
+        "libreswan": rec["ipsec"]["version"]["stdout"].decode(errors="replace").strip(),
+        "daemons": daemons(image),
+        "what_was_up": MIXED_UP,
+        "server_ppp": status["server"]["ppp"],
+        "clients": clients,
+        "traffic": rec["traffic"],
+        "files": files,
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    print(f"  libreswan/{release}/mixed/manifest.json")
+
+
+EVENTS_FILE = "/tmp/vmlab/vici-events.jsonl"
+
+
+def record_events(g: Guest) -> dict[str, Any]:
+    """The server's VICI events through connect, polite disconnect and a DPD drop."""
+    g.run(
+        "(setsid env PYTHONPATH=/mnt/pydeps PYTHONDONTWRITEBYTECODE=1 python3 "
+        f"/mnt/src/tests/vmlab/guest/vici_events.py > {EVENTS_FILE} 2>&1 &)"
+    )
+    deadline = time.monotonic() + 60
+    while '"registered"' not in g.sh(f"cat {EVENTS_FILE}"):
+        if time.monotonic() > deadline:
+            raise SystemExit(g.sh(f"cat {EVENTS_FILE}"))
+        time.sleep(0.5)
+    steps = []
+
+    def step(what: str, fn: Any) -> None:
+        steps.append({"step": what, "at": g.status()["uptime"]})
+        fn()
+
+    step("client 1 connects", lambda: g.connect(1))
+    step("client 2 connects", lambda: g.connect(2))
+    step("client 1 disconnects (L2TP StopCCN, IKE delete)", lambda: g.disconnect(1))
+    step("client 2 killed (SIGKILL, no goodbye; DPD 3 s / 9 s)", lambda: g.kill(2))
+    deadline = time.monotonic() + 90
+    while "192.168.77.12" in g.sh("swanctl --list-sas") and time.monotonic() < deadline:
+        time.sleep(2)
+    time.sleep(2)
+    g.run("pkill -f vici_events.py", check=False)
+    lines = [json.loads(x) for x in g.sh(f"cat {EVENTS_FILE}").splitlines() if x.strip()]
+    before = next(x["list-sas-before"] for x in lines if "list-sas-before" in x)
+    events = [x for x in lines if "event" in x]
+    return {"list-sas-before": before, "events": events, "steps": steps}
+
+
+def write_events(rec: dict[str, Any], image: dict[str, Any], release: str) -> None:
+    folder = VICI / f"{release}-events"
+    folder.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "about": (
+            "The server charon's VICI events (ike-updown, child-updown, ike-rekey, "
+            "child-rekey) recorded in the vmlab guest by tests/vmlab/record.py "
+            "--scenario events, values as strings; list-sas-before is the baseline."
+        ),
+        "release": release,
+        "daemons": daemons(image),
+        "kernel": image.get("kernel_release"),
+        "steps": rec["steps"],
+        "list-sas-before": rec["list-sas-before"],
+        "events": rec["events"],
+    }
+    text = json.dumps(doc, indent=1, ensure_ascii=False) + "\n"
+    if "nycmeshnet" in text:
+        raise SystemExit("the PSK appears in the events")
+    out = folder / "connect-disconnect-dpd.json"
+    out.write_text(text)
+    print(f"  {out.relative_to(FIXTURES)} ({len(rec['events'])} events)")
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--release", default="bookworm")
     ap.add_argument("--flavour", choices=("strongswan", "libreswan"), default="strongswan")
+    ap.add_argument(
+        "--scenario", choices=("three-clients", "mixed", "events"), default="three-clients"
+    )
     args = ap.parse_args(argv)
     t0 = time.monotonic()
+    if args.scenario == "mixed":
+        if args.flavour != "libreswan":
+            ap.error("--scenario mixed needs --flavour libreswan")
+        with Guest(clients=3, release=args.release, flavour="libreswan") as g:
+            print(f"guest up in {g.boot_seconds} s")
+            mixed = record_mixed(g)
+            assert g.image_dir is not None
+            image = json.loads((g.image_dir / "manifest.json").read_text())
+        write_mixed(mixed, image, args.release)
+        print(f"recorded in {time.monotonic() - t0:.0f} s")
+        return 0
+    if args.scenario == "events":
+        with Guest(clients=2, release=args.release) as g:
+            print(f"guest up in {g.boot_seconds} s")
+            events = record_events(g)
+            assert g.image_dir is not None
+            image = json.loads((g.image_dir / "manifest.json").read_text())
+        write_events(events, image, args.release)
+        print(f"recorded in {time.monotonic() - t0:.0f} s")
+        return 0
     with Guest(clients=3, release=args.release, flavour=args.flavour) as g:
         print(f"guest up in {g.boot_seconds} s")
         libreswan = args.flavour == "libreswan"

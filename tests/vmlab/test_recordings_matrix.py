@@ -25,6 +25,7 @@ from exporter.kernel.model import L2tpSnapshot, PppHookRecord, PppInterface, Xfr
 from exporter.kernel.rtnl import decode_addresses, decode_links, ppp_interfaces
 from exporter.kernel.xfrm import MarshalXfrm, decode_policies, decode_states
 from exporter.kernel.xfrm_stat import parse_xfrm_stat
+from exporter.strongswan.charon_events import decode_event
 from exporter.strongswan.fetch import assemble_snapshot
 from tests.recordings import RECORDED_NOW, load_answers
 
@@ -300,3 +301,63 @@ def test_strongswan6_sessions_join() -> None:
         assert s.public_address == client
         assert s.ike_uniqueid == sa_of[client].uniqueid
         assert s.conn == "nycmesh-l2tp-psk"
+
+
+# --- strongSwan 6's events (record.py --scenario events) ----------------------------------
+
+TRIXIE_EVENTS = FIXTURES / "vici-guest" / "trixie-events" / "connect-disconnect-dpd.json"
+
+
+def test_strongswan6_events_decode() -> None:
+    """strongSwan 6.0.1's ike-updown and child-updown events through the production
+    decoder: two clients up (IKE SA, then its CHILD SA), a polite hang-up (CHILD SA
+    deleted, then the IKE SA while DELETING) and a DPD death (the IKE SA first, its
+    CHILD SA after, still INSTALLED)."""
+    doc = json.loads(TRIXIE_EVENTS.read_text())
+    assert doc["daemons"]["strongswan-charon"].startswith("6.0.1")
+    assert doc["kernel"].startswith("6.12.")
+    assert doc["list-sas-before"] == []
+    decoded = [decode_event(e["event"], e["message"], RECORDED_NOW) for e in doc["events"]]
+    seen = []
+    for event in decoded:
+        assert event is not None
+        (sa,) = event.sas  # type: ignore[union-attr]
+        assert sa.conn == "nycmesh-l2tp-psk" and sa.version == "1"
+        children = [(c.name, c.mode, c.state) for c in sa.children]
+        seen.append((type(event).__name__, sa.remote_host, sa.state, children))
+    transport = [("l2tp", "TRANSPORT", "INSTALLED")]
+    assert seen == [
+        ("IkeUp", "192.168.77.11", "ESTABLISHED", []),
+        ("ChildUp", "192.168.77.11", "ESTABLISHED", transport),
+        ("IkeUp", "192.168.77.12", "ESTABLISHED", []),
+        ("ChildUp", "192.168.77.12", "ESTABLISHED", transport),
+        ("ChildDown", "192.168.77.11", "ESTABLISHED", [("l2tp", "TRANSPORT", "DELETED")]),
+        ("IkeDown", "192.168.77.11", "DELETING", []),
+        ("IkeDown", "192.168.77.12", "ESTABLISHED", []),
+        ("ChildDown", "192.168.77.12", "ESTABLISHED", transport),
+    ]
+    # The IKE SA of each client keeps its uniqueid from up to down.
+    ids: dict[str, set[str]] = {}
+    for event in decoded:
+        for sa in event.sas:  # type: ignore[union-attr]
+            ids.setdefault(sa.remote_host, set()).add(sa.uniqueid)
+    assert all(len(v) == 1 for v in ids.values()), ids
+
+
+def test_strongswan6_events_have_5_9_keys() -> None:
+    """The IKE SA keys of 6.0.1's events are those 5.9's recorded events carry
+    (tests/fixtures/vici-events/, host lab), less what that lab's setup adds (NAT,
+    XAuth, virtual IPs, rekey times) and the task lists of the moment."""
+    doc = json.loads(TRIXIE_EVENTS.read_text())
+    old = json.loads((FIXTURES / "vici-events" / "dpd-dead-clients.json").read_text())
+
+    def keys(events: list[dict[str, Any]]) -> set[str]:
+        out: set[str] = set()
+        for e in events:
+            for v in e["message"].values():
+                if isinstance(v, dict):
+                    out |= {k for k in v if not k.startswith("tasks-")}
+        return out
+
+    situational = {"nat-any", "nat-remote", "remote-vips", "remote-xauth-id", "rekey-time"}
+    assert keys(doc["events"]) == keys(old["events"]) - situational

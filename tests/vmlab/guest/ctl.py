@@ -7,6 +7,9 @@ The protocol is described in docs/vmlab.md; in short:
 
     GET  /status                       server and client state
     POST /client/<n>/connect           charon + IKE/CHILD SA, xl2tpd, pppd; waits for ppp0
+                                       ({"kind": "libreswan"}: pluto + xl2tpd as
+                                       NetworkManager-l2tp drives them; "xauth":
+                                       IKEv1 XAuth + mode config, no L2TP)
     POST /client/<n>/disconnect        L2TP disconnect, IKE delete, daemons stopped
     POST /client/<n>/kill              SIGKILL charon, xl2tpd and pppd, no goodbye
     POST /client/<n>/traffic           {"count", "size", "mode": "ping"|"udp"} through ppp0
@@ -25,6 +28,8 @@ import base64
 import contextlib
 import json
 import os
+import re
+import shutil
 import signal
 import socket
 import string
@@ -342,8 +347,20 @@ class LibreswanServer:
 # --- clients --------------------------------------------------------------------------
 
 
+# NetworkManager-l2tp names the connection and its run directory after the profile's
+# UUID: /run/nm-l2tp-<uuid>/{ipsec.conf,xl2tpd.conf,xl2tpd-control,xl2tpd.pid,ppp-options}.
+NM_UUID = "5e1f0c2a-7a3b-4c55-9d7e-6b2f1d0a9c4{n}"
+
+
+def libreswan_5() -> bool:
+    """Whether the guest's Libreswan is 5.x (its commands and defaults changed)."""
+    return "Libreswan 5" in sh("ipsec --version", check=False).stdout
+
+
 class Client:
-    """One user's machine: a netns with its own charon, xl2tpd and pppd."""
+    """One user's machine: a netns with its own charon, xl2tpd and pppd (the strongSwan
+    kind), or its own pluto, xl2tpd and pppd driven as NetworkManager-l2tp drives them
+    (the Libreswan kind)."""
 
     def __init__(self, n: int) -> None:
         self.n = n
@@ -355,6 +372,17 @@ class Client:
         self.lock = threading.Lock()
         self.charon: subprocess.Popen[bytes] | None = None
         self.xl2tpd: subprocess.Popen[bytes] | None = None
+        self.kind = "strongswan"
+        self.uuid = NM_UUID.format(n=n)
+        # Files the Libreswan kind binds over the system's inside its namespace: pluto,
+        # ipsec and the NSS database read fixed paths, as on a laptop.
+        self.etc = self.dir / "etc"
+        self.binds = {
+            self.etc / "ipsec.conf": "/etc/ipsec.conf",
+            self.etc / "ipsec.secrets": "/etc/ipsec.secrets",
+            self.etc / "ipsec.d": "/etc/ipsec.d",
+            self.dir / "nss": "/var/lib/ipsec/nss",
+        }
 
     def netns_cmds(self) -> list[str]:
         cmds = [
@@ -371,6 +399,10 @@ class Client:
     def in_ns(self, argv: list[str]) -> list[str]:
         # ip netns exec gives a private mount namespace; bind our own /run into it so
         # charon's pid file, VICI socket and xl2tpd's control pipe are per client.
+        # The Libreswan kind also gets its own /etc/ipsec.* and NSS database there.
+        mounts = f"mount --bind {self.run} /run"
+        if self.kind == "libreswan":
+            mounts += "".join(f" && mount --bind {a} {b}" for a, b in self.binds.items())
         return [
             "ip",
             "netns",
@@ -378,10 +410,15 @@ class Client:
             self.ns,
             "/bin/sh",
             "-c",
-            f'mount --bind {self.run} /run && exec "$@"',
+            f'{mounts} && exec "$@"',
             "sh",
             *argv,
         ]
+
+    @property
+    def nm_rundir(self) -> Path:
+        """NetworkManager-l2tp's /run/nm-l2tp-<uuid>, seen from the root namespace."""
+        return self.run / f"nm-l2tp-{self.uuid}"
 
     def render(self, ike: str, esp: str) -> None:
         d = str(self.dir)
@@ -408,6 +445,12 @@ class Client:
         return p[0] if p else None
 
     def pids(self) -> dict[str, int | None]:
+        if self.kind == "libreswan":
+            return {
+                "pluto": read_pid(self.run / "pluto/pluto.pid"),
+                "xl2tpd": read_pid(self.nm_rundir / "xl2tpd.pid"),
+                "pppd": read_pid(self.run / "ppp0.pid"),
+            }
         return {
             "charon": read_pid(self.run / "charon.pid"),
             "xl2tpd": read_pid(self.run / "xl2tpd.pid"),
@@ -418,18 +461,28 @@ class Client:
         pids = self.pids()
         return {
             "n": self.n,
+            "kind": self.kind,
             "netns": self.ns,
             "ip": self.ip,
             "alive": {k: alive(v) for k, v in pids.items()},
             "ppp": self.ppp(),
         }
 
-    def connect(self, ike: str, esp: str, timeout: float) -> dict[str, Any]:
+    def connect(
+        self, ike: str, esp: str, timeout: float, kind: str = "strongswan", pfs: str = ""
+    ) -> dict[str, Any]:
         t0 = time.monotonic()
         self._stop(signal.SIGKILL)
+        if kind not in ("strongswan", "libreswan", "xauth"):
+            raise ValueError(f"unknown client kind {kind!r}")
+        self.kind = kind
         for f in self.run.glob("*") if self.run.exists() else []:
             if f.is_file() or f.is_socket() or f.is_fifo():
                 f.unlink()
+        if kind == "libreswan":
+            return self.connect_libreswan(timeout, t0, pfs)
+        if kind == "xauth":
+            return self.connect_xauth(ike, esp, t0)
         (self.run / "xl2tpd").mkdir(parents=True, exist_ok=True)
         for log in ("pppd.log", "xl2tpd.log", "charon.log", "charon.out"):
             (self.dir / log).unlink(missing_ok=True)
@@ -471,9 +524,147 @@ class Client:
             "seconds": round(time.monotonic() - t0, 2),
         }
 
+    def connect_libreswan(self, timeout: float, t0: float, pfs: str = "") -> dict[str, Any]:
+        """What NetworkManager-l2tp does with Libreswan (nm-l2tp-service.c): its files
+        in /run/nm-l2tp-<uuid>/ and the PSK in /etc/ipsec.d/ipsec.nm-l2tp.secrets; the
+        system's pluto (started as ipsec.service starts it, in this namespace);
+        ``ipsec auto --add``/``--up`` (Libreswan 4) or ``ipsec add``/``up`` (5) on its
+        config; then xl2tpd on its own config and control file, which dials at once
+        (``autodial = yes``), and pppd with MS-CHAPv2. IKEv1 Main Mode with the PSK, no
+        XAuth, ESP in transport mode for UDP/1701. ``pfs``: NM's ipsec-pfs ("no" is
+        its "Disable PFS" box); unset, NM writes no pfs= and Libreswan proposes PFS."""
+        v5 = libreswan_5()
+        for log in ("pppd.log", "xl2tpd.log", "pluto.log", "pluto.out", "ipsec.out"):
+            (self.dir / log).unlink(missing_ok=True)
+        d = str(self.dir)
+        rundir = self.nm_rundir
+        shutil.rmtree(rundir, ignore_errors=True)
+        rundir.mkdir(mode=0o700, parents=True)
+        (self.run / "pluto").mkdir(parents=True, exist_ok=True)
+        (self.etc / "ipsec.d").mkdir(parents=True, exist_ok=True)
+        render("nm-l2tp-system-ipsec.conf", self.etc / "ipsec.conf", dir=d)
+        render("nm-l2tp-ipsec.secrets", self.etc / "ipsec.secrets")
+        psk = base64.b64encode(b"nycmeshnet").decode()
+        secrets = self.etc / "ipsec.d/ipsec.nm-l2tp.secrets"
+        secrets.write_text(f": PSK 0s{psk}\n")
+        os.chmod(secrets, 0o600)
+        render(
+            "nm-l2tp-ipsec.conf",
+            rundir / "ipsec.conf",
+            uuid=self.uuid,
+            client_ip=self.ip,
+            server_ip=SERVER_IP,
+            keyingtries="" if v5 else "  keyingtries=%forever\n",
+            ikev1="  keyexchange=ikev1" if v5 else "  ikev2=no",
+            pfs=f"  pfs={pfs}" if pfs else "",
+        )
+        render("nm-l2tp-xl2tpd.conf", rundir / "xl2tpd.conf", server_ip=SERVER_IP,
+               rundir=f"/run/nm-l2tp-{self.uuid}")  # fmt: skip
+        render("nm-l2tp-ppp-options", rundir / "ppp-options", uuid=self.uuid, dir=d)
+        # The NSS database of the package (certutil -N at build time), the client's copy.
+        nss = self.dir / "nss"
+        shutil.rmtree(nss, ignore_errors=True)
+        shutil.copytree("/var/lib/ipsec/nss", nss)
+        # Debian ships /etc/ipsec.conf and /etc/ipsec.secrets with libreswan; the binds
+        # need them to exist.
+        for target in ("/etc/ipsec.conf", "/etc/ipsec.secrets"):
+            Path(target).touch(exist_ok=True)
+        Path("/etc/ipsec.d").mkdir(exist_ok=True)
+        # ipsec.service's ExecStart, without systemd.
+        self.charon = spawn(
+            self.in_ns(["/usr/libexec/ipsec/pluto", "--config", "/etc/ipsec.conf", "--nofork"]),
+            self.dir / "pluto.out",
+        )
+        ctl = self.run / "pluto/pluto.ctl"
+        wait_for(lambda: ctl.exists(), 60, f"{self.ns} pluto control socket")
+        conf = f"/run/nm-l2tp-{self.uuid}/ipsec.conf"
+        if v5:
+            add = ["ipsec", "add", self.uuid, "--config", conf, "--verbose"]
+            up = ["ipsec", "up", self.uuid]
+        else:
+            add = ["ipsec", "auto", "--config", conf, "--verbose", "--add", self.uuid]
+            up = ["ipsec", "auto", "--up", self.uuid]
+        t_ike = time.monotonic()
+        with open(self.dir / "ipsec.out", "ab") as out:
+            for argv, limit in ((add, 60), (up, 70)):
+                p = subprocess.run(self.in_ns(argv), stdout=out, stderr=subprocess.STDOUT,
+                                   timeout=limit, check=False)  # fmt: skip
+                if p.returncode != 0:
+                    tail = (self.dir / "ipsec.out").read_text()[-1500:]
+                    raise RuntimeError(f"{' '.join(argv)} -> {p.returncode}: {tail}")
+        t_ipsec = time.monotonic() - t_ike
+        self.xl2tpd = spawn(
+            self.in_ns(
+                [
+                    "xl2tpd",
+                    "-D",
+                    "-c",
+                    f"/run/nm-l2tp-{self.uuid}/xl2tpd.conf",
+                    "-C",
+                    f"/run/nm-l2tp-{self.uuid}/xl2tpd-control",
+                    "-p",
+                    f"/run/nm-l2tp-{self.uuid}/xl2tpd.pid",
+                ]
+            ),
+            self.dir / "xl2tpd.log",
+        )
+        ppp = wait_for(self.ppp, timeout, f"{self.ns} ppp0 address", step=0.3)
+        return {
+            "client": self.n,
+            "kind": self.kind,
+            "ppp": ppp,
+            "ipsec_seconds": round(t_ipsec, 2),
+            "seconds": round(time.monotonic() - t0, 2),
+        }
+
+    def connect_xauth(self, ike: str, esp: str, t0: float) -> dict[str, Any]:
+        """A "Cisco IPsec" login on the Libreswan flavour's xauth-psk connection:
+        IKEv1 Main Mode PSK, XAuth as nycmesh, a virtual IP from the pool by mode
+        config, a tunnel-mode CHILD SA; no L2TP, no PPP."""
+        for log in ("charon.log", "charon.out"):
+            (self.dir / log).unlink(missing_ok=True)
+        self.run.mkdir(parents=True, exist_ok=True)  # bound over /run in its namespace
+        d = str(self.dir)
+        conf = self.dir / "strongswan-xauth.conf"
+        render("client-strongswan-xauth.conf", conf, dir=d, **CRYPTO)
+        render(
+            "client-swanctl-xauth.conf",
+            self.dir / "swanctl-xauth.conf",
+            client_ip=self.ip,
+            server_ip=SERVER_IP,
+            ike_proposal=ike,
+            esp_proposal=esp,
+            **CLIENT_REKEY,
+        )
+        self.charon = spawn(
+            self.in_ns(["/usr/lib/ipsec/charon"]),
+            self.dir / "charon.out",
+            env={"STRONGSWAN_CONF": str(conf)},
+        )
+        wait_for(lambda: (self.run / "charon.vici").exists(), 30, f"{self.ns} VICI socket")
+        self.swanctl("--load-all", f"--file {self.dir}/swanctl-xauth.conf")
+        self.swanctl("--initiate", "--ike xauth --child net --timeout 60", timeout=70)
+        sas = self.swanctl("--list-sas").stdout
+        vip = re.search(r"local\s+'[^']*' @ \S+ \[(\d+\.\d+\.\d+\.\d+)\]", sas)
+        return {
+            "client": self.n,
+            "kind": self.kind,
+            "vip": vip[1] if vip else None,
+            "sas": sas,
+            "seconds": round(time.monotonic() - t0, 2),
+        }
+
+    def ipsec(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        """``ipsec ARGS`` in the client's namespace, against its own pluto."""
+        return subprocess.run(
+            self.in_ns(["ipsec", *args]), capture_output=True, text=True, timeout=timeout
+        )
+
     def _stop(self, sig: signal.Signals) -> dict[str, int | None]:
         pids = self.pids()
-        for name in ("pppd", "xl2tpd", "charon"):
+        for name in ("pppd", "xl2tpd", "charon", "pluto"):
+            if name not in pids:
+                continue
             pid = pids[name]
             if pid is not None and alive(pid):
                 os.kill(pid, sig)
@@ -500,13 +691,25 @@ class Client:
         """A polite hang-up: L2TP StopCCN, IKE delete, then daemons stopped."""
         t0 = time.monotonic()
         ctl = self.run / "xl2tpd/l2tp-control"
-        if ctl.exists() and self.xl2tpd is not None and self.xl2tpd.poll() is None:
+        if self.kind == "libreswan":
+            # NetworkManager-l2tp: SIGTERM to xl2tpd (it hangs up the call and the
+            # tunnel), then "ipsec whack --delete --name UUID". Its pluto is the
+            # system's; the lab stops it afterwards.
+            if self.xl2tpd is not None and self.xl2tpd.poll() is None:
+                self.xl2tpd.terminate()
+                with contextlib.suppress(TimeoutError):
+                    wait_for(lambda: self.ppp() is None, 20, f"{self.ns} ppp0 down", step=0.3)
+            if (self.run / "pluto/pluto.ctl").exists():
+                self.ipsec("whack", "--delete", "--name", self.uuid)
+                self.ipsec("whack", "--shutdown")
+        elif ctl.exists() and self.xl2tpd is not None and self.xl2tpd.poll() is None:
             with open(ctl, "w") as f:
                 f.write("d nycmesh\n")
             with contextlib.suppress(TimeoutError):
                 wait_for(lambda: self.ppp() is None, 20, f"{self.ns} ppp0 down", step=0.3)
-        if (self.run / "charon.vici").exists():
-            self.swanctl("--terminate", "--ike nycmesh --timeout 20", timeout=30)
+        if self.kind != "libreswan" and (self.run / "charon.vici").exists():
+            ike = "xauth" if self.kind == "xauth" else "nycmesh"
+            self.swanctl("--terminate", f"--ike {ike} --timeout 20", timeout=30)
         pids = self._stop(signal.SIGTERM)
         deadline = time.monotonic() + 10
         while any(alive(v) for v in pids.values()) and time.monotonic() < deadline:
@@ -768,6 +971,8 @@ class Handler(BaseHTTPRequestHandler):
                             body.get("ike_proposal", "aes256-sha256-modp2048"),
                             body.get("esp_proposal", "aes256-sha256"),
                             float(body.get("timeout", 60)),
+                            body.get("kind", "strongswan"),
+                            body.get("pfs", ""),
                         )
                     if action == "disconnect":
                         return c.disconnect()

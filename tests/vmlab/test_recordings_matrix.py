@@ -25,6 +25,7 @@ from exporter.kernel.model import L2tpSnapshot, PppHookRecord, PppInterface, Xfr
 from exporter.kernel.rtnl import decode_addresses, decode_links, ppp_interfaces
 from exporter.kernel.xfrm import MarshalXfrm, decode_policies, decode_states
 from exporter.kernel.xfrm_stat import parse_xfrm_stat
+from exporter.libreswan.parse import parse_showstates, parse_trafficstatus
 from exporter.strongswan.charon_events import decode_event
 from exporter.strongswan.fetch import assemble_snapshot
 from tests.recordings import RECORDED_NOW, load_answers
@@ -361,3 +362,102 @@ def test_strongswan6_events_have_5_9_keys() -> None:
 
     situational = {"nat-any", "nat-remote", "remote-vips", "remote-xauth-id", "rekey-time"}
     assert keys(doc["events"]) == keys(old["events"]) - situational
+
+
+# --- Libreswan with one client of each kind (record.py --scenario mixed) ------------------
+
+
+def mixed(release: str) -> tuple[dict[str, Any], dict[str, str]]:
+    folder = LIBRESWAN / release / "mixed"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    texts = {
+        name: (folder / entry["file"]).read_bytes().decode()
+        for name, entry in manifest["files"].items()
+    }
+    return manifest, texts
+
+
+@pytest.mark.parametrize("release", sorted(LIBRESWAN_RELEASES))
+def test_mixed_recordings_are_whole(release: str) -> None:
+    manifest, texts = mixed(release)
+    version, _ = LIBRESWAN_RELEASES[release]
+    assert texts["version"].strip() == version == manifest["libreswan"]
+    assert [c["kind"] for _, c in sorted(manifest["clients"].items())] == [
+        "strongswan",
+        "libreswan",
+        "xauth",
+    ]
+    for name, entry in manifest["files"].items():
+        assert entry["rc"] == 0, name
+        assert len(texts[name].encode()) == entry["bytes"], name
+        assert "nycmeshnet" not in texts[name], name
+
+
+@pytest.mark.parametrize("release", sorted(LIBRESWAN_RELEASES))
+def test_mixed_trafficstatus_xauth_line(release: str) -> None:
+    """An XAuth login on xauth-psk: username= comes before type=, lease= last, no id=;
+    the two L2TP clients (strongSwan's and NetworkManager-l2tp's) look alike on the
+    server, each with its address as its ID."""
+    manifest, texts = mixed(release)
+    lease = manifest["clients"]["3"]["lease"]
+    rows = unprefixed(texts["trafficstatus"]).splitlines()
+    assert len(rows) == 3, rows
+    l2tp = [
+        re.fullmatch(
+            r'#\d+: "l2tp-psk"\[\d+\] (\S+), type=ESP, add_time=\d+, inBytes=\d+, '
+            r"outBytes=\d+, maxBytes=2\^63B, id='([^']*)'",
+            row,
+        )
+        for row in rows[:2]
+    ]
+    assert [(m[1], m[2]) for m in l2tp if m] == [(c, c) for c in CLIENTS[:2]], rows
+    xauth = re.fullmatch(
+        r'#\d+: "xauth-psk"\[\d+\] (\S+), username=(\S+), type=ESP, add_time=\d+, '
+        r"inBytes=(\d+), outBytes=\d+, maxBytes=2\^63B, lease=(\S+)",
+        rows[2],
+    )
+    assert xauth, rows[2]
+    assert xauth[1] == CLIENTS[2] and xauth[2] == "nycmesh" and xauth[4] == f"{lease}/32"
+    assert int(xauth[3]) > 0  # its pings from the lease went in
+
+
+@pytest.mark.parametrize("release", sorted(LIBRESWAN_RELEASES))
+def test_mixed_states_and_the_nm_client_side(release: str) -> None:
+    """showstates: the XAuth client's IPsec SA is a tunnel (tun. SPIs) and its traffic
+    line ends with the user; the NetworkManager-l2tp client's own pluto shows the
+    initiator's states (MAIN_I4, QUICK_I2) under NM's UUID-named connection."""
+    _, texts = mixed(release)
+    states = unprefixed(texts["showstates"])
+    (traffic,) = [ln for ln in states.splitlines() if '"xauth-psk"' in ln and "Traffic:" in ln]
+    assert "tun.0@" in traffic and traffic.rstrip().endswith("username=nycmesh"), traffic
+    client = unprefixed(texts["client-showstates"])
+    conn = r'"5e1f0c2a-7a3b-4c55-9d7e-6b2f1d0a9c42"'
+    assert re.search(rf"^#\d+: {conn}:4500 STATE_MAIN_I4 ", client, re.M), client
+    assert re.search(rf"^#\d+: {conn}:4500 STATE_QUICK_I2 ", client, re.M), client
+    mine = unprefixed(texts["client-trafficstatus"])
+    assert re.fullmatch(rf"#\d+: {conn}, type=ESP, .*, id='192\.168\.77\.1'\n", mine), mine
+
+
+@pytest.mark.parametrize("release", sorted(LIBRESWAN_RELEASES))
+def test_mixed_through_the_libreswan_parser(release: str) -> None:
+    """The mixed recordings through exporter/libreswan/parse.py: the XAuth SA's user and
+    lease, the L2TP clients' identities, every line read (none skipped), on the server
+    and on the NetworkManager-l2tp client's side."""
+    manifest, texts = mixed(release)
+    traffic = parse_trafficstatus(texts["trafficstatus"])
+    assert traffic.skipped == 0
+    got = {sa.peer: (sa.connection, sa.username, sa.identity, sa.lease) for sa in traffic.sas}
+    lease = manifest["clients"]["3"]["lease"]
+    assert got == {
+        CLIENTS[0]: ("l2tp-psk", None, CLIENTS[0], None),
+        CLIENTS[1]: ("l2tp-psk", None, CLIENTS[1], None),
+        CLIENTS[2]: ("xauth-psk", "nycmesh", None, lease),
+    }
+    states = parse_showstates(texts["showstates"])
+    assert states.skipped == 0
+    assert {sa.peer for sa in states.ike_sas} == set(CLIENTS)
+    client = parse_trafficstatus(texts["client-trafficstatus"])
+    assert client.skipped == 0 and len(client.sas) == 1
+    (sa,) = client.sas
+    assert sa.connection == "5e1f0c2a-7a3b-4c55-9d7e-6b2f1d0a9c42" and sa.identity == SERVER
+    assert parse_showstates(texts["client-showstates"]).skipped == 0

@@ -8,6 +8,8 @@ Tests run in file order and share the guest: the last one kills a client.
 
 from __future__ import annotations
 
+import errno
+import json
 import re
 import time
 from collections.abc import Callable
@@ -145,6 +147,53 @@ def test_three_sessions_joined_to_the_right_user_and_sa(kernel: Kernel) -> None:
     assert len(s["xfrm_state_info"]) == 6
     for name in ("ppp", "l2tp", "xfrm", "sessions"):
         assert value(s, "l2tp_ipsec_exporter_collector_success", collector=name) == 1
+
+
+# Run as nobody with no capabilities: each of the collectors' kernel requests
+# (tests/vmlab/guest/nldump.py builds them byte for byte) and the two /proc files.
+UNPRIVILEGED = """
+import errno, json, struct, sys
+sys.path.insert(0, "/mnt/src/tests/vmlab/guest")
+import nldump
+out = {}
+for rec in nldump.netlink_dumps_each():
+    out[rec["name"]] = rec
+for path in ("/proc/net/pppol2tp", "/proc/net/xfrm_stat"):
+    try:
+        out[path] = {"lines": len(open(path).read().splitlines())}
+    except OSError as e:
+        out[path] = {"errno": e.errno}
+print(json.dumps(out))
+"""
+
+
+def test_privileges_without_cap_net_admin(kernel: Kernel) -> None:
+    """docs/kernel.md, Privileges, on this kernel: without CAP_NET_ADMIN the rtnetlink
+    dumps, the L2TP family lookup and /proc/net/{pppol2tp,xfrm_stat} still answer, while
+    the L2TP generic netlink dumps and the NETLINK_XFRM dumps are refused with EPERM."""
+    r = kernel.g.run(
+        [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            "python3",
+            "-c",
+            UNPRIVILEGED,
+        ]
+    )
+    got = json.loads(r["stdout"])
+    eperm = -errno.EPERM
+    for name in ("rtnl-getlink", "rtnl-getaddr"):  # dumps: several messages, then DONE
+        assert got[name]["error"] is None and got[name]["messages"] > 1, got[name]
+    family = got["genl-ctrl-getfamily-l2tp"]  # one answer: the family, no error
+    assert family["error"] is None and family["messages"] == 1, family
+    for name in ("xfrm-getsa", "xfrm-getpolicy", "genl-l2tp-tunnel-get", "genl-l2tp-session-get"):
+        assert got[name]["error"] == eperm, got[name]
+    assert got["/proc/net/pppol2tp"]["lines"] > 3, got  # header + three sessions
+    assert got["/proc/net/xfrm_stat"]["lines"] > 20, got
 
 
 def test_traffic_through_one_ppp_shows_on_its_series(kernel: Kernel) -> None:

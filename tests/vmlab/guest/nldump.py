@@ -113,6 +113,8 @@ def l2tp_family(answer: bytes) -> int:
 
 
 def netlink_dumps() -> list[dict[str, Any]]:
+    """The recorded requests and their answers (an error answer, such as EPERM
+    without CAP_NET_ADMIN, is recorded like any other)."""
     dump = NLM_F_REQUEST | NLM_F_DUMP
     out = [
         record(
@@ -179,6 +181,25 @@ def netlink_dumps() -> list[dict[str, Any]]:
             f"L2TP_CMD_SESSION_GET dump, family id {family}, version 1",
         )
     )
+    return out
+
+
+def first_error(raw: bytes) -> int | None:
+    """The error code of the answer's first NLMSG_ERROR carrying one (negative errno)."""
+    for mtype, _flags, _seq, payload in messages(raw):
+        if mtype == NLMSG_ERROR:
+            code = int(struct.unpack_from("=i", payload)[0])
+            return code or None
+    return None
+
+
+def netlink_dumps_each() -> list[dict[str, Any]]:
+    """Each request of netlink_dumps with "error" (the negative errno of a refusal,
+    or None) and "messages", for the privilege check."""
+    out = []
+    for rec in netlink_dumps():
+        raw = base64.b64decode(rec["response_b64"])
+        out.append({"name": rec["name"], "messages": rec["messages"], "error": first_error(raw)})
     return out
 
 

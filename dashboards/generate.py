@@ -361,10 +361,10 @@ def users_and_sessions() -> tuple[dict[str, Any], list[Panel]]:
         ),
         table(
             "IKE SAs, Libreswan's IPsec SAs (needs --collector.strongswan|libreswan.sa-details)",
-            instant(f"strongswan_ike_sa_established_timestamp_seconds{{{CONN}}} * 1000 or libreswan_ipsec_sa_added_timestamp_seconds{{{CONN}}} * on (job, instance, conn, serial) group_left (exported_instance, remote_host, user, identity, state) libreswan_ipsec_sa_info{{{CONN}}} * 1000"),
+            instant(f"strongswan_ike_sa_established_timestamp_seconds{{{CONN}}} * 1000 or libreswan_ipsec_sa_added_timestamp_seconds{{{CONN}}} * on (job, instance, conn, serial) group_left (conn_instance, remote_host, user, identity, state) libreswan_ipsec_sa_info{{{CONN}}} * 1000"),
             width=24, height=8,
             description="strongSwan: one row per IKE SA. Libreswan: one row per IPsec SA (pluto's serial, the connection instance, peer, user) since it was installed.",
-            transformations=merge_tables(["__name__", "job"], {"Value": "established", "exported_instance": "conn instance"}),
+            transformations=merge_tables(["__name__", "job"], {"Value": "established", "conn_instance": "conn instance"}),
             overrides=[{"matcher": {"id": "byName", "options": "established"},
                         "properties": [{"id": "unit", "value": "dateTimeAsIso"}]}],
         ),

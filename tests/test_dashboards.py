@@ -187,7 +187,7 @@ def libreswan_families(
     pluto snapshot and ledger readings. `drops` tunnels of l2tp-psk have gone down,
     `established` of its clients are connected, `peer_up` says whether peer-nyc is and
     `peer_drops` how often it went down."""
-    from exporter.collectors.libreswan import render, render_ledger, up_family
+    from exporter.collectors.libreswan import global_counters, render, render_ledger, up_family
     from exporter.collectors.limits import SeriesLimiter
     from exporter.libreswan.ledger import LedgerReadings, Traffic
     from exporter.libreswan.model import Connection, IkeSa, IpsecSa, PlutoSnapshot
@@ -238,17 +238,23 @@ def libreswan_families(
         user_traffic={("l2tp-psk", peer): Traffic(1000, 2000) for _, _, peer, _ in tunnels},
         last_change={"l2tp-psk": 1.796e9, "peer-nyc": 1.796e9},
         untracked_users=0,
+        global_counters=counters,
     )
     options = LibreswanOptions(sa_details=True, user_metrics=True)
     limiter = SeriesLimiter(1000)
-    families = [up_family(True), *render(snapshot, options, limiter)]
+    families = [
+        up_family(True),
+        *render(snapshot, options, limiter),
+        *global_counters(readings.global_counters),
+    ]
     return families + render_ledger(readings, snapshot, options, limiter)
 
 
 def stored_series(families: list[Metric], job: str, instance: str) -> list[tuple[str, bool]]:
     """(series as promtool writes it, is a counter) for what Prometheus stores when it
     scrapes `families` as target `instance` of `job`: its own job and instance labels, the
-    exporter's `instance` label kept as `exported_instance`, empty labels gone."""
+    exporter's own `instance` label, if one had any, kept as `exported_instance`, empty
+    labels gone."""
     out = []
     for family in families:
         for sample in family.samples:

@@ -23,7 +23,7 @@ from exporter.table_family import TableFamily, gauge_table
 
 log = logging.getLogger("exporter.collectors.libreswan")
 
-SA_LABELS = ("conn", "instance", "serial", "remote_host", "user", "identity", "state")
+SA_LABELS = ("conn", "conn_instance", "serial", "remote_host", "user", "identity", "state")
 
 #: globalstatus keys → (family, label values); families below.
 _IKE_OUTCOMES = {
@@ -63,8 +63,10 @@ class LibreswanCollector:
         try:
             families: list[Metric] = [up_family(view.up)]
             snapshot = view.current()
+            readings = view.readings()
             if snapshot is not None:
                 families += render(snapshot, self._options, self._limiter)
+                families += global_counters(readings.global_counters)
             families += render_ledger(view.readings(), view.last(), self._options, self._limiter)
         except Exception as err:  # libreswan_up stays there for the alerts
             if not self._render_failing:
@@ -90,7 +92,6 @@ def render(snap: PlutoSnapshot, options: LibreswanOptions, limiter: SeriesLimite
         families += _users(snap, limiter)
     if options.sa_details:
         families += _sa_details(snap, limiter)
-    families += _global_counters(snap.global_counters)
     return families
 
 
@@ -208,11 +209,12 @@ def _sa_details(snap: PlutoSnapshot, limiter: SeriesLimiter) -> Iterable[Metric]
     yield since
 
 
-def _global_counters(counters: dict[str, int]) -> Iterable[Metric]:
+def global_counters(counters: dict[str, int]) -> list[Metric]:
+    """pluto's `globalstatus` totals (carried over its restarts by the ledger)."""
     ike = CounterMetricFamily(
         "libreswan_ike_sa_negotiations",
-        "IKE SA negotiations by IKE version and outcome since pluto started (globalstatus "
-        "total.ike.<version>.established|failed|completed).",
+        "IKE SA negotiations by IKE version and outcome (globalstatus "
+        "total.ike.<version>.established|failed|completed, continued across pluto restarts).",
         labels=["version", "outcome"],
     )
     for key, (version, outcome) in _IKE_OUTCOMES.items():
@@ -220,8 +222,8 @@ def _global_counters(counters: dict[str, int]) -> Iterable[Metric]:
             ike.add_metric([version, outcome], counters[key])
     dpd = CounterMetricFamily(
         "libreswan_dpd_messages",
-        "Dead peer detection messages since pluto started (globalstatus total.ike.dpd.*): "
-        "sent, recv(eived) and replied.",
+        "Dead peer detection messages (globalstatus total.ike.dpd.*, continued across pluto "
+        "restarts): sent, recv(eived) and replied.",
         labels=["kind"],
     )
     for key, kind in _DPD.items():
@@ -229,7 +231,8 @@ def _global_counters(counters: dict[str, int]) -> Iterable[Metric]:
             dpd.add_metric([kind], counters[key])
     traffic = CounterMetricFamily(
         "libreswan_ike_traffic_bytes",
-        "Bytes of IKE messages since pluto started (globalstatus total.ike.traffic.*).",
+        "Bytes of IKE messages (globalstatus total.ike.traffic.*, continued across pluto "
+        "restarts).",
         labels=["direction"],
     )
     for key, direction in _IKE_TRAFFIC.items():

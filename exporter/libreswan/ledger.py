@@ -14,6 +14,9 @@ How it ended is told by what replaced it:
   break-before-make reconnect is a down and an up, never a rekey.
 - **up**: a serial not seen before that replaces nothing.
 
+pluto's own totals (`ipsec globalstatus`) start from zero when pluto restarts; the ledger
+carries them on, so they never go backwards while the exporter runs either.
+
 Traffic: the bytes of ended SAs (their last reading, or the kernel's final count when
 `record_final` gets one from the XFRM delete notification) are added to per-connection and
 per-user totals; live SAs' bytes are added at reading time, so the totals never go
@@ -73,6 +76,8 @@ class LedgerReadings:
     last_change: dict[str, float]
     #: Users whose totals were not kept because max_users was reached.
     untracked_users: int
+    #: pluto's globalstatus counters, carried over pluto's restarts (see `PlutoLedger`).
+    global_counters: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -90,6 +95,9 @@ class PlutoLedger:
     _finals: dict[int, Traffic] = field(default_factory=dict)
     _untracked_users: int = 0
     _first_round: bool = True
+    #: globalstatus: the last value pluto said, and what earlier pluto processes counted.
+    _counter_last: dict[str, int] = field(default_factory=dict)
+    _counter_base: dict[str, int] = field(default_factory=dict)
 
     def observe(self, snapshot: PlutoSnapshot) -> None:
         """Compare this round with the last. The first round sets the baseline: the SAs
@@ -125,6 +133,16 @@ class PlutoLedger:
             self._events.setdefault((sa.connection, "up"), 0)
         self._live = current
         self._first_round = False
+        self._carry(snapshot.global_counters)
+
+    def _carry(self, counters: dict[str, int]) -> None:
+        # pluto counts from zero again when it restarts; a total that drops below its last
+        # value continues from there, so the exporter's _total never goes backwards.
+        for key, value in counters.items():
+            last = self._counter_last.get(key)
+            if last is not None and value < last:
+                self._counter_base[key] = self._counter_base.get(key, 0) + last
+            self._counter_last[key] = value
 
     def record_final(self, serial: int, traffic: Traffic) -> None:
         """The kernel's final byte counts of an SA that pluto will report gone (from the
@@ -161,4 +179,8 @@ class PlutoLedger:
             user_traffic=users,
             last_change=dict(self._last_change),
             untracked_users=self._untracked_users,
+            global_counters={
+                key: self._counter_base.get(key, 0) + value
+                for key, value in self._counter_last.items()
+            },
         )

@@ -8,14 +8,11 @@ Concurrent scrapes share one round (the Scraper collects once for all of them).
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Awaitable, Callable
 
 from exporter.libreswan.ledger import LedgerReadings, PlutoLedger
 from exporter.libreswan.model import PlutoSnapshot
-
-log = logging.getLogger("exporter.libreswan")
 
 #: One round of questions to pluto; raises with a message naming what failed.
 AskPluto = Callable[[], Awaitable[PlutoSnapshot]]
@@ -37,16 +34,12 @@ class PlutoView:
         try:
             snapshot = await self._ask()
         except Exception as err:  # any failure of the round is pluto being unreadable
-            message = str(err) or type(err).__name__
-            if self.up or not self.error:
-                # One line when pluto stops answering, not one per scrape.
-                log.error("cannot read pluto's state", extra={"err": message})
+            # Not logged here: the scrape layer logs one line when the collector starts
+            # failing (with this message) and one when it recovers.
             self.up = False
-            self.error = message
+            self.error = str(err) or type(err).__name__
             self.failures += 1
             return
-        if not self.up and self.error:
-            log.info("pluto answers again")
         self.ledger.observe(snapshot)
         self._snapshot = snapshot
         self.up = True

@@ -156,11 +156,11 @@ def test_dashboards_rules_and_alerts_serve_a_libreswan_server(
         and not prom.query(substitute(expr))
     ]
     assert not missing, "queries without data:\n" + "\n".join(missing)
-    # The per-SA table joins on the SA's connection instance, which Prometheus keeps as
-    # exported_instance beside its own target label.
+    # The per-SA table shows the SA's connection instance (conn_instance: a label named
+    # instance would clash with Prometheus' target label).
     sa = prom.query('libreswan_ipsec_sa_info{conn="l2tp-psk"}')
     assert {r["metric"]["instance"] for r in sa} == {exporter.target}
-    assert {r["metric"]["exported_instance"] for r in sa} == {"1", "2", "3"}
+    assert {r["metric"]["conn_instance"] for r in sa} == {"1", "2", "3"}
 
     # -- every rule evaluates cleanly; the daemon-neutral recording rules have data
     def rules() -> list[dict[str, Any]]:

@@ -120,3 +120,20 @@ def test_users_beyond_the_cap_are_counted_not_kept() -> None:
     assert readings.untracked_users == 1
     # The connection total still has both.
     assert readings.connection_traffic["l2tp-psk"] == Traffic(200, 400)
+
+
+def test_plutos_totals_continue_across_its_restart() -> None:
+    ledger = PlutoLedger()
+    counted = {"total.ike.ikev1.established": 3, "total.ike.dpd.sent": 20}
+    ledger.observe(replace(round_(), global_counters=counted))
+    assert ledger.readings().global_counters == counted
+    # pluto restarted: its own totals start from zero again.
+    ledger.observe(
+        replace(
+            round_(), global_counters={"total.ike.ikev1.established": 1, "total.ike.dpd.sent": 0}
+        )
+    )
+    assert ledger.readings().global_counters == {
+        "total.ike.ikev1.established": 4,
+        "total.ike.dpd.sent": 20,
+    }

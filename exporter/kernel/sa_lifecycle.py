@@ -530,7 +530,9 @@ async def _main(args: argparse.Namespace) -> int:
         for sa in ledger.drain():
             print(json.dumps({"ended": asdict(sa)}), flush=True)
 
-    source = XfrmEventSource(handle, netns=args.netns, recorder=record if args.record else None)
+    source = XfrmEventSource(
+        handle, netns=args.netns, rcvbuf=args.rcvbuf, recorder=record if args.record else None
+    )
     ok = await source.start()
     print(json.dumps({"subscribed": ok, "error": source.stats.last_error}), flush=True)
     try:

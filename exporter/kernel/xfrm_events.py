@@ -358,6 +358,8 @@ class SourceStats:
     last_error: str | None = None
     #: When the current subscription was made (epoch seconds), None when not subscribed.
     subscribed_at: float | None = None
+    #: The receive buffer the kernel granted (SO_RCVBUF), None when unknown.
+    rcvbuf: int | None = None
 
 
 @dataclass
@@ -424,6 +426,9 @@ class XfrmEventSource:
                     self.stats.subscribed = True
                     self.stats.subscriptions += 1
                     self.stats.subscribed_at = self.clock()
+                    getsockopt = getattr(sock, "getsockopt", None)
+                    if getsockopt is not None:
+                        self.stats.rcvbuf = int(getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
                     delay = self.backoff_initial
                     self._deliver(ResyncNeeded(reason, self.clock()))
                     self._first_done()

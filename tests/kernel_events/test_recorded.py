@@ -11,7 +11,9 @@ killed and started again (Libreswan 5.2's start flushes the SA table, 4.10's doe
 
 from __future__ import annotations
 
+import json
 from collections import Counter
+from dataclasses import asdict
 from typing import Any
 
 import pytest
@@ -20,10 +22,18 @@ from exporter.kernel.sa_lifecycle import SaLedger, Traffic
 from exporter.kernel.xfrm_events import (
     SaAdded,
     SaDeleted,
+    SaExpired,
     SasFlushed,
     decode_events,
 )
-from tests.kernel_events.replay import FIXTURES, check_scenario, decode_all, load, scrub_keys
+from tests.kernel_events.replay import (
+    FIXTURES,
+    check_scenario,
+    decode_all,
+    load,
+    replay,
+    scrub_keys,
+)
 
 RELEASES = sorted(p.name for p in FIXTURES.iterdir() if (p / "manifest.json").exists())
 
@@ -119,3 +129,35 @@ def test_truncated_and_corrupted_datagrams_never_raise(release: str) -> None:
             broken = bytearray(raw)
             broken[pos] ^= 0xFF
             decode_events(bytes(broken), at)
+
+
+EXPIRY = [r for r in RELEASES if (FIXTURES / r / "expiry.bin").exists()]
+
+
+@pytest.mark.parametrize("release", EXPIRY)
+def test_real_lifetime_expiries(release: str) -> None:
+    """Real XFRM_MSG_EXPIRE bytes (a pair added with `ip xfrm state add ... limit
+    time-soft 1 limit time-hard 3` in a netns of the guest): two soft, then two hard
+    expiries and no DELSA; the ledger counts 2 soft expiries and ends the pair once, as a
+    drop caused by the expiry, exactly as the guest's live ledger did."""
+    d = FIXTURES / release
+    data = (d / "expiry.bin").read_bytes()
+    index = json.loads((d / "expiry.index.json").read_text())
+    about = json.loads((d / "expiry.json").read_text())
+    events = decode_all(data, index)
+    assert ["ResyncNeeded", *(type(e).__name__ for e in events)] == about["guest_decoded_events"]
+    expired = [e for e in events if isinstance(e, SaExpired)]
+    assert sorted((e.hard, e.state.spi) for e in expired) == [
+        (False, 0x2001),
+        (False, 0x2002),
+        (True, 0x2001),
+        (True, 0x2002),
+    ]
+    assert all(e.state.reqid == 8 and e.state.mode == "transport" for e in expired)
+    assert not [e for e in events if isinstance(e, SaDeleted)]
+    ledger, _ = replay(data, index)
+    counts = ledger.counts()
+    assert (counts.added, counts.soft_expires, counts.drops, counts.rekeys) == (1, 2, 1, 0)
+    (ended,) = ledger.drain()
+    assert (ended.how, ended.cause) == ("drop", "expire")
+    assert about["guest_ledger_counts"] == asdict(counts)

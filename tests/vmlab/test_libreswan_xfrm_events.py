@@ -285,6 +285,24 @@ def write_recording(release: str, g: Guest, rec: dict[str, Any], run: dict[str, 
     return out
 
 
+def write_expiry(out: Path, rec: dict[str, Any]) -> None:
+    """The lifetime expiry phase: expiry.bin, expiry.index.json, expiry.json."""
+    (out / "expiry.bin").write_bytes(scrub_keys(rec["data"]))
+    (out / "expiry.index.json").write_text(json.dumps(rec["index"]) + "\n")
+    about = {
+        "about": (
+            "In a netns of the guest (no IKE daemon there), a pair of ESP states added with "
+            "`ip xfrm state add ... reqid 8 ... limit time-soft 1 limit time-hard 3` "
+            "(10.9.0.1 -> 10.9.2.1 SPI 0x2001, back SPI 0x2002); the kernel's notifications "
+            "until both hard expiries, as the live ledger received them (key bytes zeroed)."
+        ),
+        "guest_decoded_events": [x.get("event") for x in rec["lines"] if "event" in x],
+        "guest_ledger_counts": rec["summary"]["counts"],
+        "guest_ended": rec["ended"],
+    }
+    (out / "expiry.json").write_text(json.dumps(about, indent=1) + "\n")
+
+
 # --- the test ---------------------------------------------------------------------------
 
 
@@ -336,22 +354,47 @@ def test_rekey_and_drops_told_apart_on_libreswan(lsguest: Guest) -> None:
     assert sorted((e["how"], tuple(s["spi"] for s in e["states"])) for e in rec["ended"]) == sorted(
         (e.how, e.spis) for e in ended
     )
-    assert not ledger.live() and not summary["live"]
+    # Client 1's new pair is the one left, in both.
+    (live,) = ledger.live()
+    assert [sa["serial"] for sa in summary["live"]] == [live.serial]
+    assert {s.src for s in live.states} == {SERVER, client_ip(1)} and len(live.states) == 2
+
+
+KEY = "0x" + "11" * 16
+
+
+def add_expiring_pair(g: Guest, netns: str) -> None:
+    """Lifetimes, which neither pluto nor charon leave to the kernel: a pair (reqid 8,
+    SPIs 0x2001/0x2002) with a 1 s soft and 3 s hard limit. The kernel announces both;
+    after the hard one it deletes the states with no DELSA."""
+    for spi, src, dst in ((0x2001, "10.9.0.1", "10.9.2.1"), (0x2002, "10.9.2.1", "10.9.0.1")):
+        g.sh(
+            f"ip -n {netns} xfrm state add src {src} dst {dst} proto esp spi {spi} reqid 8 "
+            f"mode transport enc 'cbc(aes)' {KEY} limit time-soft 1 limit time-hard 3"
+        )
+
+
+def wait_hard_expiries(g: Guest, name: str) -> None:
+    wait(
+        "two hard expiries",
+        lambda: g.sh(f"cat {WORK}/{name}.jsonl").count('"hard": true') == 2,
+        60,
+    )
 
 
 def test_overflow_on_the_real_kernel_asks_for_a_resync(lsguest: Guest) -> None:
     """ENOBUFS for real: the live ledger with a tiny receive buffer, in a netns of ours,
     is stopped (SIGSTOP) while 64 SAs are added there with `ip xfrm state add`. Running
     again it delivers what was queued, counts the overflow, asks for a resync and gets it
-    from a real dump: the ledger ends with all 64, each counted once."""
+    from a real dump: the ledger ends with all 64, each counted once. Then real lifetime
+    expiries: soft ones counted, the hard one ends the pair once (no DELSA comes)."""
     g = lsguest
     g.sh("ip netns add xev 2>/dev/null || true")
     start_source(g, "overflow", "--netns xev --rcvbuf 4096")
     pid = g.sh(f"cat {WORK}/overflow.pid").strip()
-    key = "0x" + "11" * 16
     batch = "".join(
         f"xfrm state add src 10.9.0.1 dst 10.9.1.{i} proto esp spi {0x1000 + i} reqid 7 "
-        f"mode transport enc 'cbc(aes)' {key}\n"
+        f"mode transport enc 'cbc(aes)' {KEY}\n"
         for i in range(1, 65)
     )
     g.sh(f"kill -STOP {pid}")
@@ -372,19 +415,29 @@ def test_overflow_on_the_real_kernel_asks_for_a_resync(lsguest: Guest) -> None:
         lambda: '"reason": "overflow"' in g.sh(f"cat {WORK}/overflow.jsonl"),
         30,
     )
-    time.sleep(2)
+    add_expiring_pair(g, "xev")
+    wait_hard_expiries(g, "overflow")
+    time.sleep(1)
     rec = stop_source(g, "overflow")
     g.sh("ip netns del xev")
     summary = rec["summary"]
     stats = summary["stats"]
     assert stats["overflows"] >= 1 and stats["failures"] == 0 and stats["subscriptions"] == 1
     events = [x for x in rec["lines"] if "event" in x]
-    adds = sum(1 for e in events if e["event"] == "SaAdded")
+    marker = next(i for i, e in enumerate(events) if e.get("reason") == "overflow")
+    adds = sum(1 for e in events[:marker] if e["event"] == "SaAdded")
     assert 0 < adds < 64  # some were queued, the rest lost
     reasons = [e["reason"] for e in events if e["event"] == "ResyncNeeded"]
     assert reasons == ["start", "overflow"]
     assert summary["resyncs"] == 2
-    assert summary["counts"]["added"] == 64 and len(summary["live"]) == 64
+    counts = summary["counts"]
+    assert counts["added"] == 65 and len(summary["live"]) == 64
+    # The expired pair: one IPsec SA, ended once, by its hard expiry.
+    assert (counts["soft_expires"], counts["drops"], counts["unknown_ends"]) == (2, 1, 0)
+    (ended,) = rec["ended"]
+    assert (ended["how"], ended["cause"]) == ("drop", "expire")
+    assert sorted(s["spi"] for s in ended["states"]) == [0x2001, 0x2002]
+    assert not [e for e in events if e["event"] == "SaDeleted"]
 
 
 def main() -> int:
@@ -400,6 +453,12 @@ def main() -> int:
         run = scenario(g, pluto_restart=not args.no_pluto_restart)
         rec = stop_source(g)
         out = write_recording(args.release, g, rec, run)
+        g.sh("ip netns add xexp")
+        start_source(g, "expiry", "--netns xexp")
+        add_expiring_pair(g, "xexp")
+        wait_hard_expiries(g, "expiry")
+        time.sleep(1)
+        write_expiry(out, stop_source(g, "expiry"))
     ledger, _ = replay(rec["data"], rec["index"])
     print(f"wrote {out} in {time.monotonic() - t0:.0f} s; ledger: {ledger.counts()}")
     check_scenario(ledger, run)

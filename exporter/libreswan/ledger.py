@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from exporter.libreswan.model import IpsecSa, PlutoSnapshot
 
@@ -51,6 +51,17 @@ def _same_sa(a: IpsecSa, b: IpsecSa) -> bool:
     # A restarted pluto numbers its states from #1 again: a serial is the same SA only
     # with the same tunnel and install time.
     return _tunnel(a) == _tunnel(b) and a.added_at == b.added_at
+
+
+def _advance(last: int, now: int) -> int:
+    """Bytes between two printed counts of one SA."""
+    if now >= last:
+        return now - last
+    if now == 0:
+        return 0  # not read this round: nothing known to have moved
+    if last < 2**32:
+        return now + 2**32 - last  # pluto 4.x's 32-bit inBytes wrapped
+    return 0
 
 
 @dataclass(frozen=True)
@@ -98,12 +109,14 @@ class PlutoLedger:
     #: globalstatus: the last value pluto said, and what earlier pluto processes counted.
     _counter_last: dict[str, int] = field(default_factory=dict)
     _counter_base: dict[str, int] = field(default_factory=dict)
+    #: The byte counts pluto last printed for each live SA (before `_monotonic`).
+    _raw: dict[int, tuple[int, int]] = field(default_factory=dict)
 
     def observe(self, snapshot: PlutoSnapshot) -> None:
         """Compare this round with the last. The first round sets the baseline: the SAs
         up when the exporter started are not counted as `up` events."""
         now = snapshot.taken_at or time.time()
-        current = {sa.serial: sa for sa in snapshot.ipsec_sas}
+        current = {sa.serial: self._monotonic(sa) for sa in snapshot.ipsec_sas}
         # The newest serial per tunnel: a replacement is always numbered after the SA it
         # replaces, while a restarted pluto numbers from #1 again.
         newest: dict[tuple[str, int | None, str], int] = {}
@@ -132,8 +145,26 @@ class PlutoLedger:
         for sa in current.values():
             self._events.setdefault((sa.connection, "up"), 0)
         self._live = current
+        self._raw = {serial: self._raw[serial] for serial in current if serial in self._raw}
         self._first_round = False
         self._carry(snapshot.global_counters)
+
+    def _monotonic(self, sa: IpsecSa) -> IpsecSa:
+        """The SA with byte counts that never go down while it lives. pluto 4.x prints
+        inBytes as a 32-bit number (it wraps at 4 GiB; outBytes does not), and a count the
+        kernel did not give pluto this round reads as 0."""
+        old = self._live.get(sa.serial)
+        if old is None or not _same_sa(old, sa):
+            self._raw[sa.serial] = (sa.in_bytes, sa.out_bytes)
+            return sa
+        raw_in, raw_out = self._raw.get(sa.serial, (old.in_bytes, old.out_bytes))
+        in_bytes = old.in_bytes + _advance(raw_in, sa.in_bytes)
+        out_bytes = old.out_bytes + _advance(raw_out, sa.out_bytes)
+        self._raw[sa.serial] = (
+            sa.in_bytes if sa.in_bytes else raw_in,
+            sa.out_bytes if sa.out_bytes else raw_out,
+        )
+        return replace(sa, in_bytes=in_bytes, out_bytes=out_bytes)
 
     def _carry(self, counters: dict[str, int]) -> None:
         # pluto counts from zero again when it restarts; a total that drops below its last

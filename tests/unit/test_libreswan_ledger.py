@@ -137,3 +137,17 @@ def test_plutos_totals_continue_across_its_restart() -> None:
         "total.ike.ikev1.established": 4,
         "total.ike.dpd.sent": 20,
     }
+
+
+def test_a_32_bit_inbytes_wrap_and_a_missing_reading_never_lower_the_total() -> None:
+    # pluto 4.10 prints inBytes with %u (programs/pluto/state.c, jam_state_traffic).
+    ledger = PlutoLedger()
+    ledger.observe(round_(sa(2, in_bytes=2**32 - 100, out_bytes=10)))
+    ledger.observe(round_(sa(2, in_bytes=50, out_bytes=20)))  # wrapped: 150 more
+    assert ledger.readings().connection_traffic["l2tp-psk"] == Traffic(2**32 + 50, 20)
+    ledger.observe(round_(sa(2, in_bytes=0, out_bytes=0)))  # the kernel did not answer
+    assert ledger.readings().connection_traffic["l2tp-psk"] == Traffic(2**32 + 50, 20)
+    ledger.observe(round_(sa(2, in_bytes=80, out_bytes=25)))
+    assert ledger.readings().connection_traffic["l2tp-psk"] == Traffic(2**32 + 80, 25)
+    ledger.observe(round_())  # it ended: the total keeps it all
+    assert ledger.readings().connection_traffic["l2tp-psk"] == Traffic(2**32 + 80, 25)

@@ -270,6 +270,41 @@ def test_killed_client_is_found_by_dpd_and_counted_once(lab: Lab) -> None:
     assert value(lab.scrape(), "libreswan_ipsec_sa_events_total", conn=CONN, event="down") == 2
 
 
+ROUND_AS_NOBODY = (
+    "cd /tmp && setpriv --reuid=65534 --regid=65534 --clear-groups "
+    "env PYTHONPATH=/mnt/src:/mnt/pydeps python3 -c '"
+    "import asyncio, sys\n"
+    "from exporter.libreswan.source import PlutoSource\n"
+    "from exporter.libreswan.options import LibreswanOptions\n"
+    "try:\n"
+    "    s = asyncio.run(PlutoSource(LibreswanOptions())())\n"
+    '    print("ok", s.version, len(s.connections))\n'
+    "except Exception as e:\n"
+    '    print("error", e)\n'
+    "'"
+)
+
+
+def test_least_privilege_is_access_to_the_control_socket(lab: Lab) -> None:
+    """pluto's control socket is root's alone (Debian's build: mode 0700, no pluto group):
+    an unprivileged exporter gets one clear error. Handing the socket to the exporter's
+    group (what contrib/systemd's ipsec.service drop-in does after pluto starts) is all
+    it needs: no root, no capability."""
+    g = lab.g
+    mode = g.sh("stat -c '%a %U' /run/pluto/pluto.ctl").split()
+    assert mode[1] == "root" and mode[0].endswith("00"), mode
+    denied = g.sh(ROUND_AS_NOBODY).strip()
+    assert denied.startswith("error"), denied
+    assert "no permission to use pluto's control socket /run/pluto/pluto.ctl" in denied, denied
+    g.sh("chgrp 65534 /run/pluto/pluto.ctl && chmod 770 /run/pluto/pluto.ctl")
+    try:
+        allowed = g.sh(ROUND_AS_NOBODY).strip()
+        assert allowed == f"ok {lab.version} " + allowed.split()[-1], allowed
+        assert int(allowed.split()[-1]) >= 2, allowed  # l2tp-psk and xauth-psk at least
+    finally:
+        g.sh("chgrp root /run/pluto/pluto.ctl && chmod 700 /run/pluto/pluto.ctl")
+
+
 def test_pluto_restarted_under_the_exporter(lab: Lab) -> None:
     g = lab.g
     g.connect(2)

@@ -59,13 +59,21 @@ polled state, captured while the SA was live.
 **Resync.** After `ResyncNeeded` the consumer dumps the SA table and calls `resync`:
 states not seen before are added (counted as `added`, except at a first resync before any
 notification, which sets the baseline), states gone are ended with their last counts,
-current counts are refreshed. A resync at every scrape is cheap and keeps the live counts fresh.
+current counts are refreshed. A resync at every scrape is cheap and keeps the live counts
+fresh.
 
 **Bounded.** At most `max_states` live kernel states are tracked (beyond, new ones are
 counted in `untracked` and ignored, and their ends in `unknown_ends`); at most
 `max_ended` ended IPsec SAs wait for `drain` (beyond, the oldest is dropped and counted in
 `ended_evicted`; the totals keep its traffic), and as many recent finals are remembered
 for late DELSAs.
+
+Seen on genuine Libreswan (4.10 on Linux 6.1, 5.2 on 6.12; tests/fixtures/xfrm-events/):
+the inbound state of each pair first appears as an UPDSA, the outbound as a NEWSA (4.10
+installs the outbound first, 5.2 the inbound); pluto deletes the outbound state first;
+every DELSA carries the final counts; a client's Quick Mode rekey is make-before-break;
+5.2's pluto flushes the table when it starts, 4.10's does not; neither leaves lifetimes to
+the kernel (no EXPIRE in normal operation).
 
 Not handled: strongSwan 6's per-CPU SAs (kernels >= 6.13) share an SPI; a state is
 identified here by (protocol, SPI, destination, install time). An SA whose NAT-T ports

@@ -144,6 +144,7 @@ def test_real_lifetime_expiries(release: str) -> None:
     data = (d / "expiry.bin").read_bytes()
     index = json.loads((d / "expiry.index.json").read_text())
     about = json.loads((d / "expiry.json").read_text())
+    assert scrub_keys(data) == data
     events = decode_all(data, index)
     assert ["ResyncNeeded", *(type(e).__name__ for e in events)] == about["guest_decoded_events"]
     expired = [e for e in events if isinstance(e, SaExpired)]

@@ -27,7 +27,8 @@ what is still queued (those notifications are good) and only then asks for the r
     python3 -m exporter.kernel.xfrm_events [--netns NAME] [--record FILE] [--seconds N]
         [--rcvbuf BYTES]
 
-prints the events as JSON lines (and with --record keeps every datagram, see `Recording`).
+prints the events as JSON lines (with --record, every datagram as received goes to FILE and
+(offset, length, received_at) of each to FILE.index.json).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -265,30 +266,6 @@ def decode_events(data: bytes, at: float) -> Decoded:
         else:
             events.append(event)
     return Decoded(tuple(events), undecodable=undecodable, ignored=ignored)
-
-
-# --- recordings -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Recording:
-    """Datagrams as received: `data` is their bytes back to back (netlink messages carry
-    their lengths), `index` each one's (offset, length, received_at)."""
-
-    data: bytes
-    index: tuple[tuple[int, int, float], ...]
-
-    def datagrams(self) -> Iterator[tuple[bytes, float]]:
-        for offset, length, at in self.index:
-            yield self.data[offset : offset + length], at
-
-    @classmethod
-    def load(cls, bin_path: Path, index_path: Path) -> Recording:
-        rows = json.loads(index_path.read_text())
-        return cls(
-            bin_path.read_bytes(),
-            tuple((int(o), int(n), float(t)) for o, n, t in rows),
-        )
 
 
 # --- the source -----------------------------------------------------------------------

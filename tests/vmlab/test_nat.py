@@ -193,20 +193,29 @@ def test_session_info_of_a_natt_client(nat: Guest) -> None:
     """What l2tp_ipsec_session_info says about a client behind the NAT: the NAT's
     address as its public address (the L2TP tunnel's peer), its ppp address, the PPP
     user from the hook; on strongSwan its IKE SA too, whose identity is the client's
-    private address. On the Libreswan flavour the IKE labels are empty while the
-    exporter reads no pluto (never guessed), or name the client's own identity."""
+    private address; on Libreswan the same from pluto (the Libreswan collector's join:
+    trafficstatus's id= and the IKE SA's serial)."""
     by_inner = devices(nat)
     assert len(by_inner) == 2, by_inner
 
+    seen: list[dict[str, dict[str, str]]] = [{}]
+
     def joined() -> dict[str, dict[str, str]] | None:
-        info = session_info(nat)
+        seen[0] = info = session_info(nat)
         if set(info) != set(by_inner):
             return None
-        if nat.flavour == "strongswan" and not all(lab["ike_uniqueid"] for lab in info.values()):
+        if not all(lab["ike_uniqueid"] for lab in info.values()):
             return None
         return info
 
-    info = eventually(joined, 60, "both sessions joined")
+    try:
+        info = eventually(joined, 90, "both sessions joined")
+    except AssertionError as e:
+        up = [ln for ln in nat.scrape().splitlines() if ln.startswith("strongswan_up")]
+        listed = nat.sh("swanctl --list-sas") if nat.flavour == "strongswan" else ""
+        raise AssertionError(
+            f"{e}\nseries: {seen[0]}\ndevices: {by_inner}\n{up}\n{listed}"
+        ) from None
     sas = ike_sas(nat) if nat.flavour == "strongswan" else {}
     for inner, lab in info.items():
         client = by_inner[inner]
@@ -217,10 +226,9 @@ def test_session_info_of_a_natt_client(nat: Guest) -> None:
             assert lab["conn"] == CONN, lab
             assert lab["ike_user"] == client["ip"], lab  # IKEv1 PSK: its own address
             assert sas[lab["ike_uniqueid"]] == client["ip"], (lab, sas)
-        elif lab["ike_user"]:  # an exporter that reads pluto: its own identity only
+        else:  # the Libreswan collector's join: pluto's trafficstatus id= and serial
             assert lab["ike_user"] == client["ip"] and lab["conn"] == "l2tp-psk", lab
-        else:  # an exporter without a Libreswan collector: no IKE side, nothing guessed
-            assert lab["ike_user"] == lab["ike_uniqueid"] == lab["conn"] == "", lab
+            assert lab["ike_uniqueid"], lab
     sys.stderr.write(f"\nvmlab nat {nat.flavour}: session_info {sorted(info.values(), key=str)}\n")
 
 
@@ -308,3 +316,48 @@ def check_session_info(g: Guest) -> list[dict[str, str]]:
             assert lab["ike_user"] == client["ip"], (lab, client, sas)
             assert sas.get(lab["ike_uniqueid"], client["ip"]) == client["ip"], (lab, sas)
     return series
+
+
+def test_networkmanager_l2tp_client_behind_the_nat(nat: Guest) -> None:
+    """The NetworkManager-l2tp client kind (pluto + xl2tpd) behind the NAT, once the two
+    devices are gone: NAT-T in transport mode from Libreswan's side, and its session
+    series names the NAT's address and, on strongSwan, its own IKE SA (identity = its
+    private address, which NM's ``left=`` makes its ID)."""
+    for n in (2, 3):
+        with contextlib.suppress(GuestError):
+            nat.disconnect(n)
+    # The server forgets the devices' leftovers by DPD (3 s / 9 s) and LCP echoes.
+    eventually(
+        lambda: not [lab for lab in session_series(nat) if lab["public_address"] == NAT_WAN],
+        90,
+        "no session from the NAT's address",
+        step=3,
+    )
+    if nat.flavour == "strongswan":
+        eventually(
+            lambda: NAT_WAN not in nat.sh("swanctl --list-sas"), 60, "no IKE SA from the NAT"
+        )
+    pfs = "no" if nat.flavour == "strongswan" else ""  # see test_matrix.py
+    r = nat.connect(2, kind="libreswan", pfs=pfs)
+    sys.stderr.write(
+        f"\nvmlab nat {nat.flavour}: NetworkManager-l2tp client behind the NAT {r['seconds']} s\n"
+    )
+    mine = nat.sh("ipsec whack --ctlsocket /tmp/vmlab/c2/run/pluto/pluto.ctl --showstates")
+    assert re.search(r":4500 STATE_QUICK_I2 ", mine), mine  # floated to NAT-T
+    # Its own kernel (the server's may still hold the devices' leftovers): one ESP pair,
+    # UDP-encapsulated, transport mode.
+    states = re.split(r"(?m)^(?=src )", nat.sh("ip xfrm state", netns="c2"))
+    states = [b for b in states if b.startswith("src ")]
+    assert len(states) == 2 and all("encap type espinudp" in b for b in states), states
+    assert all("mode transport" in b for b in states), states
+    assert ping(nat, 2) == 0
+
+    def joined() -> dict[str, str] | None:
+        (lab,) = [x for x in session_series(nat) if x["inner_address"] == r["ppp"]["local"]]
+        return lab if lab["ike_uniqueid"] else None
+
+    lab = eventually(joined, 30, "the NM client's session joined")
+    assert lab["public_address"] == NAT_WAN and lab["ppp_user"] == "nycmesh", lab
+    conn = CONN if nat.flavour == "strongswan" else "l2tp-psk"
+    assert lab["ike_user"] == "192.168.88.12" and lab["conn"] == conn, lab
+    nat.disconnect(2)

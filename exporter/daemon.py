@@ -82,7 +82,7 @@ class Runtime:
         self.libreswan: LibreswanCollector | None = None
         if libreswan_on:
             self.pluto_source = PlutoSource(settings.libreswan)
-            self.pluto = PlutoView(self.pluto_source)
+            self.pluto = PlutoView(self.pluto_source, ask_traffic=self.pluto_source.traffic)
             self.libreswan = LibreswanCollector(
                 self.pluto, settings.libreswan, limiter=self.scraper.limiter
             )
@@ -196,9 +196,13 @@ class Runtime:
     def start(self) -> None:
         if self.strongswan_on:
             self.charon.start()
+        if self.pluto is not None and self.settings.libreswan.events:
+            self.pluto.follow_kernel(self.settings.kernel.netns)
 
     async def close(self) -> None:
         await self.charon.close()
+        if self.pluto is not None:
+            await self.pluto.close()
 
 
 async def serve(

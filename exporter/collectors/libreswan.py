@@ -67,7 +67,10 @@ class LibreswanCollector:
             if snapshot is not None:
                 families += render(snapshot, self._options, self._limiter)
                 families += global_counters(readings.global_counters)
-            families += render_ledger(view.readings(), view.last(), self._options, self._limiter)
+            families += render_ledger(readings, view.last(), self._options, self._limiter)
+            stats = view.kernel_stats()
+            if stats is not None:
+                families += kernel_families(stats.subscribed, stats.overflows)
         except Exception as err:  # libreswan_up stays there for the alerts
             if not self._render_failing:
                 log.exception("cannot render what pluto said")
@@ -239,6 +242,23 @@ def global_counters(counters: dict[str, int]) -> list[Metric]:
         if key in counters:
             traffic.add_metric([direction], counters[key])
     return [ike, dpd, traffic]
+
+
+def kernel_families(subscribed: bool, overflows: int) -> list[Metric]:
+    return [
+        GaugeMetricFamily(
+            "libreswan_xfrm_events_subscribed",
+            "1 while the exporter follows the kernel's XFRM SA notifications (a round at "
+            "every SA change, final byte counts of ended SAs), else 0.",
+            value=1 if subscribed else 0,
+        ),
+        CounterMetricFamily(
+            "libreswan_xfrm_events_overflows",
+            "Times the kernel dropped XFRM notifications because the exporter read them too "
+            "slowly (ENOBUFS); SAs that came and went in such a burst may be missed.",
+            value=overflows,
+        ),
+    ]
 
 
 def render_ledger(

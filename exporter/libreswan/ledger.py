@@ -28,11 +28,14 @@ notifications (`exporter.kernel.xfrm_events`) see those.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
 
 from exporter.libreswan.model import IpsecSa, PlutoSnapshot
+
+log = logging.getLogger("exporter.libreswan.ledger")
 
 EVENTS = ("up", "down", "rekey")
 
@@ -50,7 +53,11 @@ def _tunnel(sa: IpsecSa) -> tuple[str, int | None, str]:
 def _same_sa(a: IpsecSa, b: IpsecSa) -> bool:
     # A restarted pluto numbers its states from #1 again: a serial is the same SA only
     # with the same tunnel and install time.
-    return _tunnel(a) == _tunnel(b) and a.added_at == b.added_at
+    # pluto can print add_time=0 (read as None) on a new SA's first report, before it
+    # asked the kernel: an unknown install time matches any.
+    if _tunnel(a) != _tunnel(b):
+        return False
+    return a.added_at is None or b.added_at is None or a.added_at == b.added_at
 
 
 def _advance(last: int, now: int) -> int:
@@ -139,6 +146,7 @@ class PlutoLedger:
                 old = self._live.get(serial)
                 if old is not None and _same_sa(old, sa):
                     continue
+                log.debug("IPsec SA new", extra={"serial": serial, "instance": sa.instance})
                 if oldest.get(_tunnel(sa), serial) >= serial:
                     self._events[(sa.connection, "up")] += 1
                     self._last_change[sa.connection] = now
@@ -146,6 +154,7 @@ class PlutoLedger:
             self._events.setdefault((sa.connection, "up"), 0)
         self._live = current
         self._raw = {serial: self._raw[serial] for serial in current if serial in self._raw}
+        self._finals = {k: v for k, v in self._finals.items() if k in current}
         self._first_round = False
         self._carry(snapshot.global_counters)
 
@@ -181,6 +190,15 @@ class PlutoLedger:
         self._finals[serial] = traffic
 
     def _end(self, serial: int, sa: IpsecSa, event: str, now: float) -> None:
+        log.debug(
+            "IPsec SA ended",
+            extra={
+                "serial": serial,
+                "conn": sa.connection,
+                "instance": sa.instance,
+                "event": event,
+            },
+        )
         self._events[(sa.connection, event)] += 1
         if event == "down":
             self._last_change[sa.connection] = now

@@ -60,6 +60,18 @@ class LibreswanOptions:
         help="deadline of one ipsec command; over it the command is killed and the scrape "
         "says libreswan_up 0",
     )
+    #: Follow the kernel's XFRM notifications: a round at every SA change.
+    events: bool = setting(
+        True,
+        flag="--collector.libreswan.events",
+        yaml="collectors.libreswan.events",
+        kind=schema.SWITCH,
+        example="false",
+        reload="restart",
+        help="follow the kernel's XFRM SA notifications: ask pluto a round at every SA change "
+        "(SAs between scrapes are counted) and take ended SAs' final byte counts from the "
+        "kernel",
+    )
     sa_details: bool = setting(
         False,
         flag="--collector.libreswan.sa-details",

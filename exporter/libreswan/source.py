@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from exporter.libreswan.commands import IpsecRunner
-from exporter.libreswan.fetch import ask_pluto
+from exporter.libreswan.fetch import ask_pluto, ask_traffic
 from exporter.libreswan.model import PlutoSnapshot
 from exporter.libreswan.options import LibreswanOptions
 
@@ -20,3 +20,11 @@ class PlutoSource:
         return await ask_pluto(
             IpsecRunner(ipsec=o.ipsec, ctl_socket=o.ctl_socket, timeout=o.timeout)
         )
+
+    async def traffic(self, previous: PlutoSnapshot) -> PlutoSnapshot:
+        """A quick round: trafficstatus alone, the rest from `previous`."""
+        return await ask_traffic(self._runner(), previous)
+
+    def _runner(self) -> IpsecRunner:
+        o = self.options
+        return IpsecRunner(ipsec=o.ipsec, ctl_socket=o.ctl_socket, timeout=o.timeout)

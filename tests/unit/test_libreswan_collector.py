@@ -129,3 +129,28 @@ def test_pluto_gone_is_one_family_and_no_traceback() -> None:
     assert names[0] == "libreswan_up"
     assert collection.families[0].samples[0].value == 0
     assert "libreswan_info" not in names
+
+
+def test_a_quick_round_completes_the_last_full_one() -> None:
+    """The rounds the kernel's SA announcements ask for run trafficstatus alone; SAs the
+    last full round knew keep their IKE SA, state and SPIs, a new one has none yet."""
+    from exporter.libreswan.fetch import ask_traffic
+
+    previous = recorded("trixie")
+    lines = (FIXTURES / "trixie" / "trafficstatus.txt").read_text().splitlines()
+    new = lines[2].replace("#6:", "#9:").replace('"l2tp-psk"[3]', '"l2tp-psk"[4]')
+    text = "\n".join([lines[0], new]) + "\n"
+
+    async def run(query: str) -> str:
+        assert query == "trafficstatus"
+        return text
+
+    quick = asyncio.run(ask_traffic(run, previous, clock=lambda: RECORDED_NOW + 5))
+    by_serial = {sa.serial: sa for sa in quick.ipsec_sas}
+    assert set(by_serial) == {2, 9}
+    old = next(sa for sa in previous.ipsec_sas if sa.serial == 2)
+    assert (by_serial[2].spi_in, by_serial[2].ike_serial) == (old.spi_in, old.ike_serial)
+    assert by_serial[2].spi_in is not None
+    assert (by_serial[9].spi_in, by_serial[9].ike_serial) == (None, None)
+    assert quick.connections == previous.connections
+    assert quick.taken_at == RECORDED_NOW + 5

@@ -151,3 +151,13 @@ def test_a_32_bit_inbytes_wrap_and_a_missing_reading_never_lower_the_total() -> 
     assert ledger.readings().connection_traffic["l2tp-psk"] == Traffic(2**32 + 80, 25)
     ledger.observe(round_())  # it ended: the total keeps it all
     assert ledger.readings().connection_traffic["l2tp-psk"] == Traffic(2**32 + 80, 25)
+
+
+def test_an_install_time_first_unknown_is_the_same_sa() -> None:
+    # Seen in the guest: pluto 5.2 reported a new SA with add_time=0, then its real time;
+    # that counted a down and an up for one SA.
+    ledger = PlutoLedger()
+    ledger.observe(round_(sa(2)))
+    ledger.observe(round_(sa(2), sa(3, added_at=None)))
+    ledger.observe(round_(sa(3, added_at=1500.0)))
+    assert events(ledger) == {"up": 0, "rekey": 1}

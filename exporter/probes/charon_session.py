@@ -50,7 +50,11 @@ def connection_config(name: str, opts: LoginOptions, address: str) -> dict[str, 
         "send_certreq": "no",
         "mobike": "no",
         "dpd_delay": "0",
-        "rekey_time": "0",
+        # Windows' lifetimes (IKE SA 8 h, IPsec SA 1 h): in IKEv1 charon proposes the
+        # lifetime from rekey_time, and with none (0) Libreswan 4.10 and 5.2 delete the
+        # ISAKMP SA right after Main Mode ("IKE SA expired (--dontrekey)"), failing every
+        # probe of a setup-ipsec-vpn server. A probe lives seconds: nothing ever rekeys.
+        "rekey_time": "8h",
         "local": local,
         "remote": {"auth": "psk", "id": opts.remote_id or "%any"},
         "children": {
@@ -62,7 +66,7 @@ def connection_config(name: str, opts: LoginOptions, address: str) -> dict[str, 
                 "start_action": "none",
                 "close_action": "none",
                 "dpd_action": "clear",
-                "rekey_time": "0",
+                "rekey_time": "1h",
             }
         },
     }

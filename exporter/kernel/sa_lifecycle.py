@@ -84,9 +84,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import signal
 import sys
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Sequence
@@ -105,6 +103,7 @@ from exporter.kernel.xfrm_events import (
     XfrmEvent,
     XfrmEventSource,
     event_json,
+    run_cli,
 )
 
 How = Literal["rekey", "drop"]
@@ -568,16 +567,7 @@ async def _main(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """python3 -m exporter.kernel.sa_lifecycle [--netns NAME] [--record FILE] [--seconds N]
     [--rcvbuf BYTES]"""
-    ap = argparse.ArgumentParser(description="Follow the kernel's IPsec SAs: rekeys and drops.")
-    ap.add_argument("--netns", default=None, help="a named network namespace")
-    ap.add_argument("--record", default=None, help="keep the raw datagrams in FILE")
-    ap.add_argument("--seconds", type=float, default=0, help="stop after N seconds")
-    ap.add_argument("--rcvbuf", type=int, default=4 << 20, help="socket receive buffer, bytes")
-    args = ap.parse_args(argv)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    with contextlib.suppress(KeyboardInterrupt):
-        return asyncio.run(_main(args))
-    return 0
+    return run_cli("Follow the kernel's IPsec SAs: rekeys and drops.", _main, argv)
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -600,8 +600,13 @@ async def _main(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Print the kernel's XFRM SA notifications.")
+def run_cli(
+    description: str,
+    run: Callable[[argparse.Namespace], Coroutine[Any, Any, int]],
+    argv: list[str] | None = None,
+) -> int:
+    """The command line of this module and of `sa_lifecycle`: the same four options."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--netns", default=None, help="a named network namespace")
     ap.add_argument("--record", default=None, help="keep the raw datagrams in FILE")
     ap.add_argument("--seconds", type=float, default=0, help="stop after N seconds")
@@ -610,8 +615,12 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM ends it as Ctrl-C does: the recording is written on the way out.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     with contextlib.suppress(KeyboardInterrupt):
-        return asyncio.run(_main(args))
+        return asyncio.run(run(args))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli("Print the kernel's XFRM SA notifications.", _main, argv)
 
 
 if __name__ == "__main__":

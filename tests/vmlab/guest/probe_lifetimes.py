@@ -2,12 +2,12 @@
 """tests/probes/run_probe.py with one change to the login prober: its IKEv1 proposals
 carry lifetimes (Windows' values: IKE SA 8 h, IPsec SA 1 h) instead of none.
 
-The prober loads its connection into charon with ``rekey_time = 0`` for the IKE SA and
-the CHILD SA (exporter/probes/charon_session.py), so charon proposes no lifetime in
-IKEv1 Main Mode, and Libreswan (4.10 and 5.2 both) deletes such an ISAKMP SA right after
-Main Mode ("IKE SA expired (--dontrekey)"): the probe fails against every
-setup-ipsec-vpn server. The vmlab tests run this to show that with lifetimes the rest of
-the login passes; the change itself belongs in exporter/probes.
+Until commit 34c7249 the prober loaded its connection into charon with
+``rekey_time = 0`` for the IKE SA and the CHILD SA (exporter/probes/charon_session.py),
+so charon proposed no lifetime in IKEv1 Main Mode, and Libreswan (4.10 and 5.2 both)
+deletes such an ISAKMP SA right after Main Mode ("IKE SA expired (--dontrekey)"): the
+probe failed against every setup-ipsec-vpn server. The vmlab tests fall back to this
+(and xfail) only when the production prober fails that way again.
 
     python3 probe_lifetimes.py MODULES.yml MODULE TARGET
 """

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import vmlab_skip_reason
+from .conftest import LIBRESWAN_RELEASES, vmlab_skip_reason
 from .guest import Guest
 
 pytestmark = pytest.mark.vmlab
@@ -101,7 +101,7 @@ class Lab:
         return text
 
 
-@pytest.fixture(scope="module", params=sorted(RELEASES))
+@pytest.fixture(scope="module", params=LIBRESWAN_RELEASES)
 def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
     release = str(request.param)
     reason = vmlab_skip_reason(release)

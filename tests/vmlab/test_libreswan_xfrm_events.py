@@ -307,9 +307,9 @@ def write_expiry(out: Path, rec: dict[str, Any]) -> None:
 
 
 def _releases() -> list[str]:
-    from tests.vmlab.conftest import STACK_RELEASES
+    from tests.vmlab.conftest import LIBRESWAN_RELEASES
 
-    return list(STACK_RELEASES)
+    return list(LIBRESWAN_RELEASES)
 
 
 @pytest.fixture(scope="module", params=_releases())

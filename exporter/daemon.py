@@ -49,13 +49,28 @@ def ike_daemons(settings: Settings) -> tuple[bool, bool]:
     `auto` looks at the sockets once, at start: Libreswan when pluto's control socket
     exists; strongSwan unless the server is a Libreswan one whose charon is absent."""
     libreswan = settings.libreswan
-    pluto_there = libreswan.ctl_socket.exists()
+    pluto_there = _socket_there(libreswan.ctl_socket)
     libreswan_on = libreswan.mode == "on" or (libreswan.mode == "auto" and pluto_there)
     vici = settings.vici_socket
-    vici_there = vici.scheme == "tcp" or Path(vici.path or "").exists()
+    vici_there = vici.scheme == "tcp" or _socket_there(Path(vici.path or ""))
     mode = settings.strongswan.mode
     strongswan_on = mode == "on" or (mode == "auto" and not (libreswan_on and not vici_there))
     return strongswan_on, libreswan_on
+
+
+def _socket_there(path: Path) -> bool:
+    """Whether a daemon's socket is there. A socket this user may not even look at (a
+    directory on its path not searchable, as /run/pluto is to a user outside its group)
+    counts as there: the daemon is installed, and its collector then reports that it
+    cannot be read (``*_up 0``, one log line) instead of the exporter staying silent
+    about it or failing to start."""
+    try:
+        path.stat()
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True
 
 
 class StartupError(Exception):

@@ -3,7 +3,11 @@ auto/on/off), decided once at start from the sockets that exist."""
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -13,6 +17,8 @@ import pytest
 from exporter.config import Settings, parse_vici_socket
 from exporter.daemon import Runtime, ike_daemons
 from exporter.libreswan.options import LibreswanOptions
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -82,3 +88,38 @@ def test_the_runtime_collects_what_was_chosen(sockets: tuple[Path, Path]) -> Non
     names = [c.name for c in runtime.scraper.collectors]
     assert "strongswan" in names
     assert "libreswan" not in names
+
+
+def test_a_socket_this_user_may_not_look_at_counts_as_there() -> None:
+    # /run/pluto is root's: the exporter's own user cannot even stat pluto.ctl. That
+    # used to raise PermissionError at start (CI of stop 22); now the daemon counts as
+    # installed and its collector reports that it cannot be read. Checked as a real
+    # unprivileged user (root's stat ignores the directory's mode).
+    # Not pytest's tmp_path: its parent is root's 0700 directory, where every path would
+    # be unreadable to the unprivileged user.
+    with tempfile.TemporaryDirectory() as top:
+        _check_as_unprivileged_user(Path(top))
+
+
+def _check_as_unprivileged_user(top: Path) -> None:
+    top.chmod(0o755)
+    locked = top / "run-pluto"
+    locked.mkdir()
+    ctl, vici = locked / "pluto.ctl", top / "charon.vici"
+    with listen(ctl):
+        locked.chmod(0)
+        code = (
+            "import sys; from pathlib import Path;"
+            "from exporter.daemon import _socket_there;"
+            f"print(_socket_there(Path({str(ctl)!r})), _socket_there(Path({str(vici)!r})))"
+        )
+        command = [sys.executable, "-c", code]
+        if os.geteuid() == 0:
+            command = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", *command]
+        env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONDONTWRITEBYTECODE": "1"}
+        try:
+            out = subprocess.run(command, env=env, capture_output=True, text=True, cwd="/")
+        finally:
+            locked.chmod(0o755)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "False"]

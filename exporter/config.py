@@ -14,6 +14,7 @@ from typing import Literal
 
 from exporter.kernel.options import KernelOptions
 from exporter.libreswan.options import LibreswanOptions
+from exporter.logins.options import LoginOptions
 from exporter.privacy import PrivacyOptions
 from exporter.settings import schema
 
@@ -234,6 +235,7 @@ class Settings:
     strongswan: StrongswanOptions = group(StrongswanOptions)
     kernel: KernelOptions = group(KernelOptions)
     libreswan: LibreswanOptions = group(LibreswanOptions)
+    logins: LoginOptions = group(LoginOptions)
     #: Read by `exporter.config_file` (a section of its own: per-family treatments).
     privacy: PrivacyOptions = field(default_factory=PrivacyOptions)
     #: The YAML file these settings came from, if any (reloaded on SIGHUP).

@@ -1,4 +1,5 @@
-"""The HTTP side: /metrics with content negotiation, health endpoints, a landing page."""
+"""The HTTP side: /metrics with content negotiation, health endpoints, a landing page,
+the live session page (/sessions)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,11 @@ from prometheus_client.core import Metric
 from exporter import __version__
 from exporter.config import SettingsError
 from exporter.exposition import encode, negotiate
+from exporter.logins.model import LoginsView
+from exporter.privacy import PrivacyFilter
 from exporter.scrape import Scraper
+from exporter.sessions_page import HEADERS as SESSIONS_HEADERS
+from exporter.sessions_page import render_html, render_json
 
 SCRAPER_KEY = web.AppKey("scraper", Scraper)
 #: Re-reads the configuration; raises SettingsError (with the reason) to reject it.
@@ -27,6 +32,14 @@ LIFECYCLE_OFF = (
     "reload over HTTP, or send it SIGHUP.\n"
 )
 
+#: The current logins (the login tracker's view); absent when the page is off.
+SESSIONS_KEY: web.AppKey[Callable[[], Awaitable[LoginsView]]] = web.AppKey("sessions")
+#: The privacy settings the page applies; absent: the scraper's, read at each request (so
+#: a reload that changes them changes the page and /metrics together).
+PRIVACY_KEY = web.AppKey("privacy", PrivacyFilter)
+
+SESSIONS_OFF = "The session page is off (--web.sessions / --collector.users).\n"
+
 LANDING = """<!DOCTYPE html>
 <html lang="en">
 <head><meta charset="utf-8"><title>l2tp-ipsec-exporter</title></head>
@@ -35,6 +48,7 @@ LANDING = """<!DOCTYPE html>
 <p>Prometheus exporter for L2TP/IPsec VPN servers (strongSwan over VICI).</p>
 <ul>
 <li><a href="{metrics}">{metrics}</a>: metrics</li>
+<li>{sessions}</li>
 <li><a href="/-/healthy">/-/healthy</a>: liveness</li>
 <li><a href="/-/ready">/-/ready</a>: readiness</li>
 <li>{reload}</li>
@@ -109,6 +123,25 @@ async def reload(request: web.Request) -> web.Response:
     return web.Response(text=f"{message}\n")
 
 
+async def sessions_handler(request: web.Request) -> web.Response:
+    provider = request.app.get(SESSIONS_KEY)
+    if provider is None:
+        return web.Response(status=404, text=SESSIONS_OFF)
+    fmt = request.query.get("format", "html")
+    if fmt not in ("html", "json"):
+        return web.Response(status=400, text="format must be html or json\n")
+    view = await provider()
+    privacy = request.app.get(PRIVACY_KEY) or request.app[SCRAPER_KEY].privacy
+    if fmt == "json":
+        return web.Response(
+            text=render_json(view, privacy), content_type="application/json",
+            headers=SESSIONS_HEADERS,
+        )  # fmt: skip
+    return web.Response(
+        text=render_html(view, privacy), content_type="text/html", headers=SESSIONS_HEADERS
+    )
+
+
 async def healthy(_: web.Request) -> web.Response:
     return web.Response(text="Healthy\n")
 
@@ -122,15 +155,31 @@ def build_app(
     telemetry_path: str,
     middlewares: Sequence[Middleware] = (),
     lifecycle: Callable[[], bool] = lambda: False,
+    *,
+    sessions: Callable[[], Awaitable[LoginsView]] | None = None,
+    privacy: PrivacyFilter | None = None,
 ) -> web.Application:
+    """`sessions`: the login tracker's view for /sessions (None: the page answers 404).
+    `privacy`: what the page hides; None follows the scraper's (also after a reload)."""
     app = web.Application(middlewares=list(middlewares))
     app[SCRAPER_KEY] = scraper
+    if sessions is not None:
+        app[SESSIONS_KEY] = sessions
+    if privacy is not None:
+        app[PRIVACY_KEY] = privacy
+    sessions_item = (
+        '<a href="/sessions">/sessions</a>: who is connected now, the last ended sessions '
+        '(<a href="/sessions?format=json">JSON</a>)'
+        if sessions is not None
+        else "/sessions: off (--web.sessions, --collector.users)"
+    )
     app[RENDER_KEY] = RenderCache()
     app[LIFECYCLE_KEY] = lifecycle
     landings = {
         enabled: LANDING.format(
             version=escape(__version__),
             metrics=escape(telemetry_path),
+            sessions=sessions_item,
             reload="POST /-/reload: re-read the configuration file"
             if enabled
             else "POST /-/reload: off (start with --web.enable-lifecycle); SIGHUP re-reads "
@@ -144,6 +193,7 @@ def build_app(
 
     app.router.add_get("/", index)
     app.router.add_get(telemetry_path, metrics)
+    app.router.add_get("/sessions", sessions_handler)
     app.router.add_get("/-/healthy", healthy)
     app.router.add_get("/-/ready", ready)
     # POST and PUT, as Prometheus.

@@ -469,8 +469,15 @@ class Client:
         }
 
     def connect(
-        self, ike: str, esp: str, timeout: float, kind: str = "strongswan", pfs: str = ""
+        self,
+        ike: str,
+        esp: str,
+        timeout: float,
+        kind: str = "strongswan",
+        pfs: str = "",
+        login: tuple[str, str] | None = None,
     ) -> dict[str, Any]:
+        """``login``: the PPP user and password (default nycmesh's; strongSwan kind)."""
         t0 = time.monotonic()
         self._stop(signal.SIGKILL)
         if kind not in ("strongswan", "libreswan", "xauth"):
@@ -487,6 +494,10 @@ class Client:
         for log in ("pppd.log", "xl2tpd.log", "charon.log", "charon.out"):
             (self.dir / log).unlink(missing_ok=True)
         self.render(ike, esp)
+        if login is not None:  # another PPP login than nycmesh (the server must know it)
+            opts = self.dir / "options.l2tpd"
+            text = opts.read_text().replace("name nycmesh\n", f"name {login[0]}\n")
+            opts.write_text(text.replace("password nycmeshnet\n", f"password {login[1]}\n"))
         self.charon = spawn(
             self.in_ns(["/usr/lib/ipsec/charon"]),
             self.dir / "charon.out",
@@ -973,6 +984,9 @@ class Handler(BaseHTTPRequestHandler):
                             float(body.get("timeout", 60)),
                             body.get("kind", "strongswan"),
                             body.get("pfs", ""),
+                            (body["ppp_user"], body["ppp_password"])
+                            if body.get("ppp_user")
+                            else None,
                         )
                     if action == "disconnect":
                         return c.disconnect()

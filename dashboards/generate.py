@@ -448,6 +448,172 @@ def users_and_sessions() -> tuple[dict[str, Any], list[Panel]]:
     return meta, panels
 
 
+#: Label matchers of the per-login queries (the users collector's families).
+LOGIN = f'{SEL}, user=~"$user"'
+#: The per-login tables join their columns on these labels.
+BY_LOGIN = "(job, instance, user)"
+#: How many logins the top-N panels show.
+TOP = 10
+
+
+def users() -> tuple[dict[str, Any], list[Panel]]:
+    """Per PPP login (the users collector, issue 18): counters that survive reconnects."""
+    connected = f"l2tp_ipsec_user_sessions{{{LOGIN}}} > 0"
+    panels = [
+        row("Now"),
+        stat("Logins connected", q(f"count({connected}) or vector(0)"),
+             description="Logins with at least one PPP session now."),
+        stat("Sessions", q(f"sum(l2tp_ipsec_user_sessions{{{LOGIN}}}) or vector(0)"),
+             description="PPP sessions of those logins (one login may connect from several devices)."),
+        stat("Sessions without a login", q(f"sum(l2tp_ipsec_sessions_without_login{{{SEL}}})"),
+             defaults={"thresholds": thresholds((None, "green"), (1, "orange"))},
+             description="Connected sessions the exporter cannot put a login on (no ip-up hook record, no IKE user): their traffic is in no login's counters. Install the pppd hooks (contrib/ppp)."),
+        stat("Required logins down", q(f"count(l2tp_ipsec_required_login_up{{{SEL}}} == 0) or vector(0)"),
+             defaults={"thresholds": thresholds((None, "green"), (1, "red"))},
+             description="Logins that must always be connected (--collector.users.required) with no session now; L2tpIpsecRequiredLoginDown fires after required_login_down.for."),
+        stat("Logins over the time range", q(f"sum(increase(l2tp_ipsec_user_logins_total{{{LOGIN}}}[$__range])) or vector(0)"),
+             description="Session starts of all logins within the dashboard's time range."),
+        stat("Logins tracked", q(f"sum(l2tp_ipsec_users_tracked{{{SEL}}})"),
+             description="Logins the exporter keeps counters for (at most --collector.users.max; idle ones are forgotten after --collector.users.idle-expiry)."),
+        table(
+            "Who is on now",
+            instant(connected),
+            instant(f"l2tp_ipsec_user_last_login_timestamp_seconds{{{LOGIN}}} * 1000 and on {BY_LOGIN} {connected}"),
+            instant(f"sum by {BY_LOGIN} (rate(l2tp_ipsec_user_receive_bytes_total{{{LOGIN}}}[$__rate_interval])) * 8 and on {BY_LOGIN} {connected}"),
+            instant(f"sum by {BY_LOGIN} (rate(l2tp_ipsec_user_transmit_bytes_total{{{LOGIN}}}[$__rate_interval])) * 8 and on {BY_LOGIN} {connected}"),
+            instant(f"l2tp_ipsec_user_receive_bytes_total{{{LOGIN}}} and on {BY_LOGIN} {connected}"),
+            instant(f"l2tp_ipsec_user_transmit_bytes_total{{{LOGIN}}} and on {BY_LOGIN} {connected}"),
+            width=16, height=10,
+            description="One row per connected login: its sessions, when it last logged in, its rate now and its bytes since the exporter started (receive = from the client). Per-session detail (addresses, interfaces): the exporter's /sessions page and the 'users and sessions' dashboard.",
+            transformations=merge_tables(
+                ["__name__", "job"],
+                {"Value #A": "sessions", "Value #B": "last login", "Value #C": "receiving",
+                 "Value #D": "sending", "Value #E": "received", "Value #F": "sent"},
+            ),
+            overrides=[
+                {"matcher": {"id": "byName", "options": "last login"},
+                 "properties": [{"id": "unit", "value": "dateTimeAsIso"}]},
+                {"matcher": {"id": "byRegexp", "options": "receiving|sending"},
+                 "properties": [{"id": "unit", "value": "bps"}]},
+                {"matcher": {"id": "byRegexp", "options": "received|sent"},
+                 "properties": [{"id": "unit", "value": "bytes"}]},
+            ],
+        ),
+        table(
+            "Required logins",
+            instant(f"l2tp_ipsec_required_login_up{{{SEL}}}"),
+            instant(f"l2tp_ipsec_user_last_logout_timestamp_seconds{{{SEL}}} * 1000 and on {BY_LOGIN} l2tp_ipsec_required_login_up{{{SEL}}}"),
+            width=8, height=10,
+            description="Logins that must always be connected (--collector.users.required: peering routers), UP or DOWN, and when each last logged out.",
+            transformations=merge_tables(["__name__", "job"], {"Value #A": "state", "Value #B": "last logout"}),
+            overrides=[
+                {"matcher": {"id": "byName", "options": "state"},
+                 "properties": [{"id": "mappings", "value": UP_DOWN},
+                                {"id": "custom.cellOptions", "value": {"type": "color-background"}}]},
+                {"matcher": {"id": "byName", "options": "last logout"},
+                 "properties": [{"id": "unit", "value": "dateTimeAsIso"}]},
+            ],
+        ),
+        Panel(
+            "state-timeline", "Required logins up", [q(f"l2tp_ipsec_required_login_up{{{SEL}}}", "{{user}} ({{instance}})")],
+            width=24, height=6, defaults={"mappings": UP_DOWN},
+            description="Each required login over time: red while it had no session.",
+        ),
+        row("Over the time range"),
+        Panel(
+            "bargauge", f"Top {TOP} logins by traffic",
+            [instant(f"topk({TOP}, sum by (user) (increase(l2tp_ipsec_user_receive_bytes_total{{{LOGIN}}}[$__range]) + increase(l2tp_ipsec_user_transmit_bytes_total{{{LOGIN}}}[$__range])))", "{{user}}")],
+            width=12, height=8, unit="bytes", options={"displayMode": "gradient", "orientation": "horizontal"},
+            description="Bytes received from and sent to each login within the dashboard's time range, over all its sessions and servers (reconnects and exporter restarts included).",
+        ),
+        Panel(
+            "bargauge", f"Top {TOP} logins by connected time",
+            [instant(f"topk({TOP}, sum by (user) (increase(l2tp_ipsec_user_connected_seconds_total{{{LOGIN}}}[$__range])))", "{{user}}")],
+            width=12, height=8, unit="s", options={"displayMode": "gradient", "orientation": "horizontal"},
+            description="Time each login had a session within the time range (two sessions at once count twice).",
+        ),
+        table(
+            "Per login over the time range",
+            instant(f"sum by (user) (increase(l2tp_ipsec_user_logins_total{{{LOGIN}}}[$__range]))"),
+            instant(f"sum by (user) (increase(l2tp_ipsec_user_logouts_total{{{LOGIN}}}[$__range]))"),
+            instant(f"sum by (user) (increase(l2tp_ipsec_user_connected_seconds_total{{{LOGIN}}}[$__range]))"),
+            instant(f"sum by (user) (increase(l2tp_ipsec_user_receive_bytes_total{{{LOGIN}}}[$__range]))"),
+            instant(f"sum by (user) (increase(l2tp_ipsec_user_transmit_bytes_total{{{LOGIN}}}[$__range]))"),
+            width=24, height=8,
+            description="Every login's logins, logouts, connected time and bytes within the time range (set the range to a month for a monthly bill). increase() extrapolates to the range's edges, so counts read as fractions.",
+            transformations=merge_tables(
+                [],
+                {"Value #A": "logins", "Value #B": "logouts", "Value #C": "connected",
+                 "Value #D": "received", "Value #E": "sent"},
+            ),
+            overrides=[
+                {"matcher": {"id": "byName", "options": "connected"},
+                 "properties": [{"id": "unit", "value": "s"}]},
+                {"matcher": {"id": "byRegexp", "options": "received|sent"},
+                 "properties": [{"id": "unit", "value": "bytes"}]},
+                {"matcher": {"id": "byRegexp", "options": "logins|logouts"},
+                 "properties": [{"id": "decimals", "value": 0}]},
+            ],
+        ),
+        row("Over time"),
+        timeseries(
+            "Logins and logouts per hour",
+            q(f"sum by (instance) (rate(l2tp_ipsec_user_logins_total{{{LOGIN}}}[$__rate_interval])) * 3600", "logins {{instance}}"),
+            q(f"-sum by (instance) (rate(l2tp_ipsec_user_logouts_total{{{LOGIN}}}[$__rate_interval])) * 3600", "logouts {{instance}}"),
+            description="Session starts and ends, as a rate per hour; logouts are drawn below zero.",
+        ),
+        timeseries(
+            f"Logins per hour, top {TOP} logins",
+            q(f"topk({TOP}, sum by (user) (rate(l2tp_ipsec_user_logins_total{{{LOGIN}}}[$__rate_interval]))) * 3600", "{{user}}"),
+            description="Who reconnects most; L2tpIpsecLoginFlapping fires for more than login_flapping.max_logins logins within login_flapping.window.",
+        ),
+        timeseries(
+            f"Traffic per login, top {TOP}",
+            q(f"topk({TOP}, sum by (user) (rate(l2tp_ipsec_user_receive_bytes_total{{{LOGIN}}}[$__rate_interval]))) * 8", "{{user}} receive"),
+            q(f"-topk({TOP}, sum by (user) (rate(l2tp_ipsec_user_transmit_bytes_total{{{LOGIN}}}[$__rate_interval]))) * 8", "{{user}} transmit"),
+            unit="bps", description="The busiest logins at each point in time, over all their sessions; transmit (to the client) below zero.",
+        ),
+        timeseries(
+            "Sessions per login",
+            q(f"sum by (user) (l2tp_ipsec_user_sessions{{{LOGIN}}}) > 0", "{{user}}"),
+            description="Connected sessions of each login over time.",
+        ),
+        row("Bookkeeping"),
+        timeseries(
+            "Logins tracked and sessions without a login",
+            q(f"l2tp_ipsec_users_tracked{{{SEL}}}", "tracked {{instance}}"),
+            q(f"l2tp_ipsec_sessions_without_login{{{SEL}}}", "without a login {{instance}}"),
+            width=8,
+        ),
+        timeseries(
+            "Logins forgotten per hour",
+            q(f"sum by (instance, reason) (rate(l2tp_ipsec_users_forgotten_total{{{SEL}}}[$__rate_interval])) * 3600", "{{reason}} {{instance}}"),
+            width=8, description="idle: no session for --collector.users.idle-expiry; limit: --collector.users.max reached (raise it if this is not 0). A forgotten login's counters start again from zero.",
+        ),
+        timeseries(
+            "Hook records rejected per hour",
+            q(f"sum by (instance, reason) (rate(l2tp_ipsec_login_records_rejected_total{{{SEL}}}[$__rate_interval])) * 3600", "{{reason}} {{instance}}"),
+            width=8, description="pppd hook records the exporter ignored (too large, not UTF-8, written by another user, malformed); the exporter logs each one.",
+        ),
+    ]  # fmt: skip
+    variables = [
+        *server_variables(),
+        query_variable(
+            "user",
+            "Login",
+            'label_values(l2tp_ipsec_user_sessions{job=~"$job", instance=~"$instance"}, user)',
+        ),
+    ]
+    meta = {
+        "uid": "l2tp-ipsec-logins",
+        "title": "L2TP/IPsec: users (per login)",
+        "description": "Per PPP login across reconnects: who is on now, traffic, logins and "
+        "connected time over the time range, logins that must be up.",
+        "templating": {"list": variables},
+    }
+    return meta, panels
+
+
 def probes() -> tuple[dict[str, Any], list[Panel]]:
     panels = [
         row("Results"),
@@ -526,6 +692,7 @@ def probes() -> tuple[dict[str, Any], list[Panel]]:
 DASHBOARDS = {
     "overview.json": overview,
     "users-and-sessions.json": users_and_sessions,
+    "users.json": users,
     "probes.json": probes,
 }
 

@@ -19,13 +19,16 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
+
+from tests.dashboard_queries import VARIABLE_VALUES, load, panels, queries, variables
+from tests.dashboard_queries import dashboard_queries as dashboard_queries  # the live tests'
+from tests.dashboard_queries import substitute as substitute  # the live tests'
 
 if TYPE_CHECKING:
     from prometheus_client.core import Metric
@@ -36,23 +39,11 @@ DASHBOARD_FILES = sorted(DASHBOARDS.glob("*.json"))
 EXPECTED_UIDS = {
     "overview.json": "l2tp-ipsec-overview",
     "users-and-sessions.json": "l2tp-ipsec-users",
+    "users.json": "l2tp-ipsec-logins",
     "probes.json": "l2tp-ipsec-probes",
 }
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 MIN_SCHEMA_VERSION = 39
-
-#: What Grafana puts in for its variables, for running a query outside Grafana: every
-#: multi-value variable as its "All" regex, the time ranges as fixed windows.
-VARIABLE_VALUES = {
-    "__rate_interval": "20s",
-    "__interval": "5s",
-    "__range": "10m",
-    "job": ".*",
-    "instance": ".*",
-    "conn": ".*",
-    "module": ".*",
-    "required": "site-.*|peer-.*|peering-.*",
-}
 
 PROMQL_WORDS = {
     "and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right",
@@ -60,58 +51,11 @@ PROMQL_WORDS = {
 }  # fmt: skip
 
 
-# -- reading dashboards ----------------------------------------------------------------------
-
-
-def load(path: Path) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(path.read_text())
-    return data
-
-
-def panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    for panel in dashboard["panels"]:
-        yield panel
-        yield from panel.get("panels", [])
-
-
-def variables(dashboard: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {v["name"]: v for v in dashboard["templating"]["list"]}
-
-
-def label_values_selector(query: str) -> str | None:
-    """The series selector of a `label_values(selector, label)` variable query."""
-    match = re.fullmatch(r"label_values\((.*),\s*\w+\)", query.strip())
-    return match.group(1) if match else None
-
-
-def queries(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
-    """(where, PromQL) of every panel target and every label_values variable."""
-    found = []
-    for panel in panels(dashboard):
-        for target in panel.get("targets", []):
-            found.append((f"{panel['title']} [{target['refId']}]", target["expr"]))
-    for var in variables(dashboard).values():
-        if var["type"] == "query":
-            selector = label_values_selector(var["query"]["query"])
-            assert selector, f"variable {var['name']}: expected label_values(selector, label)"
-            found.append((f"variable ${var['name']}", selector))
-    return found
+# -- reading dashboards: tests/dashboard_queries.py ---------------------------------------
 
 
 def all_queries() -> list[tuple[str, str, str]]:
     return [(p.name, where, expr) for p in DASHBOARD_FILES for where, expr in queries(load(p))]
-
-
-def substitute(expr: str) -> str:
-    """The query as Grafana sends it, with the variables of VARIABLE_VALUES."""
-
-    def value(match: re.Match[str]) -> str:
-        name = match.group(1) or match.group(2)
-        if name not in VARIABLE_VALUES:
-            raise KeyError(f"unknown dashboard variable ${name} in {expr}")
-        return VARIABLE_VALUES[name]
-
-    return re.sub(r"\$\{(\w+)\}|\$(\w+)", value, expr)
 
 
 def metric_names(expr: str) -> set[str]:
@@ -311,7 +255,7 @@ def exporter_metric_names() -> set[str]:
 # -- tests -------------------------------------------------------------------------------------
 
 
-def test_the_three_dashboards_exist() -> None:
+def test_the_dashboards_exist() -> None:
     assert {p.name for p in DASHBOARD_FILES} == set(EXPECTED_UIDS)
 
 
@@ -505,6 +449,16 @@ def test_daemon_queries_have_data_for_a_libreswan_server(tmp_path: Path) -> None
         and where not in STRONGSWAN_ONLY
     ]
     assert len(checked) > 20
+    series = stored_series(libreswan_families(), "l2tp-ipsec", "vpn3:9945")
+    inputs = [{"series": s, "values": "100+1x120" if counter else "1x120"} for s, counter in series]
+    assert_queries_have_data(checked, inputs, tmp_path)
+
+
+def assert_queries_have_data(
+    checked: list[tuple[str, str]], inputs: list[dict[str, str]], tmp_path: Path
+) -> None:
+    """promtool evaluates each (where, query) at 10m of `inputs` (promtool input series,
+    10 s apart): every query must return at least one series."""
     rules = [
         {"alert": "DashboardQueryHasData", "expr": f"count({expr}) > 0", "labels": {"where": where}}
         for where, expr in checked
@@ -512,8 +466,6 @@ def test_daemon_queries_have_data_for_a_libreswan_server(tmp_path: Path) -> None
     (tmp_path / "queries.rules.yml").write_text(
         yaml.safe_dump({"groups": [{"name": "queries", "rules": rules}]})
     )
-    series = stored_series(libreswan_families(), "l2tp-ipsec", "vpn3:9945")
-    inputs = [{"series": s, "values": "100+1x120" if counter else "1x120"} for s, counter in series]
     case = {
         "interval": "10s",
         "input_series": inputs,
@@ -525,7 +477,7 @@ def test_daemon_queries_have_data_for_a_libreswan_server(tmp_path: Path) -> None
             }
         ],
     }
-    test_file = tmp_path / "libreswan-dashboards.yml"
+    test_file = tmp_path / "dashboards-have-data.yml"
     suite = {"rule_files": ["queries.rules.yml"], "evaluation_interval": "10s", "tests": [case]}
     test_file.write_text(yaml.safe_dump(suite))
     result = subprocess.run(
@@ -533,6 +485,57 @@ def test_daemon_queries_have_data_for_a_libreswan_server(tmp_path: Path) -> None
         capture_output=True, text=True, cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr
+
+
+def users_series() -> list[dict[str, str]]:
+    """promtool input series of what Prometheus stores from the users collector of a
+    server with logins alice (two sessions now), bob (logged out) and the required peers
+    peer-sn1 (up) and peer-sn2 (down), every counter moving over the 10 minutes."""
+    target = 'job="l2tp-ipsec", instance="vpn1:9945"'
+    sessions = {"alice": 2, "bob": 0, "peer-sn1": 1, "peer-sn2": 0}
+    inputs = []
+    for user, now in sessions.items():
+        labels = f'{target}, user="{user}"'
+        for name, kind in USERS_FAMILIES.items():
+            if not name.startswith("l2tp_ipsec_user_"):
+                continue
+            if kind == "counter":
+                values = "100+7x60"
+            elif name == "l2tp_ipsec_user_sessions":
+                values = f"1x30 {now}x30"
+            else:
+                values = "1.796e9x60"
+            suffix = "_total" if kind == "counter" else ""
+            inputs.append({"series": f"{name}{suffix}{{{labels}}}", "values": values})
+    for user, up in (("peer-sn1", 1), ("peer-sn2", 0)):
+        labels = f'{target}, user="{user}"'
+        inputs.append(
+            {"series": f"l2tp_ipsec_required_login_up{{{labels}}}", "values": f"1x30 {up}x30"}
+        )
+    inputs += [
+        {"series": f"strongswan_up{{{target}}}", "values": "1x60"},  # the $job, $instance lists
+        {"series": f"l2tp_ipsec_users_tracked{{{target}}}", "values": "4x60"},
+        {"series": f"l2tp_ipsec_sessions_without_login{{{target}}}", "values": "0x60"},
+    ]
+    for reason in ("idle", "limit"):
+        labels = f'{target}, reason="{reason}"'
+        inputs.append({"series": f"l2tp_ipsec_users_forgotten_total{{{labels}}}", "values": "0x60"})
+    for reason in ("too_large", "not_utf8", "foreign_owner", "malformed"):
+        labels = f'{target}, reason="{reason}"'
+        series = f"l2tp_ipsec_login_records_rejected_total{{{labels}}}"
+        inputs.append({"series": series, "values": "0x60"})
+    return inputs
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool missing")
+@pytest.mark.promtool
+def test_users_dashboard_queries_have_data(tmp_path: Path) -> None:
+    """promtool evaluates every query of the Users dashboard (dashboard_queries, as the
+    guest's live test runs them) on what Prometheus stores from the users collector: each
+    returns at least one series (who is on: alice; required logins: both peers)."""
+    checked = [(f"users.json: {where}", expr) for where, expr in dashboard_queries("users.json")]
+    assert len(checked) > 20
+    assert_queries_have_data(checked, users_series(), tmp_path)
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool missing")

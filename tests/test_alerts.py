@@ -96,6 +96,31 @@ def test_generator_overrides_and_refuses_typos(tmp_path: Path) -> None:
     assert generator.main(["--check", "--out", str(ALERTS)]) == 0
 
 
+def test_login_alerts_take_their_thresholds() -> None:
+    generator = load_generator()
+    override = {
+        "required_login_down": {"for": "10m"},
+        "login_flapping": {"window": "1h", "max_logins": 6, "users": "peer-.*", "for": "5m"},
+    }
+    text = generator.render(generator.load_thresholds(override))["l2tp-ipsec.rules.yml"]
+    by_name = {
+        rule["alert"]: rule
+        for group in yaml.safe_load(text)["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    }
+    down = by_name["L2tpIpsecRequiredLoginDown"]
+    assert down["expr"] == "l2tp_ipsec_required_login_up == 0"
+    assert down["for"] == "10m" and down["labels"]["severity"] == "critical"
+    assert "for 10m" in down["annotations"]["description"]
+    flapping = by_name["L2tpIpsecLoginFlapping"]
+    assert flapping["expr"] == (
+        'floor(increase(l2tp_ipsec_user_logins_total{user=~"peer-.*"}[1h])) > 6'
+    )
+    assert flapping["for"] == "5m" and flapping["labels"]["severity"] == "warning"
+    assert "within the last 1h" in flapping["annotations"]["description"]
+
+
 def test_every_threshold_is_used_and_documented() -> None:
     generator = load_generator()
     thresholds = generator.load_thresholds()

@@ -27,6 +27,8 @@ JSON_VERSION = 1
 #: The HTML page reloads itself this often (a <meta http-equiv="refresh">, no script).
 REFRESH_SECONDS = 15
 HIDDEN = "hidden"
+#: Longer client-chosen values are cut in the table (all of it in the cell's tooltip).
+SHOWN_CHARS = 64
 
 #: Security headers for both formats: the page needs nothing but its inline style.
 HEADERS = {
@@ -92,7 +94,10 @@ def text(value: str | None) -> str:
         return f'<span class="hidden">{HIDDEN}</span>'
     if value == "":
         return '<span class="none">&ndash;</span>'
-    return escape(visible(value))
+    shown = visible(value)
+    if len(shown) > SHOWN_CHARS:
+        return f'<span title="{escape(shown)}">{escape(shown[: SHOWN_CHARS - 1])}…</span>'
+    return escape(shown)
 
 
 def iso(t: float) -> str:
@@ -152,11 +157,11 @@ body { font-family: system-ui, sans-serif; margin: 1.5em; color: #1b1b1b; }
 h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 1.6em; }
 table { border-collapse: collapse; font-size: 0.92em; }
 th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left;
-  vertical-align: top; overflow-wrap: anywhere; max-width: 22em; }
+  vertical-align: top; }
+td { white-space: nowrap; }
 th { background: #eef2f6; }
 tbody tr:nth-child(even) { background: #f8f9fb; }
-td.num { text-align: right; white-space: nowrap; font-variant-numeric: tabular-nums; }
-td.time { white-space: nowrap; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .hidden, .none { color: #888; font-style: italic; }
 .down { color: #a40000; font-weight: bold; } .up { color: #0a6b0a; }
 p.meta { color: #555; }
@@ -187,7 +192,7 @@ def _live_row(s: LiveSession, at: float, hide: Hider) -> str:
         f"<td>{text(hide.address(s.public_address))}</td>"
         f"<td>{text(hide.address(s.inner_address))}</td>"
         f"<td>{text(s.interface)}</td>"
-        f'<td class="time">{utc(since)}</td>'
+        f"<td>{utc(since)}</td>"
         f'<td class="num">{duration(None if since is None else at - since)}</td>'
         f"{bytes_cell(s.receive_bytes)}{bytes_cell(s.transmit_bytes)}"
         f"{rate_cell(s.receive_rate)}{rate_cell(s.transmit_rate)}"
@@ -203,8 +208,8 @@ def _ended_row(s: EndedSession, hide: Hider) -> str:
         f"<td>{text(hide.address(s.public_address))}</td>"
         f"<td>{text(hide.address(s.inner_address))}</td>"
         f"<td>{text(s.interface)}</td>"
-        f'<td class="time">{utc(s.started_at)}</td>'
-        f'<td class="time">{utc(s.ended_at)}</td>'
+        f"<td>{utc(s.started_at)}</td>"
+        f"<td>{utc(s.ended_at)}</td>"
         f'<td class="num">{duration(s.duration_seconds)}</td>'
         f"{bytes_cell(s.receive_bytes)}{bytes_cell(s.transmit_bytes)}"
         f"<td>{text(how)}</td>"
@@ -219,7 +224,10 @@ def _table(rows: list[str], header: tuple[str, ...], table_id: str, empty: str) 
 
 
 def render_html(
-    view: LoginsView, privacy: PrivacyFilter | None = None, refresh: int | None = REFRESH_SECONDS
+    view: LoginsView,
+    privacy: PrivacyFilter | None = None,
+    refresh: int | None = REFRESH_SECONDS,
+    version: str = __version__,
 ) -> str:
     hide = Hider(privacy)
     live = [_live_row(s, view.at, hide) for s in view.live]
@@ -242,7 +250,7 @@ def render_html(
         "<body>",
         f"<h1>Who is on: {n_live} connected</h1>",
         f'<p class="meta">As of {utc(view.at)} UTC · l2tp-ipsec-exporter '
-        f"{escape(__version__)} · "
+        f"{escape(version)} · "
         + (f"reloads every {int(refresh)} s · " if refresh else "")
         + '<a href="/">home</a> · <a href="?format=json">JSON</a></p>',
         "<h2>Connected now</h2>",
@@ -304,11 +312,13 @@ def _ended_json(s: EndedSession, hide: Hider) -> dict[str, Any]:
     }
 
 
-def render_json(view: LoginsView, privacy: PrivacyFilter | None = None) -> str:
+def render_json(
+    view: LoginsView, privacy: PrivacyFilter | None = None, version: str = __version__
+) -> str:
     hide = Hider(privacy)
     doc: dict[str, Any] = {
         "version": JSON_VERSION,
-        "exporter_version": __version__,
+        "exporter_version": version,
         **_time("at", view.at),
         "privacy": {"users": hide.users, "addresses": hide.addresses},
         "live": [_live_json(s, view.at, hide) for s in view.live],

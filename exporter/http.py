@@ -3,6 +3,7 @@ the live session page (/sessions)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from html import escape
 from urllib.parse import urlsplit
@@ -19,6 +20,8 @@ from exporter.privacy import PrivacyFilter
 from exporter.scrape import Scraper
 from exporter.sessions_page import HEADERS as SESSIONS_HEADERS
 from exporter.sessions_page import render_html, render_json
+
+log = logging.getLogger("exporter")
 
 SCRAPER_KEY = web.AppKey("scraper", Scraper)
 #: Re-reads the configuration; raises SettingsError (with the reason) to reject it.
@@ -130,7 +133,11 @@ async def sessions_handler(request: web.Request) -> web.Response:
     fmt = request.query.get("format", "html")
     if fmt not in ("html", "json"):
         return web.Response(status=400, text="format must be html or json\n")
-    view = await provider()
+    try:
+        view = await provider()
+    except Exception as err:  # the page is a view: it reports, the daemon goes on
+        log.exception("the session page could not read the logins", extra={"err": str(err)})
+        return web.Response(status=503, text="sessions are not available now; see the log\n")
     privacy = request.app.get(PRIVACY_KEY) or request.app[SCRAPER_KEY].privacy
     if fmt == "json":
         return web.Response(

@@ -254,6 +254,17 @@ async def test_route_off_answers_404() -> None:
         assert "/sessions: off" in landing
 
 
+async def test_route_answers_503_when_the_view_fails(caplog: pytest.LogCaptureFixture) -> None:
+    async def broken() -> LoginsView:
+        raise OSError("netlink went away")
+
+    async with TestClient(TestServer(build_app(Scraper([]), "/metrics", sessions=broken))) as c:
+        resp = await c.get("/sessions")
+        assert resp.status == 503
+        assert "netlink" not in await resp.text()
+    assert "netlink went away" in caplog.text
+
+
 async def test_route_follows_the_scrapers_privacy_after_a_reload() -> None:
     scraper = Scraper([])
     app = build_app(scraper, "/metrics", sessions=provider(SAMPLE))

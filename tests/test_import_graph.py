@@ -30,12 +30,15 @@ PACKAGE_DIR = Path(__file__).resolve().parent.parent / PACKAGE
 
 # Each source → the sources it may import (besides itself and the root `exporter`, whose
 # __init__ holds only __version__). The Libreswan source joins pluto's polled state to
-# the kernel's XFRM notifications, so it may use the kernel source.
+# the kernel's XFRM notifications, so it may use the kernel source. The logins (per-login
+# accounting: the pppd hooks' ended records and the ledger) are fed the kernel's ppp
+# interfaces and hook records, so they may use the kernel source too.
 SOURCES: dict[str, frozenset[str]] = {
     "exporter.vici": frozenset(),
     "exporter.strongswan": frozenset({"exporter.vici"}),
     "exporter.kernel": frozenset(),
     "exporter.libreswan": frozenset({"exporter.kernel"}),
+    "exporter.logins": frozenset({"exporter.kernel"}),
 }
 # The bottom of the graph: the settings schema, its YAML reader and durations, which every
 # layer may use (a source declares its own settings, as node_exporter's collectors declare

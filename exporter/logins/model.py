@@ -107,3 +107,7 @@ class LoginsView:
     totals: tuple[LoginTotals, ...]
     #: Required logins (names, and the seen logins a required pattern matched) → up.
     required: tuple[tuple[str, bool], ...] = ()
+    #: Connected sessions with no login known (no hook record, no IKE user).
+    without_login: int = 0
+    #: Logins forgotten since the start, by reason ("idle", "limit").
+    forgotten: tuple[tuple[str, int], ...] = (("idle", 0), ("limit", 0))

@@ -10,14 +10,15 @@ from the clock it is given, so every rule below is unit-tested
 - A session is one ppp interface (name and interface index); its pppd pid (from the up
   record) tells sessions on a reused name apart in the ended records.
 - Its login is the PPP user (the hook's PEERNAME), else the IKE user of the join once the
-  session has waited `grace` seconds for a hook record; with neither it is counted in
+  session has waited `LOGIN_GRACE_SECONDS` for a hook record; with neither it is counted in
   `without_login` only.
 - When a session ends its counts are banked: the larger of the ended record's final
   counts (pppd's BYTES_RCVD/BYTES_SENT, the interface's packets) and the last ones seen
   live, per counter, so nothing goes backwards. Each ended record counts once (by its
   file name). A record of a session never seen live (it started and ended between two
   refreshes) is banked whole. A session whose interface went without a record (pppd
-  killed) is banked with its last seen counts after `grace` seconds, `how="vanished"`.
+  killed) is banked with its last seen counts after `grace` seconds, `how="vanished"`; a
+  record that comes later still tops it up (and the page's entry becomes `how="hook"`).
 - After an exporter restart counters start at zero. A session that was up before the
   start counts only what it carries beyond its counts at first sight (its baseline) and
   no login; a record of a session that ended before the start is not counted (the page
@@ -35,7 +36,7 @@ import bisect
 import ipaddress
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from exporter.kernel.model import L2tpIpsecSession, PppHookRecord, PppInterface
 from exporter.logins.model import (
@@ -47,9 +48,12 @@ from exporter.logins.model import (
 )
 from exporter.logins.options import LoginOptions
 
-#: Seconds a session waits for its hook record before the IKE user is taken as its login,
-#: and a vanished interface waits for its ended record before it is banked as vanished.
-GRACE_SECONDS = 5.0
+#: Seconds a session waits for its up record before the IKE user is taken as its login.
+LOGIN_GRACE_SECONDS = 5.0
+#: Seconds a vanished interface waits for its ended record before it is banked as
+#: vanished. pppd removes the interface before ip-down runs; in the emulated guest the
+#: hook started 12.5 s later (docs/logins.md). A late record still tops the session up.
+GRACE_SECONDS = 30.0
 #: Ended sessions remembered (to ignore an interface that outlives its ip-down, and to top
 #: up a vanished session from a late record), and for how long after last seen.
 MAX_TOMBSTONES = 4096
@@ -175,6 +179,8 @@ class _Tombstone:
     baseline: Counts
     banked: Counts
     seen: float
+    #: Its entry in the page's history (replaced when a late record tops it up).
+    entry: EndedSession | None = None
 
 
 @dataclass(slots=True)
@@ -375,7 +381,7 @@ class LoginLedger:
             login = hook.peer_name if hook is not None else ""
             if not login and joined is not None:
                 login = joined.ppp_user
-                if not login and now - session.first_seen >= self.grace:
+                if not login and now - session.first_seen >= LOGIN_GRACE_SECONDS:
                     login = joined.ike_user
             if login:
                 self._arrive(session, login, now)
@@ -458,6 +464,25 @@ class LoginLedger:
             entry.logouts += 1
             entry.last_logout = _later(entry.last_logout, end)
             entry.last_change = max(entry.last_change, end)
+        duration = None
+        if session.started_at is not None:
+            duration = max(0.0, end - session.started_at)
+        if record is not None and record.connect_seconds is not None:
+            duration = record.connect_seconds
+        ended = EndedSession(
+            login=session.login,
+            interface=session.key[0],
+            public_address=session.public_address
+            or (record.ipparam if record and _is_address(record.ipparam) else ""),
+            inner_address=session.inner_address or (record.inner_address if record else ""),
+            started_at=session.started_at,
+            ended_at=end,
+            duration_seconds=duration,
+            receive_bytes=final.receive_bytes,
+            transmit_bytes=final.transmit_bytes,
+            how="hook" if record is not None else "vanished",
+        )
+        self._remember(ended)
         self._tombs[session.key] = _Tombstone(
             login=session.login,
             pppd_pid=session.pppd_pid,
@@ -466,40 +491,40 @@ class LoginLedger:
             baseline=session.baseline.copy(),
             banked=banked,
             seen=now,
+            entry=ended,
         )
         self._tombs.move_to_end(session.key)
         while len(self._tombs) > MAX_TOMBSTONES:
             self._tombs.popitem(last=False)
-        duration = None
-        if session.started_at is not None:
-            duration = max(0.0, end - session.started_at)
-        if record is not None and record.connect_seconds is not None:
-            duration = record.connect_seconds
-        self._remember(
-            EndedSession(
-                login=session.login,
-                interface=session.key[0],
-                public_address=session.public_address
-                or (record.ipparam if record and _is_address(record.ipparam) else ""),
-                inner_address=session.inner_address or (record.inner_address if record else ""),
-                started_at=session.started_at,
-                ended_at=end,
-                duration_seconds=duration,
-                receive_bytes=final.receive_bytes,
-                transmit_bytes=final.transmit_bytes,
-                how="hook" if record is not None else "vanished",
-            )
-        )
 
     def _top_up(self, tomb: _Tombstone, record: EndedRecord) -> None:
-        """A record of a session already banked (as vanished, its record late): bank what
-        the record has beyond that."""
+        """A record of a session already banked (as vanished: its record came late): bank
+        what the record has beyond that, and connected time up to its end."""
         final = final_counts(record, tomb.baseline)
         extra = final.minus(tomb.baseline).minus(tomb.banked)
         tomb.banked.add(extra)
+        later = max(0.0, record.ended_at - tomb.ended_at)
         entry = self._logins.get(tomb.login) if tomb.login else None
         if entry is not None:
             entry.banked.add(extra)
+            entry.banked_seconds += later
+            if entry.last_logout is not None and later:
+                entry.last_logout = max(entry.last_logout, record.ended_at)
+        tomb.ended_at = max(tomb.ended_at, record.ended_at)
+        old = tomb.entry
+        if old is not None and old in self._history:
+            self._history.remove(old)
+            tomb.entry = replace(
+                old,
+                ended_at=tomb.ended_at,
+                duration_seconds=record.connect_seconds
+                if record.connect_seconds is not None
+                else old.duration_seconds,
+                receive_bytes=max(old.receive_bytes, final.receive_bytes),
+                transmit_bytes=max(old.transmit_bytes, final.transmit_bytes),
+                how="hook",
+            )
+            self._remember(tomb.entry)
 
     def _bank_unseen(self, record: EndedRecord, now: float) -> None:
         """A session never seen live: it started and ended between two refreshes (or

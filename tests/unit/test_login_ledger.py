@@ -216,11 +216,11 @@ def test_a_vanished_interface_waits_for_its_record_then_counts_its_last_seen() -
     a.send(700, 70)
     world.refresh(led, START + 10)
     world.end(a, START + 11, record=False)  # pppd SIGKILLed: no ip-down
-    view = world.refresh(led, START + 12)  # within the grace: still counted, not listed
+    view = world.refresh(led, START + 30)  # within the grace: still counted, not listed
     alice = totals(view)["alice"]
     assert traffic(alice) == (700, 70, 1, 1) and alice.sessions == 0 and alice.logouts == 0
     assert view.live == ()
-    view = world.refresh(led, START + 20)
+    view = world.refresh(led, START + 60)
     alice = totals(view)["alice"]
     assert traffic(alice) == (700, 70, 1, 1) and alice.logouts == 1
     assert alice.connected_seconds == 9  # up to when it was last seen
@@ -250,12 +250,19 @@ def test_a_late_record_tops_up_a_vanished_session_without_a_second_logout() -> N
     world.refresh(led, START + 10)
     world.links.remove(a)
     world.refresh(led, START + 11)
-    world.refresh(led, START + 20)  # banked as vanished
+    view = world.refresh(led, START + 45)  # banked as vanished
+    assert [e.how for e in view.ended] == ["vanished"]
+    assert totals(view)["alice"].connected_seconds == 9
     a.send(300, 30)
-    world.records.append(a.record(START + 11))
-    alice = totals(world.refresh(led, START + 21))["alice"]
+    world.records.append(a.record(START + 14))
+    view = world.refresh(led, START + 46)
+    alice = totals(view)["alice"]
     assert traffic(alice) == (1000, 100, 2, 2)
-    assert (alice.logins, alice.logouts) == (1, 1)
+    assert (alice.logins, alice.logouts, alice.last_logout) == (1, 1, START + 14)
+    assert alice.connected_seconds == 13
+    assert [(e.how, e.receive_bytes, e.ended_at) for e in view.ended] == [
+        ("hook", 1000, START + 14)
+    ]
 
 
 def test_an_unreadable_record_directory_does_not_recount_records() -> None:
@@ -537,7 +544,7 @@ def test_no_counter_goes_backwards_and_ended_sessions_add_up_exactly(steps: list
             world.links.remove(link)
     now += 1
     check(world.refresh(led, now))
-    now += 10
+    now += 31
     view = world.refresh(led, now)
     check(view)
     got = {t.login: [t.receive_bytes, t.transmit_bytes] for t in view.totals}

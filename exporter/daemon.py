@@ -20,10 +20,12 @@ from exporter.collectors.join import IkeSnapshot
 from exporter.collectors.kernel import build_kernel_collectors
 from exporter.collectors.libreswan import LibreswanCollector
 from exporter.collectors.strongswan import StrongswanCollector
+from exporter.collectors.users import LoginTracker, UsersCollector
 from exporter.config import SETTINGS, Settings, SettingsError
 from exporter.fds import FdLimitError, ensure_fd_budget, fds_needed, quiet_accept_exhaustion
 from exporter.http import RELOAD_KEY, build_app
 from exporter.http_limits import ConnectionGate, LimitedSite, server_kwargs
+from exporter.kernel.source import KernelSource
 from exporter.libreswan.source import PlutoSource
 from exporter.libreswan.view import PlutoView
 from exporter.logs import HTTP_SERVER_LOG, setup_logging
@@ -109,6 +111,20 @@ class Runtime:
         if self.libreswan is not None:
             self.scraper.add(self.libreswan)
         self.scraper.add(*kernel)
+        # Per-login accounting: the users collector and the /sessions page read one tracker.
+        self.logins: LoginTracker | None = None
+        logins = settings.logins
+        if logins.enabled or logins.page:
+            self.logins = LoginTracker(
+                KernelSource(settings.kernel),
+                self._ike_snapshot,
+                logins,
+                settings.kernel.state_dir,
+            )
+            if logins.enabled:
+                self.scraper.add(
+                    UsersCollector(self.logins, self.scraper.limiter, created=self._created)
+                )
         self.probes = probe_settings_for(settings)
         # The configuration read at start is the first successful load.
         self.reload_status = ReloadStatus()
@@ -127,6 +143,9 @@ class Runtime:
             self.settings.telemetry_path,
             middlewares,
             lifecycle=lambda: self.settings.enable_lifecycle,
+            sessions=self.logins.view
+            if self.logins is not None and self.settings.logins.page
+            else None,
         )
         app[RELOAD_KEY] = self.reload
         if self.probes is not None:
@@ -193,6 +212,8 @@ class Runtime:
             self.libreswan.reconfigure(running.libreswan)
         self.scraper.set_series_limit(running.strongswan.series_limit)
         self.scraper.privacy = PrivacyFilter(running.privacy)
+        if self.logins is not None:
+            self.logins.reconfigure(running.logins)
         if self.probes is not None and probes is not None:
             self.probes = probes
 
@@ -203,6 +224,11 @@ class Runtime:
             if snapshot is not None:
                 return snapshot
         return self.pluto.current() if self.pluto is not None else None
+
+    def _created(self, family: str) -> bool:
+        """Whether a per-login counter family carries `_created`: not when the privacy
+        settings drop the user label (merged series have no one creation time)."""
+        return self.scraper.privacy.options.treatment(family, "users") != "drop"
 
     def _current_probes(self) -> ProbeSettings:
         assert self.probes is not None  # routes are added only when modules are

@@ -252,6 +252,13 @@ class LoginLedger:
         self.held_back = 0
         self._view = LoginsView(at=started_at, live=(), ended=(), totals=())
 
+    def reconfigure(self, options: LoginOptions) -> None:
+        """A reload: new bounds and required logins apply from the next update (a smaller
+        history is cut now; logins beyond a smaller `max_users` go as new ones come)."""
+        self.options = options
+        if len(self._history) > options.history:
+            del self._history[: len(self._history) - options.history]
+
     # -- feeding -------------------------------------------------------------------------
 
     def update(

@@ -94,6 +94,35 @@ def test_ip_down_without_an_up_record_records_pppds_environment(tmp_path: Path) 
     )
 
 
+def test_accel_ppps_pppd_compat_environment(tmp_path: Path) -> None:
+    """What accel-ppp's pppd_compat.c (fill_argv, fill_env) hands the scripts: argv
+    ifname, "none", "0", local, peer, calling station; an environment of its own (no PATH,
+    no PPPD_PID) with PEERNAME, and at ip-down CONNECT_TIME, BYTES_* and PACKETS_*. Not
+    run against a real accel-ppp (docs/logins.md)."""
+    argv = ("ppp0", "none", "0", "10.2.0.1", "10.2.0.5", "198.51.100.7")
+    env = {"L2TP_IPSEC_EXPORTER_STATE_DIR": str(tmp_path), "PEERNAME": "carol"}
+    env.update(CALLING_SID="198.51.100.7", CALLED_SID="192.0.2.1")
+    for script, extra in (
+        (UP, {}),
+        (DOWN, {"CONNECT_TIME": "61", "BYTES_SENT": "700", "BYTES_RCVD": "800"}),
+    ):
+        extra = {**extra, "PACKETS_SENT": "7", "PACKETS_RCVD": "8"} if extra else extra
+        subprocess.run(
+            ["/bin/sh", str(script), *argv], env={**env, **extra}, check=True, timeout=FAST
+        )
+    (record,) = read_ended(tmp_path)
+    assert (record.login, record.interface, record.pppd_pid, record.ipparam) == (
+        "carol",
+        "ppp0",
+        None,
+        "198.51.100.7",
+    )
+    assert (record.receive_bytes, record.transmit_bytes, record.connect_seconds) == (800, 700, 61)
+    assert (record.receive_packets, record.transmit_packets) == (8, 7)
+    assert record.started_at is not None
+    assert read_state_dir(tmp_path) == {}
+
+
 def test_a_late_ip_down_of_an_older_pppd_keeps_the_newer_up_record(tmp_path: Path) -> None:
     run(UP, tmp_path, *ARGS, PEERNAME="alice", PPPD_PID="111")
     run(DOWN, tmp_path, *ARGS, **down_env(PEERNAME="old", PPPD_PID="99"))

@@ -216,40 +216,8 @@ def _libreswan_names() -> set[str]:
     return _family_names(families) | {s.name for f in families for s in f.samples}
 
 
-#: The users collector's families (issue 18's design fixes the names). Until
-#: exporter/collectors/users.py exists these stand in for its rendering.
-USERS_FAMILIES = {
-    "l2tp_ipsec_user_sessions": "gauge",
-    "l2tp_ipsec_user_logins": "counter",
-    "l2tp_ipsec_user_logouts": "counter",
-    "l2tp_ipsec_user_connected_seconds": "counter",
-    "l2tp_ipsec_user_receive_bytes": "counter",
-    "l2tp_ipsec_user_transmit_bytes": "counter",
-    "l2tp_ipsec_user_receive_packets": "counter",
-    "l2tp_ipsec_user_transmit_packets": "counter",
-    "l2tp_ipsec_user_last_login_timestamp_seconds": "gauge",
-    "l2tp_ipsec_user_last_logout_timestamp_seconds": "gauge",
-    "l2tp_ipsec_required_login_up": "gauge",
-    "l2tp_ipsec_users_tracked": "gauge",
-    "l2tp_ipsec_users_forgotten": "counter",
-    "l2tp_ipsec_sessions_without_login": "gauge",
-    "l2tp_ipsec_login_records_rejected": "counter",
-}
-
-
-def _users_names() -> set[str]:
-    return {name + "_total" if kind == "counter" else name for name, kind in USERS_FAMILIES.items()}
-
-
 def exporter_metric_names() -> set[str]:
-    return (
-        _golden_names()
-        | _ledger_names()
-        | _source_names()
-        | _libreswan_names()
-        | _users_names()
-        | {"up"}
-    )
+    return _golden_names() | _ledger_names() | _source_names() | _libreswan_names() | {"up"}
 
 
 # -- tests -------------------------------------------------------------------------------------
@@ -487,43 +455,50 @@ def assert_queries_have_data(
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr
 
 
+def users_families() -> list[Metric]:
+    """What the users collector writes for a server with the logins alice (two sessions
+    now), bob (logged out), peer-sn1 (a required login, connected) and the required login
+    peer-sn2 (never seen): the collector's own rendering of a ledger view."""
+    from exporter.collectors.limits import SeriesLimiter
+    from exporter.collectors.users import render_users
+    from exporter.logins.model import LoginsView, LoginTotals
+
+    def totals(login: str, sessions: int, logins: int, logged_out: bool) -> LoginTotals:
+        return LoginTotals(
+            login, sessions, logins, logins - sessions, 3600.0 * logins, 10**6 * logins,
+            10**7 * logins, 10**3 * logins, 10**4 * logins, 1.796e9 + logins,
+            1.796e9 if logged_out else None, 1.795e9,
+        )  # fmt: skip
+
+    view = LoginsView(
+        at=1.796e9,
+        live=(),
+        ended=(),
+        totals=(
+            totals("alice", 2, 5, True),
+            totals("bob", 0, 1, True),
+            totals("peer-sn1", 1, 3, True),
+        ),
+        required=(("peer-sn1", True), ("peer-sn2", False)),
+        without_login=1,
+    )
+    return render_users(view, SeriesLimiter(1000), {}, created=lambda family: False)
+
+
 def users_series() -> list[dict[str, str]]:
-    """promtool input series of what Prometheus stores from the users collector of a
-    server with logins alice (two sessions now), bob (logged out) and the required peers
-    peer-sn1 (up) and peer-sn2 (down), every counter moving over the 10 minutes."""
-    target = 'job="l2tp-ipsec", instance="vpn1:9945"'
-    sessions = {"alice": 2, "bob": 0, "peer-sn1": 1, "peer-sn2": 0}
-    inputs = []
-    for user, now in sessions.items():
-        labels = f'{target}, user="{user}"'
-        for name, kind in USERS_FAMILIES.items():
-            if not name.startswith("l2tp_ipsec_user_"):
-                continue
-            if kind == "counter":
-                values = "100+7x60"
-            elif name == "l2tp_ipsec_user_sessions":
-                values = f"1x30 {now}x30"
-            else:
-                values = "1.796e9x60"
-            suffix = "_total" if kind == "counter" else ""
-            inputs.append({"series": f"{name}{suffix}{{{labels}}}", "values": values})
-    for user, up in (("peer-sn1", 1), ("peer-sn2", 0)):
-        labels = f'{target}, user="{user}"'
-        inputs.append(
-            {"series": f"l2tp_ipsec_required_login_up{{{labels}}}", "values": f"1x30 {up}x30"}
-        )
-    inputs += [
-        {"series": f"strongswan_up{{{target}}}", "values": "1x60"},  # the $job, $instance lists
-        {"series": f"l2tp_ipsec_users_tracked{{{target}}}", "values": "4x60"},
-        {"series": f"l2tp_ipsec_sessions_without_login{{{target}}}", "values": "0x60"},
-    ]
-    for reason in ("idle", "limit"):
-        labels = f'{target}, reason="{reason}"'
-        inputs.append({"series": f"l2tp_ipsec_users_forgotten_total{{{labels}}}", "values": "0x60"})
-    for reason in ("too_large", "not_utf8", "foreign_owner", "malformed"):
-        labels = f'{target}, reason="{reason}"'
-        series = f"l2tp_ipsec_login_records_rejected_total{{{labels}}}"
-        inputs.append({"series": series, "values": "0x60"})
+    """promtool input series of what Prometheus stores, 10 s apart, from users_families()
+    on a strongSwan server: gauges stay, every counter moves."""
+    inputs = [
+        {"series": 'strongswan_up{job="l2tp-ipsec", instance="vpn1:9945"}', "values": "1x60"}
+    ]  # the $job and $instance lists
+    for family in users_families():
+        for sample in family.samples:
+            labels = {"job": "l2tp-ipsec", "instance": "vpn1:9945", **sample.labels}
+            matchers = ", ".join(f"{k}={json.dumps(v)}" for k, v in labels.items())
+            step = "+7" if family.type == "counter" else ""
+            inputs.append(
+                {"series": f"{sample.name}{{{matchers}}}", "values": f"{sample.value:g}{step}x60"}
+            )
     return inputs
 
 

@@ -175,6 +175,7 @@ class _Tombstone:
     login: str
     pppd_pid: int | None
     started_at: float | None
+    first_seen: float
     ended_at: float
     baseline: Counts
     banked: Counts
@@ -216,7 +217,11 @@ def _record_matches(
     key: SessionKey,
     pppd_pid: int | None,
     started_at: float | None,
+    first_seen: float,
 ) -> bool:
+    """Whether `record` can be the end of that session: same interface, the same index
+    and pppd when both sides know them, and not ended before the session began (without
+    a start time: well before it was first seen, as an older session's record would)."""
     interface, ifindex = key
     if record.interface != interface:
         return False
@@ -224,7 +229,9 @@ def _record_matches(
         return False
     if record.pppd_pid is not None and pppd_pid is not None and record.pppd_pid != pppd_pid:
         return False
-    return started_at is None or record.ended_at >= started_at - _CLOCK_SLACK
+    if started_at is None:
+        return record.ended_at >= first_seen - GRACE_SECONDS
+    return record.ended_at >= started_at - _CLOCK_SLACK
 
 
 class LoginLedger:
@@ -434,13 +441,15 @@ class LoginLedger:
         else:
             candidates = self._live.values()
         for session in candidates:
-            if _record_matches(record, session.key, session.pppd_pid, session.started_at):
+            if _record_matches(
+                record, session.key, session.pppd_pid, session.started_at, session.first_seen
+            ):
                 return session
         return None
 
     def _match_tomb(self, record: EndedRecord) -> _Tombstone | None:
         for key, tomb in reversed(self._tombs.items()):
-            if _record_matches(record, key, tomb.pppd_pid, tomb.started_at):
+            if _record_matches(record, key, tomb.pppd_pid, tomb.started_at, tomb.first_seen):
                 return tomb
         return None
 
@@ -494,6 +503,7 @@ class LoginLedger:
             login=session.login,
             pppd_pid=session.pppd_pid,
             started_at=session.started_at,
+            first_seen=session.first_seen,
             ended_at=end,
             baseline=session.baseline.copy(),
             banked=banked,

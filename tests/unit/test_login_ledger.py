@@ -372,6 +372,18 @@ def test_a_stale_up_record_on_a_reused_name_is_not_this_sessions_login() -> None
     assert view.totals == () and view.without_login == 1
 
 
+def test_an_older_record_without_index_does_not_end_a_session_on_the_same_name() -> None:
+    """No up record (hooks installed mid-session, or none at ip-up): the record names
+    only the interface; a session first seen long after that record ended is not it."""
+    led = ledger()
+    old = Link("ppp0", 10, "bob", 5, START + 1, rx=40).record(START + 10, ifindex=None)
+    now_up = replace(Link("ppp0", 12, "", 6, START + 50, rx=7).iface(), up_since=None)
+    view = led.update([], [now_up], {}, [], now=START + 100)
+    view = led.update([], [now_up], {}, [old], now=START + 101)
+    assert [s.interface for s in view.live] == ["ppp0"] and view.without_login == 1
+    assert totals(view)["bob"].receive_bytes == 40
+
+
 # -- bounds ----------------------------------------------------------------------------------
 
 

@@ -12,12 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.core import Metric
 from prometheus_client.exposition import generate_latest
 
+from exporter.cli import parse_command_line
 from exporter.collectors.join import join_sessions
 from exporter.collectors.limits import SeriesLimiter
 from exporter.collectors.users import LoginTracker, UsersCollector, render_users
+from exporter.daemon import Runtime
 from exporter.exposition import render_openmetrics, render_text
 from exporter.kernel.hook import RecordRejections
 from exporter.kernel.model import LinkStats, PppHookRecord, PppInterface
@@ -180,3 +183,33 @@ async def test_the_tracker_reads_the_kernel_and_the_ended_records(tmp_path: Path
     assert not failed.success and "refused" in failed.error
     with pytest.raises(OSError):
         await tracker.view()
+
+
+@pytest.mark.parametrize(
+    ("flags", "collector", "page"),
+    [
+        ([], True, True),
+        (["--no-collector.users"], False, True),
+        (["--no-web.sessions"], True, False),
+        (["--no-collector.users", "--no-web.sessions"], False, False),
+    ],
+)
+async def test_the_daemon_wires_the_tracker(
+    tmp_path: Path, flags: list[str], collector: bool, page: bool
+) -> None:
+    """One tracker for the collector and the page; each has its switch."""
+    state = tmp_path / "ppp"
+    (state / "ended").mkdir(parents=True)
+    (state / "ended" / "1764745050.ppp5.99").write_text("PEERNAME=bob\nDOWN_AT=1764745050\n")
+    argv = ["--collector.sessions.state-dir", str(state), *flags]
+    runtime = Runtime(parse_command_line(argv).settings)
+    assert ("users" in [c.name for c in runtime.scraper.collectors]) is collector
+    assert (runtime.logins is not None) is (collector or page)
+    async with TestClient(TestServer(runtime.app())) as client:
+        metrics = await (await client.get("/metrics")).text()
+        assert ("l2tp_ipsec_users_tracked" in metrics) is collector
+        answer = await client.get("/sessions?format=json")
+        assert answer.status == (200 if page else 404)
+        if page:
+            assert '"login": "bob"' in await answer.text()
+    await runtime.close()

@@ -442,6 +442,18 @@ def test_the_history_keeps_the_newest_n_newest_first() -> None:
     assert ledger(history=0).update([], [], {}, world.records, now=START + 100).ended == ()
 
 
+def test_a_reload_changes_the_bounds_and_cuts_the_history() -> None:
+    led, world = ledger(history=5), World()
+    for i in range(5):
+        link = Link("ppp0", 10 + i, f"u{i}", 100 + i, START + 10 * i + 1)
+        world.records.append(link.record(START + 10 * i + 5))
+    world.refresh(led, START + 100)
+    led.reconfigure(LoginOptions(history=2, required=("u1",)))
+    view = world.refresh(led, START + 101)
+    assert [e.login for e in view.ended] == ["u4", "u3"]
+    assert view.required == (("u1", False),)
+
+
 def test_required_logins_by_name_and_pattern() -> None:
     led, world = ledger(required=("peer-*", "sn1", "sn2")), World()
     world.links += [

@@ -346,7 +346,8 @@ class LoginLedger:
         if tomb is not None:
             preexisting = False
         elif started is not None:
-            preexisting = started < self.started_at
+            # The hook's times are whole seconds: within a second of the start is ours.
+            preexisting = started < self.started_at - _CLOCK_SLACK
         else:
             # No start time at all: up before the first refresh counts as up before us.
             preexisting = self._updates == 0
@@ -565,9 +566,9 @@ class LoginLedger:
                 how="hook",
             )
         )
-        if record.ended_at < self.started_at or not record.login:
+        if record.ended_at < self.started_at - _CLOCK_SLACK or not record.login:
             return  # before our time: the page lists it, the counters do not
-        preexisting = started is not None and started < self.started_at
+        preexisting = started is not None and started < self.started_at - _CLOCK_SLACK
         entry = self._track(record.login, now)
         if entry is None:
             return

@@ -295,6 +295,19 @@ def test_after_a_restart_sessions_already_up_count_from_first_sight() -> None:
     assert (alice.logins, alice.logouts, alice.connected_seconds) == (0, 1, 9)
 
 
+def test_a_session_up_in_the_exporters_first_second_is_not_a_preexisting_one() -> None:
+    """The hook's UP_SINCE is whole seconds (`date +%s`)."""
+    led = LoginLedger(LoginOptions(), clock=lambda: START, started_at=START + 0.6)
+    _made.append(led)
+    world = World([Link("ppp0", 10, "alice", 100, START, rx=10)])
+    world.records.append(Link("ppp1", 11, "bob", 101, START, rx=20).record(START + 1))
+    view = world.refresh(led, START + 2)
+    assert {t.login: (t.logins, t.receive_bytes) for t in view.totals} == {
+        "alice": (1, 10),
+        "bob": (1, 20),
+    }
+
+
 def test_records_from_before_the_start_are_listed_not_counted() -> None:
     led, world = ledger(), World()
     gone = Link("ppp0", 10, "carol", 100, START - 100, rx=50)

@@ -103,8 +103,11 @@ class Runtime:
             self.libreswan = LibreswanCollector(
                 self.pluto, settings.libreswan, limiter=self.scraper.limiter
             )
+        # One reader of the kernel's tables: the kernel collectors and the login tracker
+        # share each dump of a scrape.
+        kernel_source = KernelSource(settings.kernel)
         kernel = build_kernel_collectors(
-            settings.kernel, self._ike_snapshot, limiter=self.scraper.limiter
+            settings.kernel, self._ike_snapshot, limiter=self.scraper.limiter, source=kernel_source
         )
         if self.strongswan_on:
             self.scraper.add(self.collector)
@@ -116,7 +119,7 @@ class Runtime:
         logins = settings.logins
         if logins.enabled or logins.page:
             self.logins = LoginTracker(
-                KernelSource(settings.kernel),
+                kernel_source,
                 self._ike_snapshot,
                 logins,
                 settings.kernel.state_dir,

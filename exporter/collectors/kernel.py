@@ -24,6 +24,7 @@ def build_kernel_collectors(
     options: KernelOptions,
     ike_snapshot: Callable[[], IkeSnapshot | None],
     limiter: SeriesLimiter | None = None,
+    source: KernelSource | None = None,
 ) -> list[Collector]:
     """The enabled kernel collectors, sharing one reader so a scrape dumps each table once.
 
@@ -32,8 +33,9 @@ def build_kernel_collectors(
     scrape layer's `Scraper.limiter` so drops land in the one
     `l2tp_ipsec_exporter_series_dropped_total` family the Scraper renders; without it the
     kernel collectors bound their series the same way and log when they drop some.
+    Pass `source` to share its dumps with other readers (the login tracker).
     """
-    source = KernelSource(options)
+    source = source or KernelSource(options)
     if limiter is None:
         limiter = SeriesLimiter(StrongswanOptions().series_limit)  # the one limit's default
     collectors: list[Collector] = []

@@ -205,6 +205,11 @@ async def test_the_daemon_wires_the_tracker(
     runtime = Runtime(parse_command_line(argv).settings)
     assert ("users" in [c.name for c in runtime.scraper.collectors]) is collector
     assert (runtime.logins is not None) is (collector or page)
+    if runtime.logins is not None:
+        # One reader of the kernel's tables: the tracker's refresh and the kernel
+        # collectors of a scrape share each dump.
+        sessions = next(c for c in runtime.scraper.collectors if c.name == "sessions")
+        assert runtime.logins._source is sessions._source  # type: ignore[attr-defined]
     async with TestClient(TestServer(runtime.app())) as client:
         metrics = await (await client.get("/metrics")).text()
         assert ("l2tp_ipsec_users_tracked" in metrics) is collector

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
@@ -16,7 +17,7 @@ from exporter.collectors.base import Collection
 from exporter.collectors.join import IkeSnapshot, join_sessions
 from exporter.collectors.limits import SeriesLimiter
 from exporter.kernel.l2tp import L2tpUnavailable
-from exporter.kernel.model import L2tpIpsecSession, L2tpSnapshot
+from exporter.kernel.model import L2tpIpsecSession, L2tpSnapshot, PppHookRecord, PppInterface
 from exporter.kernel.source import KernelSource
 from exporter.table_family import gauge_table
 
@@ -74,17 +75,34 @@ class SessionsCollector:
 
     async def collect(self) -> Collection:
         try:
-            interfaces = await self._source.ppp()
+            joined = await read_joined(self._source, self._ike())
         except (OSError, TimeoutError) as err:
             return Collection(success=False, error=f"rtnetlink: {err or 'timeout'}")
-        l2tp: L2tpSnapshot | None = None
-        if interfaces:
-            try:
-                l2tp = await self._source.l2tp()
-            except L2tpUnavailable:
-                pass  # user-space L2TP: the hook's ipparam names the peer instead
-            except (OSError, TimeoutError) as err:
-                log.debug("no L2TP for the join", extra={"err": str(err)})
-        hooks = await self._source.hooks() if interfaces else {}
-        sessions = join_sessions(interfaces, l2tp, hooks, self._ike())
-        return Collection(families=render_sessions(sessions, self._limiter))
+        return Collection(families=render_sessions(joined.sessions, self._limiter))
+
+
+@dataclass(frozen=True)
+class Joined:
+    """One reading of the clients: the ppp interfaces, the hook's up records, and the
+    sessions joined from them, L2TP and the IKE daemon."""
+
+    interfaces: list[PppInterface]
+    hooks: dict[str, PppHookRecord]
+    sessions: list[L2tpIpsecSession]
+
+
+async def read_joined(source: KernelSource, ike: IkeSnapshot | None) -> Joined:
+    """Read the ppp interfaces (OSError/TimeoutError when rtnetlink fails), then what the
+    join needs; a kernel without L2TP (user-space xl2tpd) joins through the hook's
+    ipparam instead."""
+    interfaces = await source.ppp()
+    l2tp: L2tpSnapshot | None = None
+    if interfaces:
+        try:
+            l2tp = await source.l2tp()
+        except L2tpUnavailable:
+            pass  # user-space L2TP: the hook's ipparam names the peer instead
+        except (OSError, TimeoutError) as err:
+            log.debug("no L2TP for the join", extra={"err": str(err)})
+    hooks = await source.hooks() if interfaces else {}
+    return Joined(interfaces, hooks, join_sessions(interfaces, l2tp, hooks, ike))

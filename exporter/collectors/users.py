@@ -19,11 +19,10 @@ from pathlib import Path
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from exporter.collectors.base import Collection
-from exporter.collectors.join import IkeSnapshot, join_sessions
+from exporter.collectors.join import IkeSnapshot
 from exporter.collectors.limits import SeriesLimiter
+from exporter.collectors.sessions import read_joined
 from exporter.kernel.hook import ENDED_DIR, REJECT_REASONS, REJECTIONS, RecordRejections
-from exporter.kernel.l2tp import L2tpUnavailable
-from exporter.kernel.model import L2tpSnapshot
 from exporter.kernel.source import KernelSource, Shared
 from exporter.logins.ledger import LoginLedger
 from exporter.logins.model import LoginsView, LoginTotals
@@ -190,19 +189,9 @@ class LoginTracker:
         return await self.refresh()
 
     async def _refresh(self) -> LoginsView:
-        interfaces = await self._source.ppp()
-        l2tp: L2tpSnapshot | None = None
-        if interfaces:
-            try:
-                l2tp = await self._source.l2tp()
-            except L2tpUnavailable:
-                pass  # user-space L2TP: the hook's ipparam names the peer instead
-            except (OSError, TimeoutError) as err:
-                log.debug("no L2TP for the join", extra={"err": str(err)})
-        hooks = await self._source.hooks()
+        joined = await read_joined(self._source, self._ike())
         ended = await asyncio.to_thread(self._records.read)
-        sessions = join_sessions(interfaces, l2tp, hooks, self._ike())
-        return self.ledger.update(sessions, interfaces, hooks, ended)
+        return self.ledger.update(joined.sessions, joined.interfaces, joined.hooks, ended)
 
 
 class UsersCollector:

@@ -113,7 +113,9 @@ def serve_probe_proxy(probe_server: ProbeServer) -> tuple[ThreadingHTTPServer, s
 # -- Prometheus config and rules ---------------------------------------------------------------
 
 
-def generate_rules(out: Path) -> list[str]:
+def generate_rules(out: Path, live_thresholds: dict[str, Any] | None = None) -> list[str]:
+    """The project's rules with short windows (default LIVE_THRESHOLDS; the rest as
+    alerts/thresholds.yml has them), written under `out`."""
     spec = importlib.util.spec_from_file_location(
         "alerts_generate", REPO / "alerts" / "generate.py"
     )
@@ -123,7 +125,7 @@ def generate_rules(out: Path) -> list[str]:
     spec.loader.exec_module(generator)
     out.mkdir(parents=True, exist_ok=True)
     thresholds = out / "live-thresholds.yml"
-    thresholds.write_text(yaml.safe_dump(LIVE_THRESHOLDS))
+    thresholds.write_text(yaml.safe_dump(live_thresholds or LIVE_THRESHOLDS))
     assert generator.main(["--thresholds", str(thresholds), "--out", str(out)]) == 0
     return sorted(str(p) for p in out.glob("*.rules.yml"))
 

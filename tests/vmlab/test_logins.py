@@ -496,13 +496,19 @@ def test_sessions_page_in_chromium(lab: Lab, tmp_path: Path) -> None:
 def test_users_dashboard_on_a_real_prometheus(lab: Lab, tmp_path: Path) -> None:
     """Every query of dashboards/users.json against Debian's prometheus scraping the
     guest's exporter every second: each returns data (two logins connected, one logged
-    out, one required)."""
+    out, one required); and the project's rules loaded: the required login's alert fires
+    for nycmesh (logged out), none for alice."""
     if shutil.which("prometheus") is None:
         pytest.skip("prometheus not installed (Debian package prometheus)")
     from exporter.demo.lab.prometheus import PrometheusServer
     from tests.dashboard_queries import dashboard_queries
+    from tests.integration.test_dashboards_live import generate_rules
 
+    # The project's rules, the required-login alert with a 2 s `for`: nycmesh, required,
+    # has been logged out since the second test, so it must fire live.
+    rules = generate_rules(tmp_path / "rules", {"required_login_down": {"for": "2s"}})
     config = {
+        "rule_files": rules,
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "scrape_configs": [
             {
@@ -527,6 +533,13 @@ def test_users_dashboard_on_a_real_prometheus(lab: Lab, tmp_path: Path) -> None:
             if not prom.query(expr):
                 missing.append(f"{where}: {expr}")
         up = prom.query('up{job="l2tp-ipsec"}')
+        firing = prom.wait_for(
+            'ALERTS{alertname="L2tpIpsecRequiredLoginDown",alertstate="firing",user="nycmesh"}',
+            60,
+        )
+        # alice is connected and not required: no alert names her.
+        assert not prom.query('ALERTS{alertname="L2tpIpsecRequiredLoginDown",user="alice"}')
+    assert firing, "L2tpIpsecRequiredLoginDown for nycmesh did not fire"
     assert not missing, "queries without data:\n" + "\n".join(missing)
     lab.log(f"users dashboard: {len(queries)} queries with data; up={up}")
 

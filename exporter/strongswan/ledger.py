@@ -569,6 +569,15 @@ class SaLedger:
         self._ended_ike.clear()
         self._ended_children.clear()
 
+    def observe(self, seen: Mapping[str, Traffic]) -> None:
+        """Fresher counts of live CHILD SAs, by CHILD SA uniqueid (the kernel's XFRM
+        states read at a scrape: the numbers charon itself would list); counts only grow,
+        and uniqueids the ledger does not hold are ignored."""
+        for uniqueid, traffic in seen.items():
+            live = self.children.get(uniqueid)
+            if live is not None:
+                self._child_traffic(live, traffic)
+
     # ---- outputs --------------------------------------------------------------------
 
     def traffic_totals(self) -> dict[tuple[str, str], Traffic]:

@@ -54,16 +54,35 @@ class SaTable:
         self._by_peer: dict[Peer, dict[str, None]] = {}
         #: When the last listing replaced the table (None: never).
         self.listed_at: float | None = None
+        #: Events applied since a listing was asked for, replayed onto its answer (None:
+        #: no listing under way, or more events came than the journal holds).
+        self._journal: list[CharonEvent] | None = None
+
+    def begin_listing(self) -> None:
+        """A `list-sas` is being asked for: charon may list an SA before or after an event
+        that arrives meanwhile, so `replace` replays those events onto the listing. (Without
+        this, an IKE SA that came up while charon listed it as CONNECTING stayed CONNECTING
+        until the next listing, minutes later.)"""
+        self._journal = []
+
+    def abandon_listing(self) -> None:
+        """The listing failed: nothing to replay onto."""
+        self._journal = None
 
     def replace(self, sas: Iterable[IkeSA], listed_at: float) -> None:
-        """The table becomes the listing; beyond `max_sas`, the SAs it held come first
-        (so a full table does not swap one set of SAs for another at every listing)."""
+        """The table becomes the listing, with the events since `begin_listing` replayed
+        onto it (each is idempotent for an SA the listing already shows in its later
+        state); beyond `max_sas`, the SAs it held come first (so a full table does not
+        swap one set of SAs for another at every listing)."""
         held, self.sas, self._by_peer, self.children = self.sas, {}, {}, 0
         listed = list(sas)
         listed.sort(key=lambda sa: sa.uniqueid not in held)  # stable: charon's order
         for sa in listed:
             self._set(sa)
         self.listed_at = listed_at
+        journal, self._journal = self._journal, None
+        for event in journal or ():
+            self._apply(event)
 
     def _set(self, sa: IkeSA) -> bool:
         """The one way into `sas`, keeping `_by_peer` and the counts in step; False (and
@@ -103,6 +122,17 @@ class SaTable:
 
     def apply(self, event: CharonEvent) -> None:
         """One event of charon's stream, decoded (`charon_events.decode_event`)."""
+        journal = self._journal
+        if journal is not None:
+            # A flood during a slow listing must not grow the journal without end: past
+            # `max_sas` events the listing is taken as it comes (the next one repairs).
+            if len(journal) < max(self.max_sas, 1):
+                journal.append(event)
+            else:
+                self._journal = None
+        self._apply(event)
+
+    def _apply(self, event: CharonEvent) -> None:
         match event:
             case IkeUp(sas):
                 for sa in sas:

@@ -23,12 +23,13 @@ import contextlib
 import dataclasses
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from exporter.strongswan.charon_events import CharonEvent
 from exporter.strongswan.event_stream import EventStream
 from exporter.strongswan.fetch import fetch_snapshot
-from exporter.strongswan.ledger import LedgerReadings, SaLedger
+from exporter.strongswan.ledger import LedgerReadings, SaLedger, Traffic
 from exporter.strongswan.options import StrongswanOptions
 from exporter.strongswan.sa_table import SaTable
 from exporter.strongswan.snapshot import StrongswanSnapshot
@@ -147,13 +148,25 @@ class CharonView:
 
     # ---- what changes it -------------------------------------------------------------
 
+    def observe_traffic(self, seen: Mapping[str, Traffic]) -> None:
+        """Fresher byte and packet counts of live CHILD SAs by uniqueid (the kernel's XFRM
+        states, read at a scrape), for the ledger's totals (no ledger: events off, ignored)."""
+        if self._ledger is not None:
+            self._ledger.observe(seen)
+
     async def refresh(self, list_sas: bool = True) -> None:
         """One round of questions (`list_sas`: with the listing, and the SA table and
         the ledger follow its answer)."""
         async with self._lock:
             listed_after = self._ledger.clock() if self._ledger is not None else 0.0
+            if list_sas:
+                self._sa_table.begin_listing()
             try:
-                snapshot = await fetch_snapshot(self._client, list_sas)
+                try:
+                    snapshot = await fetch_snapshot(self._client, list_sas)
+                except BaseException:
+                    self._sa_table.abandon_listing()  # no answer to replay onto
+                    raise
             except ViciError as err:
                 self._ok = False
                 self._error = str(err)

@@ -355,3 +355,24 @@ def test_a_listing_gives_back_the_tables_a_flood_grew() -> None:
     assert not ledger.ike and sys.getsizeof(ledger.ike) < grown / 100
     assert sys.getsizeof(ledger._ike_by_peer) < grown / 100
     assert sys.getsizeof(ledger._children_of) < grown / 100
+
+
+def test_observed_kernel_counts_raise_the_live_totals_and_never_lower_them() -> None:
+    """`observe` (the kernel's XFRM counts at a scrape) moves a live CHILD SA's counts up,
+    never down, ignores CHILD SAs it does not hold, and the user's totals follow."""
+    clock = Clock()
+    ledger = replay("up", clock)
+    child_id, live = next(iter(ledger.children.items()))
+    conn_child, conn_user = (live.conn, live.child), (live.conn, live.user)
+    before = ledger.traffic_totals()[conn_child].copy()
+    user_before = ledger.user_totals()[conn_user].copy()
+    fresh = Traffic(before.bytes_in + 1000, before.bytes_out + 2000, 10, 20)
+    ledger.observe({child_id: fresh, "no-such-child": Traffic(10**9, 10**9, 1, 1)})
+    after = ledger.traffic_totals()[conn_child]
+    assert (after.bytes_in, after.bytes_out) == (before.bytes_in + 1000, before.bytes_out + 2000)
+    assert ledger.user_totals()[conn_user].bytes_in == user_before.bytes_in + 1000
+    ledger.observe({child_id: Traffic()})  # an older reading: counts of one SA only grow
+    assert ledger.traffic_totals()[conn_child].bytes_in == before.bytes_in + 1000
+    assert sum(t.bytes_in for t in ledger.traffic_totals().values()) == sum(
+        t.bytes_in for t in ledger.user_totals().values()
+    )

@@ -63,6 +63,10 @@ from prometheus_client.parser import text_string_to_metric_families  # noqa: E40
 from exporter.config import StrongswanOptions, ViciAddress  # noqa: E402
 from exporter.demo.lab import netns, process  # noqa: E402
 from exporter.strongswan.fetch import ask_charon  # noqa: E402
+from exporter.strongswan.view import (  # noqa: E402
+    LISTING_COST_FACTOR,
+    auto_listing_interval,
+)
 from exporter.vici import ViciClient  # noqa: E402
 from tests.lab.scale import SERVER_CONNS, ScaleLab  # noqa: E402
 
@@ -309,7 +313,15 @@ class Row:
         per scrape) and the exporter (a listing round every sa-refresh-interval, a cheap
         round every refresh-interval in between), from the per-request costs."""
         naive = 60.0 / interval * self.cost_naive
-        listings = 60.0 / options.sa_refresh_interval
+        listing_every = options.sa_refresh_interval
+        if listing_every is None:
+            # auto, without kernel counts (kernel-libipsec, as here): charon's CPU per
+            # listing round stands in for the round's wall time the exporter measures (a
+            # lower bound of it, so this is the most often auto would list).
+            listing_every = auto_listing_interval(
+                self.cost_listing, options.sa_refresh_min, options.sa_refresh_max
+            )
+        listings = 60.0 / listing_every
         cheap = max(0.0, 60.0 / options.refresh_interval - listings)
         return naive, listings * self.cost_listing + cheap * self.cost_cheap
 
@@ -522,13 +534,22 @@ def ratios(rows: list[Row], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+def listing_text(options: StrongswanOptions) -> str:
+    if options.sa_refresh_interval is None:
+        return (
+            f"auto: {LISTING_COST_FACTOR:g} times the round's cost, "
+            f"{options.sa_refresh_min:g} to {options.sa_refresh_max:g} s"
+        )
+    return f"{options.sa_refresh_interval:g} s"
+
+
 def costs(rows: list[Row], args: argparse.Namespace) -> str:
     options = StrongswanOptions()
     lines = [
         "| N SAs | charon CPU per request: vici `list_sas()` / exporter round with list-sas "
         "/ without | charon CPU s/min from those, a scrape every "
         f"{args.interval:g} s: naive / exporter (list-sas every "
-        f"{options.sa_refresh_interval:g} s, the rest every {options.refresh_interval:g} s) "
+        f"{listing_text(options)}, the rest every {options.refresh_interval:g} s) "
         "| naive ÷ exporter (target ≥ 4) |",
         "|---:|---:|---:|---:|",
     ]

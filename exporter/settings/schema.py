@@ -210,6 +210,28 @@ def duration(*, zero_ok: bool) -> Kind[float]:
     return Kind("DURATION", read, read, format_duration, check)
 
 
+def duration_or_auto() -> Kind[float | None]:
+    """Seconds above 0, or `auto` (None): the code picks the value as it runs."""
+    fixed = duration(zero_ok=False)
+
+    def read(value: Any) -> float | None:
+        if value == "auto":
+            return None
+        try:
+            return fixed.from_yaml(value)
+        except ValueError as err:
+            raise ValueError(f"{err} (or auto)") from None
+
+    def check(value: float | None) -> None:
+        if value is not None:
+            fixed.check(value)
+
+    def show(value: float | None) -> str:
+        return "auto" if value is None else format_duration(value)
+
+    return Kind("{auto,DURATION}", read, read, show, check)
+
+
 def count(*, minimum: int) -> Kind[int]:
     """A whole number of at least `minimum`."""
     what = f"a whole number >= {minimum}"

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from exporter.settings import schema
+from exporter.settings.durations import format_duration
+from exporter.settings.errors import SettingsError
 from exporter.settings.schema import count, duration, setting
 
 
@@ -105,17 +107,38 @@ class StrongswanOptions:
         "everything, list-sas included, at every scrape (switching to or from 0 needs a "
         "restart)",
     )
-    #: Seconds between background `list-sas` (reconcile, CHILD SA byte counts): the
-    #: costly question at thousands of SAs; events keep SAs current in between. 120 s:
-    #: an eighth of charon's listing work of an exporter that lists at every 15 s scrape.
-    sa_refresh_interval: float = setting(
-        120.0,
+    #: Seconds between background `list-sas` (reconcile, CHILD SA byte counts when the
+    #: kernel does not give them): the costly question at thousands of SAs; events keep
+    #: SAs current in between. None (auto): `CharonView.listing_interval`'s rule.
+    sa_refresh_interval: float | None = setting(
+        None,
         flag="--collector.strongswan.sa-refresh-interval",
         yaml="collectors.strongswan.sa_refresh_interval",
-        kind=duration(zero_ok=False),
+        kind=schema.duration_or_auto(),
         example="5m",
         help="ask charon for list-sas (CHILD SA byte counts, reconciling the SA table) in "
-        "the background this often; events keep SAs current in between",
+        "the background this often; auto = 100 times what the last listing took, within "
+        "sa-refresh-min and sa-refresh-max, and sa-refresh-max while the kernel gives the "
+        "CHILD SA counts; events keep SAs current in between",
+    )
+    #: The bounds of the automatic listing interval.
+    sa_refresh_min: float = setting(
+        10.0,
+        flag="--collector.strongswan.sa-refresh-min",
+        yaml="collectors.strongswan.sa_refresh_min",
+        kind=duration(zero_ok=False),
+        example="30s",
+        help="the shortest interval sa-refresh-interval auto picks (a small server's "
+        "CHILD SA byte counts are no older than this)",
+    )
+    sa_refresh_max: float = setting(
+        600.0,
+        flag="--collector.strongswan.sa-refresh-max",
+        yaml="collectors.strongswan.sa_refresh_max",
+        kind=duration(zero_ok=False),
+        example="30m",
+        help="the longest interval sa-refresh-interval auto picks (the most a listing "
+        "may be put off at thousands of SAs, or while the kernel gives the counts)",
     )
     #: The most IKE SAs the SA table and the ledger track (events can announce SAs
     #: without end); what is over it is counted, not kept.
@@ -128,3 +151,11 @@ class StrongswanOptions:
         help="most IKE SAs the SA table and the traffic ledger track; SAs announced by "
         "events beyond it are counted in strongswan_sas_untracked_total",
     )
+
+    def __post_init__(self) -> None:
+        if self.sa_refresh_min > self.sa_refresh_max:
+            raise SettingsError(
+                f"--collector.strongswan.sa-refresh-min {format_duration(self.sa_refresh_min)}"
+                " is above --collector.strongswan.sa-refresh-max "
+                f"{format_duration(self.sa_refresh_max)}"
+            )

@@ -93,7 +93,13 @@ class Runtime:
         self.scraper = Scraper(
             privacy=PrivacyFilter(settings.privacy), series_limit=options.series_limit
         )
-        self.collector = StrongswanCollector(self.charon, options, limiter=self.scraper.limiter)
+        # One reader of the kernel's tables: the kernel collectors, the login tracker and
+        # the strongSwan collector (CHILD SA traffic from the XFRM states) share each dump
+        # of a scrape.
+        kernel_source = KernelSource(settings.kernel)
+        self.collector = StrongswanCollector(
+            self.charon, options, limiter=self.scraper.limiter, kernel=kernel_source
+        )
         self.strongswan_on, libreswan_on = ike_daemons(settings)
         self.pluto: PlutoView | None = None
         self.libreswan: LibreswanCollector | None = None
@@ -103,9 +109,6 @@ class Runtime:
             self.libreswan = LibreswanCollector(
                 self.pluto, settings.libreswan, limiter=self.scraper.limiter
             )
-        # One reader of the kernel's tables: the kernel collectors and the login tracker
-        # share each dump of a scrape.
-        kernel_source = KernelSource(settings.kernel)
         kernel = build_kernel_collectors(
             settings.kernel, self._ike_snapshot, limiter=self.scraper.limiter, source=kernel_source
         )

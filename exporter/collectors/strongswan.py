@@ -6,22 +6,26 @@ The metric names here are the contract dashboards and alerts rely on; README.md 
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from exporter.collectors.base import Collection
 from exporter.collectors.limits import SeriesLimiter
 from exporter.collectors.order import SeriesOrders, take_in_order
+from exporter.collectors.strongswan_kernel_traffic import kernel_traffic
 from exporter.collectors.strongswan_ledger import (
     render_ledger,
     render_stream,
     untracked_family,
 )
 from exporter.config import StrongswanOptions
+from exporter.kernel.source import KernelSource
+from exporter.strongswan.ledger import Traffic
 from exporter.strongswan.parse import PRIORITIES
-from exporter.strongswan.snapshot import IkeSA, StrongswanSnapshot
+from exporter.strongswan.snapshot import ChildSA, IkeSA, StrongswanSnapshot
 from exporter.strongswan.view import CharonView
 from exporter.table_family import gauge_table
 
@@ -60,7 +64,8 @@ def up_family(up: bool) -> GaugeMetricFamily:
 
 class StrongswanCollector:
     """Renders the live view of charon (`CharonView`); it reads, never drives, the view
-    (but for the per-scrape refresh of synchronous mode)."""
+    (but for the per-scrape refresh of synchronous mode, and the kernel's CHILD SA counts
+    it hands the view's ledger at each scrape)."""
 
     name = "strongswan"
 
@@ -69,15 +74,27 @@ class StrongswanCollector:
         view: CharonView,
         options: StrongswanOptions,
         limiter: SeriesLimiter | None = None,
+        kernel: KernelSource | None = None,
     ) -> None:
         """`limiter` is the scrape layer's, shared by every collector (the daemon passes
-        `Scraper.limiter`); without one, the collector bounds its series alone."""
+        `Scraper.limiter`); without one, the collector bounds its series alone. `kernel`:
+        the reader of the kernel's tables the kernel collectors share (one XFRM dump per
+        scrape); with it, the CHILD SA byte and packet counts come from the kernel's XFRM
+        states whenever it holds charon's CHILD SAs (`strongswan_kernel_traffic`)."""
         self._view = view
         self._options = options
         self._limiter = limiter if limiter is not None else SeriesLimiter(options.series_limit)
         self._orders = SeriesOrders()
         #: A render failure was logged with its traceback (once, not at every scrape).
         self._render_failing = False
+        self._kernel = kernel
+        #: The kernel's last counts of the live CHILD SAs, by uniqueid.
+        self._kernel_counts: dict[str, Traffic] = {}
+        #: Monotonic time of the last XFRM dump read since the kernel first held charon's
+        #: CHILD SAs (None: never; kernel-libipsec).
+        self._kernel_read_at: float | None = None
+        #: The XFRM dump failed at the last try (logged once, not at every scrape).
+        self._kernel_failing = False
 
     def reconfigure(self, options: StrongswanOptions) -> None:
         # The series limit belongs to the limiter's owner, the Scraper.
@@ -91,7 +108,8 @@ class StrongswanCollector:
                 # In background mode a scrape never waits on charon, not even before its
                 # first answer: until then it says strongswan_up 0.
                 await view.refresh()
-            return self._render(view)
+            traffic = await self._kernel_traffic(view)
+            return self._render(view, traffic)
         except Exception as err:  # whatever breaks, strongswan_up is there for the alerts
             if not self._render_failing:
                 log.exception("cannot render what charon said")
@@ -99,12 +117,52 @@ class StrongswanCollector:
             families: list[Metric] = [up_family(False)]
             return Collection(families, success=False, error=f"{type(err).__name__}: {err}")
 
-    def _render(self, view: CharonView) -> Collection:
+    async def _kernel_traffic(self, view: CharonView) -> Mapping[str, Traffic]:
+        """The kernel's counts of charon's live CHILD SAs, by uniqueid, also handed to the
+        ledger (`observe_traffic`) so its totals are as fresh; empty when the kernel holds
+        none of them. A failed dump leaves the last counts (their age is
+        `strongswan_kernel_traffic_age_seconds`)."""
+        snapshot = view.current()
+        if self._kernel is None or snapshot is None or not view.up:
+            return {}
+        live = {c.uniqueid for sa in snapshot.ike_sas for c in sa.children}
+        try:
+            xfrm = await self._kernel.xfrm()
+        except (OSError, TimeoutError) as err:
+            if not self._kernel_failing:
+                log.warning(
+                    "cannot read the kernel's XFRM states; CHILD SA traffic stays as last "
+                    "read, or as charon last listed it",
+                    extra={"err": str(err) or type(err).__name__},
+                )
+            self._kernel_failing = True
+            self._kernel_counts = {k: t for k, t in self._kernel_counts.items() if k in live}
+            return self._kernel_counts
+        if self._kernel_failing:
+            log.info("the kernel's XFRM states can be read again")
+        self._kernel_failing = False
+        seen = kernel_traffic(snapshot.ike_sas, xfrm.states)
+        if seen or self._kernel_read_at is not None:
+            self._kernel_read_at = time.monotonic()
+        self._kernel_counts = seen
+        if seen:
+            view.observe_traffic(seen)
+        return seen
+
+    def kernel_traffic_age(self) -> float | None:
+        """Seconds since the kernel's XFRM states were last read, once they have held
+        charon's CHILD SAs (None: never, the counts come from listings)."""
+        at = self._kernel_read_at
+        return None if at is None else time.monotonic() - at
+
+    def _render(self, view: CharonView, traffic: Mapping[str, Traffic] | None = None) -> Collection:
         snapshot = view.current()
         up = view.up
         families: list[Metric] = [up_family(up)]
         if up and snapshot is not None:
-            families += render(snapshot, self._options, self._limiter, self._orders)
+            families += render(
+                snapshot, self._options, self._limiter, self._orders, traffic=traffic
+            )
         families += self._ledger_families(view, snapshot)
         age = view.age()
         if age is not None:
@@ -123,8 +181,21 @@ class StrongswanCollector:
                 GaugeMetricFamily(
                     "strongswan_sa_listing_age_seconds",
                     "Seconds since charon last listed every SA (list-sas): how old the CHILD "
-                    "SA byte and packet counts of live SAs can be.",
+                    "SA byte and packet counts of live SAs can be when the kernel does not "
+                    "give them (strongswan_kernel_traffic_age_seconds).",
                     value=listing_age,
+                )
+            )
+        kernel_age = self.kernel_traffic_age()
+        if kernel_age is not None:
+            families.append(
+                GaugeMetricFamily(
+                    "strongswan_kernel_traffic_age_seconds",
+                    "Seconds since the kernel's XFRM states last gave the CHILD SA byte and "
+                    "packet counts (read at every scrape; older when the XFRM dump fails). "
+                    "Absent while the kernel has held none of charon's CHILD SAs "
+                    "(kernel-libipsec).",
+                    value=kernel_age,
                 )
             )
         self._render_failing = False
@@ -158,9 +229,11 @@ def render(
     options: StrongswanOptions,
     limiter: SeriesLimiter,
     orders: SeriesOrders | None = None,
+    traffic: Mapping[str, Traffic] | None = None,
 ) -> list[Metric]:
     """All strongSwan families for one snapshot (except `strongswan_up`). `orders` keeps
-    the sorted order of the big families from one scrape to the next."""
+    the sorted order of the big families from one scrape to the next; `traffic`: fresher
+    counts of CHILD SAs by uniqueid (the kernel's) than the snapshot's."""
     orders = orders or SeriesOrders()
     families: list[Metric] = []
     families += _daemon(snapshot)
@@ -169,7 +242,7 @@ def render(
     if options.user_metrics:
         families += _users(snapshot, limiter, orders)
     if options.sa_details:
-        families += _sa_details(snapshot, limiter, orders)
+        families += _sa_details(snapshot, limiter, orders, traffic or {})
     families += _pools(snapshot)
     families += _certificates(snapshot)
     if snapshot.counters is not None:
@@ -293,8 +366,24 @@ def _sa_sort_key(sa: IkeSA) -> tuple[str, int, str]:
     )
 
 
+def _child_counts(child: ChildSA, fresher: Traffic | None) -> tuple[int, int, int, int]:
+    """(bytes in, bytes out, packets in, packets out): the larger of the snapshot's and the
+    fresher reading's (an SA's counts only grow)."""
+    if fresher is None:
+        return (child.bytes_in, child.bytes_out, child.packets_in, child.packets_out)
+    return (
+        max(child.bytes_in, fresher.bytes_in),
+        max(child.bytes_out, fresher.bytes_out),
+        max(child.packets_in, fresher.packets_in),
+        max(child.packets_out, fresher.packets_out),
+    )
+
+
 def _sa_details(
-    snap: StrongswanSnapshot, limiter: SeriesLimiter, orders: SeriesOrders
+    snap: StrongswanSnapshot,
+    limiter: SeriesLimiter,
+    orders: SeriesOrders,
+    traffic: Mapping[str, Traffic],
 ) -> Iterable[Metric]:
     info = gauge_table(
         "strongswan_ike_sa_info",
@@ -341,10 +430,11 @@ def _sa_details(
         for c in sa.children:
             inbound = (sa.conn, c.name, sa.uniqueid, c.uniqueid, "in")
             outbound = (sa.conn, c.name, sa.uniqueid, c.uniqueid, "out")
-            byte_rows.append((inbound, c.bytes_in))
-            byte_rows.append((outbound, c.bytes_out))
-            packet_rows.append((inbound, c.packets_in))
-            packet_rows.append((outbound, c.packets_out))
+            bytes_in, bytes_out, packets_in, packets_out = _child_counts(c, traffic.get(c.uniqueid))
+            byte_rows.append((inbound, bytes_in))
+            byte_rows.append((outbound, bytes_out))
+            packet_rows.append((inbound, packets_in))
+            packet_rows.append((outbound, packets_out))
     yield from (info, since, child_bytes, child_packets)
 
 

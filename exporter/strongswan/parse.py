@@ -52,6 +52,16 @@ def _section(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
+def _spi(value: Any) -> int | None:
+    """An SPI as VICI gives it (hex digits, no 0x); None when missing or not hex."""
+    if not isinstance(value, str) or not 0 < len(value) <= 8:
+        return None
+    try:
+        return int(value, 16)
+    except ValueError:
+        return None
+
+
 def _ago(now: float, seconds: Any) -> float | None:
     age = _int(seconds, default=-1)
     return None if age < 0 else now - age
@@ -109,6 +119,8 @@ def _parse_child(key: str, child: Mapping[str, Any], now: float) -> ChildSA:
         packets_in=_int(child.get("packets-in")),
         packets_out=_int(child.get("packets-out")),
         installed_at=_ago(now, child.get("install-time")),
+        spi_in=_spi(child.get("spi-in")),
+        spi_out=_spi(child.get("spi-out")),
     )
 
 

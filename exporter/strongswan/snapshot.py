@@ -46,6 +46,10 @@ class ChildSA:
     packets_in: int
     packets_out: int
     installed_at: float | None
+    #: The SPIs of its inbound and outbound SA (VICI's "spi-in"/"spi-out", hex), as the
+    #: kernel's XFRM states carry them; None when charon did not say.
+    spi_in: int | None = None
+    spi_out: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -186,6 +186,26 @@ class StrongswanCollector:
                     value=listing_age,
                 )
             )
+        listing_seconds = view.listing_seconds()
+        if listing_seconds is not None:
+            families.append(
+                GaugeMetricFamily(
+                    "strongswan_sa_listing_duration_seconds",
+                    "Seconds the last background round with list-sas took, as the exporter "
+                    "saw it (what --collector.strongswan.sa-refresh-interval auto scales).",
+                    value=listing_seconds,
+                )
+            )
+        if view.background:
+            families.append(
+                GaugeMetricFamily(
+                    "strongswan_sa_listing_interval_seconds",
+                    "Seconds between background listings now: --collector.strongswan."
+                    "sa-refresh-interval, or what auto picked from the last listing's "
+                    "duration and whether the kernel gives the CHILD SA counts.",
+                    value=view.listing_interval(),
+                )
+            )
         kernel_age = self.kernel_traffic_age()
         if kernel_age is not None:
             families.append(

@@ -135,6 +135,10 @@ class CharonView:
         """Seconds since the last successful list-sas (None: none yet)."""
         return _since(self._listed_at)
 
+    def listing_seconds(self) -> float | None:
+        """Seconds the last successful round with list-sas took (None: none yet)."""
+        return self._listing_seconds
+
     def ledger_readings(self) -> LedgerReadings | None:
         """The ledger's counts and totals, drops past their grace counted (None: events
         off, no ledger)."""

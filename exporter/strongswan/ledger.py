@@ -10,14 +10,27 @@ It is fed from two sides: charon's events, decoded (`apply`, immediate) and ever
 same change; uniqueids make the second report a no-op. Methods are synchronous and do no
 I/O, so the edge cases are unit-tested with recorded events of a real charon.
 
-What counts as what:
-- `rekey`: charon's ike-rekey/child-rekey, and reauthentications: an SA that went away
-  while another SA of the same peer (connection, user, remote host, child name) came up
-  within `reauth_grace` seconds before or after, or an IKEv1 IKE SA whose CHILD SAs a newer
-  IKE SA of the same peer adopted.
-- `down`: an SA that went away and was not replaced like that. It is counted once the
-  grace time has passed, so a drop shows up at most `reauth_grace` seconds late.
-- `up`: an SA that came up and did not replace one that had just gone down.
+What counts as what (README, "What counts as a drop, a rekey, an up"; checked against
+charon 5.9.8's events, tests/fixtures/vici-events):
+- `rekey`: charon's ike-rekey/child-rekey, and reauthentications:
+  - make-before-break (either IKE version): an SA that went away while another SA of the
+    same peer (connection, user, remote host, child name) had come up within
+    `reauth_grace` seconds before;
+  - IKEv1 (always make-before-break): an IKE SA whose CHILD SAs a newer IKE SA of the same
+    peer adopted. charon shows the adoption only in a listing or in a later event of the
+    CHILD SA; the old IKE SA lingers, empty, until the client deletes it (10 s later on
+    5.9.8). An old IKE SA that goes while charon still holds CHILD SAs under it in the
+    ledger's view, with a newer one of the same peer up, is held `ADOPTION_WAIT` seconds:
+    down events of those CHILD SAs under it make it a drop, otherwise they were adopted;
+  - IKEv2 break-before-make: an SA that went away and was replaced by another SA of the
+    same peer within `reauth_grace` seconds after (the old IKE SA is deleted, then the
+    new one set up: from the server, a polite disconnect and a reconnect look the same).
+- `down`: an SA that went away and was not replaced like that. An IKEv2 drop is counted
+  once the grace time has passed (at most `reauth_grace` seconds late); an IKEv1 one at
+  once, as it cannot be a break-before-make reauthentication: an IKEv1 peer that deletes
+  its SA and comes back a second later dropped and came up.
+- `up`: an SA that came up and did not replace one that had just gone down (IKEv2 only; an
+  IKEv1 reauthentication's new IKE SA is an up, the old one's end the rekey).
 
 What it holds is bounded, whatever charon (or something posing as charon) announces: at
 most `max_sas` live IKE SAs and `CHILDREN_PER_SA * max_sas` live CHILD SAs (an SA
@@ -62,6 +75,14 @@ CHILDREN_PER_SA = 2
 #: (connection, child name or "" for the IKE SA, user, remote host): what a reauthentication
 #: keeps and a different peer would not have.
 PeerKey = tuple[str, str, str, str]
+
+#: Seconds an IKEv1 IKE SA that went away with CHILD SAs still under it (as far as the
+#: ledger knows) while a newer IKE SA of the same peer is up waits for their down events
+#: (charon sends them right after the IKE SA's, a dead peer's) before it is taken for a
+#: reauthentication whose new IKE SA adopted them (no event says so).
+ADOPTION_WAIT = 2.0
+
+IKEV1 = "1"
 
 
 @dataclass(slots=True)
@@ -124,6 +145,8 @@ class LiveChild:
     traffic: Traffic = field(default_factory=Traffic)
     #: Already replaced by a rekey: when it goes, that is no event of its own.
     replaced: bool = False
+    #: The IKE version of its IKE SA ("1", "2"), which decides how its end is classified.
+    version: str = ""
 
     @property
     def key(self) -> PeerKey:
@@ -144,6 +167,16 @@ class EndedChild:
 @dataclass(slots=True)
 class PendingDown:
     key: PeerKey
+    at: float
+    wall: float
+
+
+@dataclass(slots=True)
+class HeldIke:
+    """An IKEv1 IKE SA that went away with CHILD SAs under it while a newer IKE SA of the
+    same peer was up: adopted (a reauthentication) or dropped, decided by what follows."""
+
+    live: LiveIke
     at: float
     wall: float
 
@@ -193,6 +226,10 @@ class SaLedger:
         self._ended_ike: OrderedDict[str, float] = OrderedDict()
         self._ended_children: OrderedDict[str, EndedChild] = OrderedDict()
         self._pending: dict[PeerKey, list[PendingDown]] = defaultdict(list)
+        #: IKEv1 IKE SAs gone with CHILD SAs under them, by uniqueid (see ADOPTION_WAIT).
+        self._held: dict[str, HeldIke] = {}
+        #: Live IKEv1 IKE SAs whose CHILD SAs a newer IKE SA took over (listing or event).
+        self._adopted: set[str] = set()
         #: (when, uniqueid) of recent ups per peer: a replacement is another SA's up.
         self._recent_ups: dict[PeerKey, list[tuple[float, str]]] = defaultdict(list)
         self._last_tick = float("-inf")
@@ -229,15 +266,22 @@ class SaLedger:
         self._count(key, "up")
 
     def _went_down(
-        self, key: PeerKey, uniqueid: str, replaced: bool = False, certain: bool = False
+        self,
+        key: PeerKey,
+        uniqueid: str,
+        replaced: bool = False,
+        certain: bool = False,
+        version: str = "",
+        wall: float | None = None,
     ) -> None:
-        """`certain`: a drop no reauthentication can explain (charon restarted)."""
+        """`certain`: a drop no reauthentication can explain (charon restarted).
+        `version`: the SA's IKE version; an IKEv1 SA is never replaced after it went."""
         now = self.clock()
         if replaced:
             self._count(key, "rekey")
             return
         if certain:
-            self._count(key, "down")
+            self._count(key, "down", wall)
             return
         ups = self._recent_ups.get(key, [])
         for i, (at, up_id) in enumerate(ups):
@@ -245,10 +289,16 @@ class SaLedger:
                 del ups[i]
                 self._count(key, "rekey")  # a replacement came up just before
                 return
-        if self.reauth_grace <= 0:
-            self._count(key, "down")
+        if self.reauth_grace <= 0 or version == IKEV1:
+            self._count(key, "down", wall)
         else:
             self._pending[key].append(PendingDown(key, now, self._wall()))
+
+    def _forget_recent_up(self, key: PeerKey, uniqueid: str) -> None:
+        """`uniqueid`'s up replaced an SA: it cannot replace another one too."""
+        ups = self._recent_ups.get(key)
+        if ups:
+            ups[:] = [u for u in ups if u[1] != uniqueid]
 
     def _maybe_tick(self) -> None:
         # Once a second is enough: ticking after every event made a storm quadratic.
@@ -258,6 +308,8 @@ class SaLedger:
     def tick(self) -> None:
         """Count the drops whose grace time is over; forget what is too old to matter."""
         now = self._last_tick = self.clock()
+        for uniqueid in [u for u, held in self._held.items() if now - held.at >= ADOPTION_WAIT]:
+            self._resolve_held(uniqueid, adopted=True)  # no down event of its CHILD SAs came
         for key in list(self._pending):
             entries = self._pending[key]
             while entries and now - entries[0].at >= self.reauth_grace:
@@ -322,6 +374,7 @@ class SaLedger:
             self._went_up(live.key, sa.uniqueid)
 
     def _ike_down(self, uniqueid: str, certain: bool = False) -> None:
+        adopted = uniqueid in self._adopted
         live = self._pop_ike(uniqueid)
         if uniqueid in self._ended_ike:
             return
@@ -329,17 +382,52 @@ class SaLedger:
         children = sorted(self._children_of.get(uniqueid, ()))
         if live is not None and not certain:
             successor = self._successor(uniqueid, live)
-            if successor is not None and (live.version == "1" or not children):
-                # IKEv1 reauthentication: charon moved the CHILD SAs to the newer IKE SA
-                # (the next listing shows it; if they are gone after all, it counts them).
-                for child_id in children:
-                    self._move_child(child_id, successor)
+            if live.version == IKEV1:
+                if adopted:
+                    # Reauthenticated: a newer IKE SA took its CHILD SAs (a listing or an
+                    # event of theirs said so); any still under it in our view go too.
+                    self._adopt(uniqueid, live, successor)
+                    return
+                if successor is not None and children:
+                    self._held[uniqueid] = HeldIke(live, self.clock(), self._wall())
+                    return
+            elif successor is not None and not children:
+                # IKEv2 make-before-break reauthentication: the new IKE SA and CHILD SAs
+                # came up first, the old CHILD SAs went before their IKE SA.
                 self._went_down(live.key, uniqueid, replaced=True)
                 return
         for child_id in children:
             self._child_end(child_id, None, "down", certain)
         if live is not None:
-            self._went_down(live.key, uniqueid, certain=certain)
+            self._went_down(live.key, uniqueid, certain=certain, version=live.version)
+
+    def _adopt(self, uniqueid: str, live: LiveIke, successor: str | None) -> None:
+        """An IKEv1 IKE SA that went away reauthenticated: one rekey; CHILD SAs the ledger
+        still holds under it move to the successor (or, without one, end as drops)."""
+        for child_id in sorted(self._children_of.get(uniqueid, ())):
+            if successor is not None:
+                self._move_child(child_id, successor)
+            else:
+                self._child_end(child_id, None, "down")
+        if successor is not None:
+            self._forget_recent_up(live.key, successor)
+        self._went_down(live.key, uniqueid, replaced=True)
+
+    def _resolve_held(self, uniqueid: str, adopted: bool) -> None:
+        """Decide a held IKEv1 IKE SA: its CHILD SAs were adopted, or it dropped."""
+        held = self._held.pop(uniqueid, None)
+        if held is None:
+            return
+        successor = self._successor(uniqueid, held.live) if adopted else None
+        if successor is not None:
+            self._adopt(uniqueid, held.live, successor)
+            return
+        # It died with its CHILD SAs (a dead peer, charon's own delete): drops, even if
+        # another SA of the same peer came up just before (a restarted client, a second
+        # device behind the same NAT address).
+        for child_id in sorted(self._children_of.get(uniqueid, ())):
+            self._child_end(child_id, None, "down", certain=True)
+        self._went_down(held.live.key, uniqueid, certain=True, wall=held.wall)
 
     def _tombstone_ike(self, uniqueid: str) -> None:
         self._ended_ike[uniqueid] = self.clock()
@@ -356,6 +444,7 @@ class SaLedger:
         return None
 
     def _pop_ike(self, uniqueid: str) -> LiveIke | None:
+        self._adopted.discard(uniqueid)
         live = self.ike.pop(uniqueid, None)
         if live is not None:
             peers = self._ike_by_peer[live.key]
@@ -366,11 +455,16 @@ class SaLedger:
 
     def _move_child(self, child_id: str, ike_uniqueid: str) -> None:
         live = self.children[child_id]
-        if live.ike_uniqueid == ike_uniqueid:
+        old = live.ike_uniqueid
+        if old == ike_uniqueid:
             return
         self._unindex_child(child_id, live)
         live.ike_uniqueid = ike_uniqueid
         self._children_of[ike_uniqueid].add(child_id)
+        if old in self.ike and self.ike[old].version == IKEV1:
+            self._adopted.add(old)  # a reauthentication: counted when the old one goes
+        elif old in self._held:
+            self._resolve_held(old, adopted=True)
 
     def _unindex_child(self, child_id: str, live: LiveChild) -> None:
         siblings = self._children_of.get(live.ike_uniqueid)
@@ -401,6 +495,7 @@ class SaLedger:
             return
         live = LiveChild(sa.conn, child.name, sa.uniqueid, sa.user, sa.remote_host, self.clock())
         live.replaced = replaced
+        live.version = sa.version
         self.children[child.uniqueid] = live
         self._children_of[sa.uniqueid].add(child.uniqueid)
         self._child_traffic(live, Traffic.of(child))
@@ -415,6 +510,10 @@ class SaLedger:
         self, uniqueid: str, final: Traffic | None, event: str, certain: bool = False
     ) -> None:
         """Move a live CHILD SA's counts to the ended totals; classify it once."""
+        held = self.children.get(uniqueid)
+        if held is not None and held.ike_uniqueid in self._held and event != "rekey":
+            # A CHILD SA of a held IKEv1 IKE SA ended under it: not adopted, a drop.
+            self._resolve_held(held.ike_uniqueid, adopted=False)
         if uniqueid in self._ended_children:
             if final is not None:
                 self._late_report(uniqueid, final)
@@ -436,7 +535,7 @@ class SaLedger:
         if event == "rekey":
             self._count(live.key, "rekey")
         else:
-            self._went_down(live.key, uniqueid, certain=certain)
+            self._went_down(live.key, uniqueid, certain=certain, version=live.version)
 
     def _late_report(self, uniqueid: str, seen: Traffic) -> None:
         """Counts of an SA that already ended (a rekeyed SA lingers until deleted)."""
@@ -474,12 +573,20 @@ class SaLedger:
                 for sa in sas:
                     self._ike_up(sa, count=False, announced=False)
                     for child in sa.children:
+                        self._child_moved(child.uniqueid, sa.uniqueid)
                         self._child_end(child.uniqueid, Traffic.of(child), "down")
             case IkeRekey(pairs):
                 self._apply_ike_rekey(pairs)
             case ChildRekey(pairs):
                 self._apply_child_rekey(pairs)
         self._maybe_tick()
+
+    def _child_moved(self, child_id: str, ike_uniqueid: str) -> None:
+        """An event names a CHILD SA under another IKE SA than the ledger had: with IKEv1,
+        charon moved it to a reauthenticated IKE SA."""
+        live = self.children.get(child_id)
+        if live is not None and live.ike_uniqueid != ike_uniqueid and ike_uniqueid in self.ike:
+            self._move_child(child_id, ike_uniqueid)
 
     def _apply_ike_rekey(self, pairs: Iterable[tuple[IkeSA, IkeSA]]) -> None:
         for old, new_sa in pairs:
@@ -566,6 +673,8 @@ class SaLedger:
             self._child_end(child_id, None, "down", certain=True)
         for ike_id in list(self.ike):
             self._ike_down(ike_id, certain=True)
+        for ike_id in list(self._held):
+            self._resolve_held(ike_id, adopted=False)
         self._ended_ike.clear()
         self._ended_children.clear()
 

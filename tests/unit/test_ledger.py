@@ -120,10 +120,12 @@ def test_ikev1_child_rekey() -> None:
 
 @pytest.mark.parametrize("conn", ["ikev1", "ikev2"])
 def test_terminate_is_one_drop_counted_after_the_grace_time(conn: str) -> None:
+    """IKEv2: once the grace time is over; IKEv1 (no break-before-make reauthentication to
+    wait for): at once."""
     name = {"ikev1": "nycmesh", "ikev2": "ikev2-psk"}[conn]
     clock = Clock()
     ledger = replay(f"down-terminate-{conn}", clock)
-    assert ledger.ike_events.get((name, "down"), 0) == 0  # still within the grace time
+    assert ledger.ike_events.get((name, "down"), 0) == (conn == "ikev1")
     settle(ledger, clock)
     assert nonzero(ledger.ike_events) == {(name, "down"): 1}
     assert nonzero(ledger.child_events) == {(name, name, "down"): 1}
@@ -376,3 +378,134 @@ def test_observed_kernel_counts_raise_the_live_totals_and_never_lower_them() -> 
     assert sum(t.bytes_in for t in ledger.traffic_totals().values()) == sum(
         t.bytes_in for t in ledger.user_totals().values()
     )
+
+
+# ---- drops that mean drops (issue 19): IKEv1 has no break-before-make reauthentication ----
+
+
+def replay_timed(name: str, clock: Clock, ledger: SaLedger | None = None) -> SaLedger:
+    """A recording with event times (`at`) replayed at those times, the ledger ticking every
+    half second as the exporter's refresh rounds do, with the listings taken in between."""
+    data = recorded(name)
+    ledger = ledger or new_ledger(clock)
+    ledger.reconcile(parse_ike_sas(data["list-sas-before"], RECORDED_NOW), clock())
+    start = clock.now
+    steps = [(e["at"], i, e) for i, e in enumerate(data["events"])]
+    steps += [(lst["at"], lst["after"] - 0.5, lst) for lst in data.get("listings", [])]
+    for at, _, step in sorted(steps, key=lambda s: (s[0], s[1])):
+        while clock.now + 0.5 < start + at:
+            clock.now += 0.5
+            ledger.tick()
+        clock.now = max(clock.now, start + at)
+        if "list-sas" in step:
+            ledger.reconcile(parse_ike_sas(step["list-sas"], RECORDED_NOW), clock.now - 0.01)
+        else:
+            ledger.apply(decoded(step["event"], step["message"]))
+    return ledger
+
+
+def test_ikev1_polite_disconnect_and_reconnect_at_once_is_a_drop_and_an_up() -> None:
+    """IKE delete, and 50 ms later a new IKE SA of the same peer: IKEv1 clients reauthenticate
+    make-before-break, so this is a disconnect, counted at once (no grace time to wait)."""
+    clock = Clock()
+    ledger = replay_timed("flap-ikev1", clock)
+    assert nonzero(ledger.ike_events) == {("nycmesh", "down"): 1, ("nycmesh", "up"): 1}
+    assert nonzero(ledger.child_events) == {
+        ("nycmesh", "nycmesh", "down"): 1,
+        ("nycmesh", "nycmesh", "up"): 1,
+    }
+    settle(ledger, clock)
+    assert nonzero(ledger.ike_events) == {("nycmesh", "down"): 1, ("nycmesh", "up"): 1}
+    assert len(ledger.ike) == 1 and len(ledger.children) == 1
+
+
+def test_ikev2_disconnect_and_reconnect_at_once_is_still_a_reauthentication() -> None:
+    """The same from an IKEv2 peer is what its break-before-make reauthentication looks like
+    from the server (compare reauth-then-terminate-ikev2-psk): within the grace, a rekey."""
+    clock = Clock()
+    ledger = replay_timed("flap-ikev2", clock)
+    settle(ledger, clock)
+    assert nonzero(ledger.ike_events) == {("ikev2-psk", "rekey"): 1}
+    assert nonzero(ledger.child_events) == {("ikev2-psk", "ikev2-psk", "rekey"): 1}
+
+
+@pytest.mark.parametrize("name", ["reauth-ikev1-listed", "reauth-ikev1-unlisted"])
+def test_ikev1_reauthentication_make_before_break_is_one_rekey(name: str) -> None:
+    """charon 5.9.8: the new IKE SA comes up and adopts the CHILD SA (no event says so; a
+    listing shows it), the old one is deleted, empty, 10 s later: one rekey, no drop, the
+    CHILD SA untouched; with a listing in between or without."""
+    clock = Clock()
+    ledger = replay_timed(name, clock)
+    settle(ledger, clock)
+    assert nonzero(ledger.ike_events) == {("nycmesh", "up"): 1, ("nycmesh", "rekey"): 1}
+    assert nonzero(ledger.child_events) == {}
+    ((new_ike, _),) = ledger.ike.items()
+    ((_, live),) = ledger.children.items()
+    assert live.ike_uniqueid == new_ike, "the CHILD SA belongs to the new IKE SA"
+    assert not ledger._held and not ledger._adopted
+
+
+def renumbered(message: dict[str, Any], ike: dict[str, str], child: dict[str, str]) -> Any:
+    """A recorded event with its IKE and CHILD SA uniqueids mapped (to chain recordings)."""
+    out = json.loads(json.dumps(message))
+    for section in out.values():
+        if isinstance(section, dict):
+            section["uniqueid"] = ike.get(section["uniqueid"], section["uniqueid"])
+            for c in section.get("child-sas", {}).values():
+                c["uniqueid"] = child.get(c["uniqueid"], c["uniqueid"])
+    return out
+
+
+def test_ikev1_reauthentication_then_a_flap_counts_the_flap() -> None:
+    """A reauthentication, then the client disconnects and reconnects at once (the flap
+    recording on the reauthenticated SAs): the first is a rekey, the second a drop and an
+    up, although the flap comes within the grace time of the reauthentication's up."""
+    clock = Clock()
+    ledger = replay_timed("reauth-ikev1-listed", clock)
+    ((ike_id, _),) = ledger.ike.items()
+    ((child_id, _),) = ledger.children.items()
+    for event in recorded("flap-ikev1")["events"]:
+        clock.now += 0.05
+        message = renumbered(event["message"], {"1": ike_id, "2": "90"}, {"1": child_id, "2": "90"})
+        ledger.apply(decoded(event["event"], message))
+    settle(ledger, clock)
+    assert nonzero(ledger.ike_events) == {
+        ("nycmesh", "up"): 2,
+        ("nycmesh", "rekey"): 1,
+        ("nycmesh", "down"): 1,
+    }
+    assert nonzero(ledger.child_events) == {
+        ("nycmesh", "nycmesh", "down"): 1,
+        ("nycmesh", "nycmesh", "up"): 1,
+    }
+
+
+def test_ikev1_peer_found_dead_while_a_newer_sa_of_it_is_up_is_a_drop() -> None:
+    """An IKEv1 IKE SA that goes with its CHILD SA still under it while a newer IKE SA of the
+    same peer is up may have been reauthenticated (its CHILD SA adopted, no event says so)
+    or have died: DPD's down event of the CHILD SA right after says it died."""
+    clock = Clock()
+    data = recorded("dpd-dead-clients")
+    ledger = new_ledger(clock)
+    ledger.reconcile(parse_ike_sas(data["list-sas-before"], RECORDED_NOW), clock())
+    up = next(
+        e
+        for e in recorded("up")["events"]
+        if e["event"] == "ike-updown" and "nycmesh" in e["message"]
+    )
+    clock.now += 1
+    ledger.apply(decoded("ike-updown", renumbered(up["message"], {"1": "90"}, {})))
+    for event in data["events"]:
+        clock.now += 0.05
+        ledger.apply(decoded(event["event"], event["message"]))
+    assert ledger.ike_events[("nycmesh", "down")] == 1  # at once
+    settle(ledger, clock)
+    assert nonzero(ledger.ike_events) == {
+        ("nycmesh", "up"): 1,
+        ("nycmesh", "down"): 1,
+        ("ikev2-psk", "down"): 1,
+    }
+    assert nonzero(ledger.child_events) == {
+        ("nycmesh", "nycmesh", "down"): 1,
+        ("ikev2-psk", "ikev2-psk", "down"): 1,
+    }

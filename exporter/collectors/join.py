@@ -8,7 +8,7 @@ It lives with the sessions collector, its one user, because it needs the sources
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from exporter.kernel.model import (
@@ -19,7 +19,7 @@ from exporter.kernel.model import (
     PppInterface,
 )
 from exporter.libreswan.ledger import user_of
-from exporter.libreswan.model import PlutoSnapshot
+from exporter.libreswan.model import IpsecSa, PlutoSnapshot
 from exporter.strongswan.snapshot import IkeSA, StrongswanSnapshot
 
 #: The IKE daemon's state the join reads: charon's or pluto's.
@@ -54,15 +54,7 @@ def tunnel_of(
     interface: str, l2tp: L2tpSnapshot | None, hook: PppHookRecord | None
 ) -> L2tpTunnel | None:
     """The L2TP tunnel carrying `interface`: from the kernel's session, else the hook's ids."""
-    if l2tp is None:
-        return None
-    tunnels = {t.tunnel_id: t for t in l2tp.tunnels}
-    for s in l2tp.sessions:
-        if s.interface == interface:
-            return tunnels.get(s.tunnel_id)
-    if hook is not None and hook.l2tp_tunnel_id is not None:
-        return tunnels.get(hook.l2tp_tunnel_id)
-    return None
+    return _Tunnels(l2tp).of(interface, hook)
 
 
 def ike_sa_for(public_address: str, strongswan: StrongswanSnapshot | None) -> IkeSA | None:
@@ -74,11 +66,12 @@ def ike_sa_for(public_address: str, strongswan: StrongswanSnapshot | None) -> Ik
     """
     if strongswan is None or not public_address:
         return None
-    candidates = [
-        sa
-        for sa in strongswan.ike_sas
-        if sa.remote_host == public_address and sa.state == "ESTABLISHED"
-    ]
+    return _one_sa([sa for sa in strongswan.ike_sas if sa.remote_host == public_address])
+
+
+def _one_sa(at_address: Iterable[IkeSA]) -> IkeSA | None:
+    """`ike_sa_for`'s choice among the IKE SAs of one remote host."""
+    candidates = [sa for sa in at_address if sa.state == "ESTABLISHED"]
     if len(candidates) > 1:
         candidates = [
             sa
@@ -115,7 +108,11 @@ def pluto_match(public_address: str, pluto: PlutoSnapshot) -> IkeMatch | None:
     (`#N`), else the IPsec SA's."""
     if not public_address:
         return None
-    sas = [sa for sa in pluto.ipsec_sas if sa.peer == public_address]
+    return _pluto_one([sa for sa in pluto.ipsec_sas if sa.peer == public_address])
+
+
+def _pluto_one(sas: Sequence[IpsecSa]) -> IkeMatch | None:
+    """`pluto_match`'s answer from the IPsec SAs to one peer address."""
     if not sas:
         return None
     tunnels = {(sa.connection, sa.instance, user_of(sa)) for sa in sas}
@@ -127,6 +124,55 @@ def pluto_match(public_address: str, pluto: PlutoSnapshot) -> IkeMatch | None:
     return IkeMatch(newest.connection, user_of(newest), str(serial), first.added_at)
 
 
+class _IkePeers:
+    """`ike_match` for many addresses: the daemon's SAs grouped by peer address once,
+    so the join of N clients reads each SA once, not once per client."""
+
+    def __init__(self, ike: IkeSnapshot | None) -> None:
+        self._ike = ike
+        self._charon: dict[str, list[IkeSA]] = {}
+        self._pluto: dict[str, list[IpsecSa]] = {}
+        if isinstance(ike, PlutoSnapshot):
+            for ipsec in ike.ipsec_sas:
+                self._pluto.setdefault(ipsec.peer, []).append(ipsec)
+        elif ike is not None:
+            for sa in ike.ike_sas:
+                self._charon.setdefault(sa.remote_host, []).append(sa)
+
+    def match(self, public_address: str) -> IkeMatch | None:
+        if not public_address or self._ike is None:
+            return None
+        if isinstance(self._ike, PlutoSnapshot):
+            return _pluto_one(self._pluto.get(public_address, []))
+        sa = _one_sa(self._charon.get(public_address, []))
+        if sa is None:
+            return None
+        return IkeMatch(sa.conn, sa.user, sa.uniqueid, sa.established_at)
+
+
+class _Tunnels:
+    """`tunnel_of` for many interfaces: the tunnels by id and each interface's first
+    session indexed once."""
+
+    def __init__(self, l2tp: L2tpSnapshot | None) -> None:
+        self._l2tp = l2tp
+        self._by_id: dict[int, L2tpTunnel] = {}
+        self._of_interface: dict[str, int] = {}
+        if l2tp is not None:
+            self._by_id = {t.tunnel_id: t for t in l2tp.tunnels}
+            for s in l2tp.sessions:
+                self._of_interface.setdefault(s.interface, s.tunnel_id)
+
+    def of(self, interface: str, hook: PppHookRecord | None) -> L2tpTunnel | None:
+        if self._l2tp is None:
+            return None
+        if interface in self._of_interface:
+            return self._by_id.get(self._of_interface[interface])
+        if hook is not None and hook.l2tp_tunnel_id is not None:
+            return self._by_id.get(hook.l2tp_tunnel_id)
+        return None
+
+
 def join_sessions(
     interfaces: Iterable[PppInterface],
     l2tp: L2tpSnapshot | None,
@@ -136,15 +182,17 @@ def join_sessions(
     """One session per ppp interface, with what each layer knows about it."""
     interfaces = list(interfaces)
     hooks = live_hooks(hooks, interfaces)
+    tunnels = _Tunnels(l2tp)
+    peers = _IkePeers(strongswan)
     out = []
     for iface in interfaces:
         hook = hooks.get(iface.name)
-        tunnel = tunnel_of(iface.name, l2tp, hook)
+        tunnel = tunnels.of(iface.name, hook)
         public = tunnel.peer_address if tunnel is not None else ""
         if not public and hook is not None and _is_address(hook.ipparam):
             # xl2tpd in user-space mode passes the L2TP peer's address as ipparam.
             public = hook.ipparam
-        sa = ike_match(public, strongswan)
+        sa = peers.match(public)
         ppp_user = hook.peer_name if hook is not None else ""
         ike_user = sa.user if sa is not None else ""
         started = iface.up_since

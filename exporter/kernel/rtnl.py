@@ -4,27 +4,52 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import struct
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
 
-from pyroute2 import AsyncIPRoute
+from pyroute2.netlink import NETLINK_ROUTE, NLM_F_DUMP, NLM_F_REQUEST
+from pyroute2.netlink.nlsocket import AsyncNetlinkSocket
+from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
 from exporter.kernel.model import LinkStats, PppInterface
-from exporter.kernel.netlink import (
-    check_errors,
-    collect_dump,
-    netns_error,
-    socket_args,
-    struct_attr,
-    text_attr,
+from exporter.kernel.netlink import check_errors, collect_dump, netns_error, socket_args
+from exporter.kernel.nlraw import (
+    NLMSG_LEN,
+    RawMarshal,
+    attributes,
+    each_message,
+    ip_text,
+    text,
+    u32,
 )
 
 RTM_NEWLINK = 16
+RTM_GETLINK = 18
 RTM_NEWADDR = 20
+RTM_GETADDR = 22
 ARPHRD_PPP = 512
+#: Attribute numbers (uapi linux/if_link.h, linux/if_addr.h).
+IFLA_IFNAME = 3
+IFLA_LINKINFO = 18
+IFLA_STATS64 = 23
+IFLA_INFO_KIND = 1
+IFA_ADDRESS = 1
+IFA_LOCAL = 2
+IFA_CACHEINFO = 6
+_LINK_ATTRS = frozenset({IFLA_IFNAME, IFLA_LINKINFO, IFLA_STATS64})
+_INFO_ATTRS = frozenset({IFLA_INFO_KIND})
+_ADDRESS_ATTRS = frozenset({IFA_ADDRESS, IFA_LOCAL, IFA_CACHEINFO})
+#: struct ifinfomsg (16 bytes): family, pad, type, index, flags, change; the fields read.
+_IFINFOMSG = struct.Struct("=2xHi8x")
+#: struct ifaddrmsg (8 bytes): family, prefixlen, flags, scope, index.
+_IFADDRMSG = struct.Struct("=B3xI")
+#: struct rtnl_link_stats64's first 8 counters: rx/tx packets, bytes, errors, dropped.
+_STATS64 = struct.Struct("=8Q")
 
 
 @dataclass(frozen=True)
@@ -56,54 +81,69 @@ def boot_time() -> float:
 
 
 def decode_links(msgs: Iterable[Any]) -> list[Link]:
-    """Links of an RTM_GETLINK dump answer (pyroute2 ifinfmsg messages)."""
+    """Links of an RTM_GETLINK dump answer (`RawMessage`s, or pyroute2 ifinfmsg messages)."""
     links = []
     for msg in check_errors(msgs):
         if msg["header"]["type"] != RTM_NEWLINK:
             continue
-        stats = struct_attr(msg, "IFLA_STATS64") or {}
-        links.append(
-            Link(
-                name=text_attr(msg, "IFLA_IFNAME"),
-                index=msg["index"],
-                kind=msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") or "",
-                link_type=msg["ifi_type"],
-                stats=LinkStats(
-                    rx_bytes=stats.get("rx_bytes", 0),
-                    tx_bytes=stats.get("tx_bytes", 0),
-                    rx_packets=stats.get("rx_packets", 0),
-                    tx_packets=stats.get("tx_packets", 0),
-                    rx_errors=stats.get("rx_errors", 0),
-                    tx_errors=stats.get("tx_errors", 0),
-                    rx_dropped=stats.get("rx_dropped", 0),
-                    tx_dropped=stats.get("tx_dropped", 0),
-                ),
-            )
-        )
+        for buf, start, end in each_message(msg):
+            link = _link(buf, start, end)
+            if link is not None:
+                links.append(link)
     return links
 
 
+def _link(buf: bytes, start: int, end: int) -> Link | None:
+    if end - start < NLMSG_LEN + _IFINFOMSG.size:
+        return None
+    link_type, index = _IFINFOMSG.unpack_from(buf, start + NLMSG_LEN)
+    attrs = attributes(buf, start + NLMSG_LEN + _IFINFOMSG.size, end, _LINK_ATTRS)
+    info = attrs.get(IFLA_LINKINFO)
+    stats = attrs.get(IFLA_STATS64)
+    link_stats = LinkStats()
+    if stats is not None and len(stats) >= _STATS64.size:
+        rx_p, tx_p, rx_b, tx_b, rx_e, tx_e, rx_d, tx_d = _STATS64.unpack_from(stats)
+        link_stats = LinkStats(rx_b, tx_b, rx_p, tx_p, rx_e, tx_e, rx_d, tx_d)
+    return Link(
+        name=text(attrs.get(IFLA_IFNAME)),
+        index=index,
+        kind=text(attributes(info, 0, None, _INFO_ATTRS).get(IFLA_INFO_KIND)) if info else "",
+        link_type=link_type,
+        stats=link_stats,
+    )
+
+
 def decode_addresses(msgs: Iterable[Any]) -> list[Address]:
-    """Addresses of an RTM_GETADDR dump answer (pyroute2 ifaddrmsg messages)."""
+    """Addresses of an RTM_GETADDR dump answer (`RawMessage`s, or pyroute2 ifaddrmsg)."""
     addresses = []
     for msg in check_errors(msgs):
         if msg["header"]["type"] != RTM_NEWADDR:
             continue
-        peer = text_attr(msg, "IFA_ADDRESS")
-        # On a point-to-point link IFA_LOCAL is ours and IFA_ADDRESS the peer's; without
-        # IFA_LOCAL, IFA_ADDRESS is our own.
-        local = text_attr(msg, "IFA_LOCAL") or peer
-        cache = struct_attr(msg, "IFA_CACHEINFO")
-        addresses.append(
-            Address(
-                index=msg["index"],
-                family=msg["family"],
-                local=local,
-                peer=peer if peer != local else "",
-                created=cache["cstamp"] / 100.0 if cache else None,
-            )
-        )
+        for buf, start, end in each_message(msg):
+            address = _address(buf, start, end)
+            if address is not None:
+                addresses.append(address)
     return addresses
+
+
+def _address(buf: bytes, start: int, end: int) -> Address | None:
+    if end - start < NLMSG_LEN + _IFADDRMSG.size:
+        return None
+    family, index = _IFADDRMSG.unpack_from(buf, start + NLMSG_LEN)
+    attrs = attributes(buf, start + NLMSG_LEN + _IFADDRMSG.size, end, _ADDRESS_ATTRS)
+    peer = ip_text(attrs.get(IFA_ADDRESS))
+    # On a point-to-point link IFA_LOCAL is ours and IFA_ADDRESS the peer's; without
+    # IFA_LOCAL, IFA_ADDRESS is our own.
+    local = ip_text(attrs.get(IFA_LOCAL)) or peer
+    cache = attrs.get(IFA_CACHEINFO)
+    return Address(
+        index=index,
+        family=family,
+        local=local,
+        peer=peer if peer != local else "",
+        # struct ifa_cacheinfo: prefered, valid, cstamp, tstamp (u32 each).
+        created=u32(cache[8:12]) / 100.0 if cache is not None and len(cache) >= 16 else None,
+    )
 
 
 def is_ppp(link: Link, pattern: str) -> bool:
@@ -140,19 +180,43 @@ def ppp_interfaces(
     return sorted(out, key=lambda i: (len(i.name), i.name))
 
 
+class MarshalRtnlDump(RawMarshal):
+    raw_types = frozenset({RTM_NEWLINK, RTM_NEWADDR})
+
+
+class AsyncRtnlDumpSocket(AsyncNetlinkSocket):  # type: ignore[misc]
+    """pyroute2's async netlink socket on `NETLINK_ROUTE`, links and addresses left as bytes."""
+
+    marshal_class = MarshalRtnlDump
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(family=NETLINK_ROUTE, **kwargs)
+
+
+async def _dump(sock: AsyncRtnlDumpSocket, request: Any, msg_type: int) -> list[Any]:
+    """A whole-table dump: `request` without attributes, as `ip link` / `ip addr` send
+    it (family AF_UNSPEC: every family; AF_INET: that one)."""
+    return await collect_dump(
+        await sock.nlm_request(request, msg_type=msg_type, msg_flags=NLM_F_REQUEST | NLM_F_DUMP)
+    )
+
+
 async def dump_ppp(pattern: str, timeout: float, netns: str | None = None) -> list[PppInterface]:
     """Every ppp interface matching `pattern`; `TimeoutError` after `timeout`."""
-    ipr = AsyncIPRoute(**socket_args(netns))
+    sock = AsyncRtnlDumpSocket(**socket_args(netns))
     try:
         async with asyncio.timeout(timeout):
             try:
-                await ipr.setup_endpoint()
+                await sock.setup_endpoint()
             except OSError as err:
                 raise netns_error(netns, err) from None
-            links = decode_links(await collect_dump(await ipr.link("dump")))
+            links = decode_links(await _dump(sock, ifinfmsg(), RTM_GETLINK))
             if not any(is_ppp(link, pattern) for link in links):
                 return []
-            addresses = decode_addresses(await collect_dump(await ipr.addr("dump")))
+            # IPv4 only (all `ppp_interfaces` reads): the kernel dumps just that family.
+            request = ifaddrmsg()
+            request["family"] = socket.AF_INET
+            addresses = decode_addresses(await _dump(sock, request, RTM_GETADDR))
     finally:
-        ipr.close()
+        sock.close()
     return ppp_interfaces(links, addresses, pattern, boot_time())

@@ -66,6 +66,9 @@ class KernelSource:
         self._ppp = Shared(lambda: dump_ppp(o.ppp_interfaces, o.timeout, o.netns))
         self._l2tp = Shared(lambda: dump_l2tp(o.timeout, o.netns))
         self._xfrm = Shared(lambda: dump_xfrm(o.timeout, o.netns))
+        # The sessions join and the login tracker both read the hook records; one read
+        # of the directory (a file per session) serves both, like the dumps.
+        self._hooks = Shared(lambda: asyncio.to_thread(read_state_dir, o.state_dir))
 
     async def ppp(self) -> list[PppInterface]:
         return await self._ppp.get()
@@ -85,4 +88,4 @@ class KernelSource:
             return {}
 
     async def hooks(self) -> dict[str, PppHookRecord]:
-        return await asyncio.to_thread(read_state_dir, self.options.state_dir)
+        return await self._hooks.get()

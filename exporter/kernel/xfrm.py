@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import struct
 from collections.abc import Iterable
 from typing import Any
 
@@ -24,6 +25,7 @@ from exporter.kernel.netlink import (
     socket_args,
     struct_attr,
 )
+from exporter.kernel.nlraw import NLMSG_LEN, RawMarshal, attributes, each_message
 
 XFRM_MSG_NEWSA = 0x10
 XFRM_MSG_GETSA = 0x12
@@ -226,6 +228,17 @@ class AsyncXfrmSocket(AsyncNetlinkSocket):  # type: ignore[misc]
         super().__init__(family=NETLINK_XFRM, **kwargs)
 
 
+class MarshalXfrmDump(RawMarshal):
+    raw_types = frozenset({XFRM_MSG_NEWSA, XFRM_MSG_NEWPOLICY})
+
+
+class AsyncXfrmDumpSocket(AsyncXfrmSocket):
+    """`AsyncXfrmSocket` for the dumps: SAs and policies come as bytes (`RawMessage`),
+    which `decode_states` / `decode_policies` read without pyroute2 decoding them."""
+
+    marshal_class = MarshalXfrmDump
+
+
 def address(raw: bytes, family: int) -> str:
     """An xfrm_address_t (16 bytes) as text."""
     if family == socket.AF_INET6:
@@ -257,33 +270,121 @@ def state_of(info: Any, attrs: Any | None = None) -> XfrmState:
     )
 
 
+#: struct xfrm_usersa_info, the fields `XfrmState` takes: selector (skipped), id.daddr,
+#: id.spi (big-endian), id.proto, saddr, lifetime config (skipped), curlft bytes,
+#: packets, add_time (use_time skipped), stats (replay_window, replay, integrity_failed),
+#: seq (skipped), reqid, family, mode.
+_USERSA_INFO = struct.Struct("=56x16s4sB3x16s64xQQQ8xIII4xIHB")
+_USERSA_INFO_LEN = 224
+#: struct xfrm_userpolicy_info: selector daddr, saddr, (ports), family, prefixlens,
+#: proto, (ifindex, user, lifetimes), priority, index, dir, action.
+_USERPOLICY_INFO = struct.Struct("=16s16s8xHBBB11x96xIIBB")
+_USERPOLICY_INFO_LEN = 168
+XFRMA_ENCAP = 4
+#: struct xfrm_encap_tmpl: type, sport, dport (big-endian), pad, original address.
+_ENCAP = struct.Struct("=2x2s2s18x")
+_BE32 = struct.Struct(">I")
+_BE16 = struct.Struct(">H")
+
+
+def _state_of_bytes(raw: bytes, start: int, end: int) -> XfrmState | None:
+    """`state_of` for one XFRM_MSG_NEWSA message, `raw[start:end]`; None when too short."""
+    if end - start < NLMSG_LEN + _USERSA_INFO_LEN:
+        return None
+    (
+        daddr,
+        spi,
+        proto,
+        saddr,
+        cur_bytes,
+        cur_packets,
+        add_time,
+        replay_window,
+        replay,
+        integrity,
+        reqid,
+        family,
+        mode,
+    ) = _USERSA_INFO.unpack_from(raw, start + NLMSG_LEN)
+    encap = attributes(raw, start + NLMSG_LEN + _USERSA_INFO_LEN, end).get(XFRMA_ENCAP)
+    sport = dport = None
+    if encap is not None and len(encap) >= _ENCAP.size:
+        raw_sport, raw_dport = _ENCAP.unpack_from(encap)
+        sport, dport = _BE16.unpack(raw_sport)[0], _BE16.unpack(raw_dport)[0]
+    return XfrmState(
+        src=address(saddr, family),
+        dst=address(daddr, family),
+        spi=_BE32.unpack(spi)[0],
+        proto=PROTOCOLS.get(proto, str(proto)),
+        mode=MODES.get(mode, str(mode)),
+        reqid=reqid,
+        bytes=cur_bytes,
+        packets=cur_packets,
+        added_at=float(add_time),
+        replay_window_errors=replay_window,
+        replay_errors=replay,
+        integrity_errors=integrity,
+        encap_sport=sport,
+        encap_dport=dport,
+    )
+
+
 def decode_states(msgs: Iterable[Any]) -> list[XfrmState]:
-    """SAs of an XFRM_MSG_GETSA dump answer (pyroute2 messages from `MarshalXfrm`)."""
-    return [state_of(msg) for msg in check_errors(msgs) if msg["header"]["type"] == XFRM_MSG_NEWSA]
+    """SAs of an XFRM_MSG_GETSA dump answer (`RawMessage`s from the dump socket, or
+    pyroute2 messages from `MarshalXfrm`)."""
+    states = []
+    for msg in check_errors(msgs):
+        if msg["header"]["type"] != XFRM_MSG_NEWSA:
+            continue
+        for buf, start, end in each_message(msg):
+            state = _state_of_bytes(buf, start, end)
+            if state is not None:
+                states.append(state)
+    return states
+
+
+def _policy_of_bytes(raw: bytes, start: int, end: int) -> XfrmPolicy | None:
+    if end - start < NLMSG_LEN + _USERPOLICY_INFO_LEN:
+        return None
+    (
+        daddr,
+        saddr,
+        sel_family,
+        prefixlen_d,
+        prefixlen_s,
+        proto,
+        priority,
+        index,
+        direction,
+        action,
+    ) = _USERPOLICY_INFO.unpack_from(raw, start + NLMSG_LEN)
+    family = sel_family or socket.AF_INET
+    return XfrmPolicy(
+        direction=DIRECTIONS.get(direction, str(direction)),
+        priority=priority,
+        index=index,
+        src=f"{address(saddr, family)}/{prefixlen_s}",
+        dst=f"{address(daddr, family)}/{prefixlen_d}",
+        proto=proto,
+        action="block" if action == 1 else "allow",
+    )
 
 
 def decode_policies(msgs: Iterable[Any]) -> list[XfrmPolicy]:
-    """Policies of an XFRM_MSG_GETPOLICY dump answer (pyroute2 messages from `MarshalXfrm`)."""
+    """Policies of an XFRM_MSG_GETPOLICY dump answer (`RawMessage`s, or pyroute2
+    messages from `MarshalXfrm`)."""
     policies = []
     for msg in check_errors(msgs):
         if msg["header"]["type"] != XFRM_MSG_NEWPOLICY:
             continue
-        family = msg["sel_family"] or socket.AF_INET
-        policies.append(
-            XfrmPolicy(
-                direction=DIRECTIONS.get(msg["dir"], str(msg["dir"])),
-                priority=msg["priority"],
-                index=msg["index"],
-                src=f"{address(msg['sel_saddr'], family)}/{msg['sel_prefixlen_s']}",
-                dst=f"{address(msg['sel_daddr'], family)}/{msg['sel_prefixlen_d']}",
-                proto=msg["sel_proto"],
-                action="block" if msg["action"] == 1 else "allow",
-            )
-        )
+        for buf, start, end in each_message(msg):
+            policy = _policy_of_bytes(buf, start, end)
+            if policy is not None:
+                policies.append(policy)
     return policies
 
 
-async def _dump(sock: AsyncXfrmSocket, msg_type: int) -> list[Any]:
+async def _dump(sock: AsyncXfrmDumpSocket, msg_type: int) -> list[Any]:
     return await collect_dump(
         await sock.nlm_request(
             xfrm_request(), msg_type=msg_type, msg_flags=NLM_F_REQUEST | NLM_F_DUMP
@@ -293,7 +394,7 @@ async def _dump(sock: AsyncXfrmSocket, msg_type: int) -> list[Any]:
 
 async def dump_xfrm(timeout: float, netns: str | None = None) -> XfrmSnapshot:
     """SAs and policies, one dump each on one socket; `TimeoutError` after `timeout`."""
-    sock = AsyncXfrmSocket(**socket_args(netns))
+    sock = AsyncXfrmDumpSocket(**socket_args(netns))
     try:
         async with asyncio.timeout(timeout):
             try:

@@ -125,7 +125,6 @@ class StrongswanCollector:
         snapshot = view.current()
         if self._kernel is None or snapshot is None or not view.up:
             return {}
-        live = {c.uniqueid for sa in snapshot.ike_sas for c in sa.children}
         try:
             xfrm = await self._kernel.xfrm()
         except (OSError, TimeoutError) as err:
@@ -136,6 +135,7 @@ class StrongswanCollector:
                     extra={"err": str(err) or type(err).__name__},
                 )
             self._kernel_failing = True
+            live = {c.uniqueid for sa in snapshot.ike_sas for c in sa.children}
             self._kernel_counts = {k: t for k, t in self._kernel_counts.items() if k in live}
             return self._kernel_counts
         if self._kernel_failing:

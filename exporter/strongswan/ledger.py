@@ -274,7 +274,8 @@ class SaLedger:
         version: str = "",
         wall: float | None = None,
     ) -> None:
-        """`certain`: a drop no reauthentication can explain (charon restarted).
+        """`certain`: a drop no reauthentication can explain (charon restarted, the peer
+        died).
         `version`: the SA's IKE version; an IKEv1 SA is never replaced after it went."""
         now = self.clock()
         if replaced:
@@ -284,8 +285,11 @@ class SaLedger:
             self._count(key, "down", wall)
             return
         ups = self._recent_ups.get(key, [])
+        live = self.children if key[1] else self.ike
         for i, (at, up_id) in enumerate(ups):
-            if up_id != uniqueid and now - at <= self.reauth_grace:
+            # A replacement is up still: one that came up and went (or was rekeyed into
+            # another) since replaces nothing.
+            if up_id != uniqueid and now - at <= self.reauth_grace and up_id in live:
                 del ups[i]
                 self._count(key, "rekey")  # a replacement came up just before
                 return
@@ -561,9 +565,12 @@ class SaLedger:
                     self._ike_up(sa, count=True)
             case IkeDown(sas):
                 for sa in sas:
+                    # Gone while ESTABLISHED: no delete from the peer (a dead peer found by
+                    # DPD, a timeout), so no reauthentication either.
+                    died = sa.state == "ESTABLISHED"
                     for child in sa.children:
-                        self._child_end(child.uniqueid, Traffic.of(child), "down")
-                    self._ike_down(sa.uniqueid)
+                        self._child_end(child.uniqueid, Traffic.of(child), "down", died)
+                    self._ike_down(sa.uniqueid, certain=died)
             case ChildUp(sas):
                 for sa in sas:
                     self._ike_up(sa, count=False, announced=False)  # its ike-updown counts it

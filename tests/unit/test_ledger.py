@@ -480,10 +480,14 @@ def test_ikev1_reauthentication_then_a_flap_counts_the_flap() -> None:
     }
 
 
-def test_ikev1_peer_found_dead_while_a_newer_sa_of_it_is_up_is_a_drop() -> None:
+@pytest.mark.parametrize("state", ["ESTABLISHED", "DELETING"])
+def test_ikev1_sa_gone_with_its_child_while_a_newer_sa_of_the_peer_is_up_is_a_drop(
+    state: str,
+) -> None:
     """An IKEv1 IKE SA that goes with its CHILD SA still under it while a newer IKE SA of the
-    same peer is up may have been reauthenticated (its CHILD SA adopted, no event says so)
-    or have died: DPD's down event of the CHILD SA right after says it died."""
+    same peer is up. ESTABLISHED (as recorded: DPD found the peer dead): a drop at once.
+    DELETING (the peer deleted it; edited): it may have been reauthenticated (its CHILD SA
+    adopted, no event says so), until the down event of the CHILD SA under it says not."""
     clock = Clock()
     data = recorded("dpd-dead-clients")
     ledger = new_ledger(clock)
@@ -497,7 +501,10 @@ def test_ikev1_peer_found_dead_while_a_newer_sa_of_it_is_up_is_a_drop() -> None:
     ledger.apply(decoded("ike-updown", renumbered(up["message"], {"1": "90"}, {})))
     for event in data["events"]:
         clock.now += 0.05
-        ledger.apply(decoded(event["event"], event["message"]))
+        message = json.loads(json.dumps(event["message"]))
+        if "nycmesh" in message:
+            message["nycmesh"]["state"] = state
+        ledger.apply(decoded(event["event"], message))
     assert ledger.ike_events[("nycmesh", "down")] == 1  # at once
     settle(ledger, clock)
     assert nonzero(ledger.ike_events) == {
@@ -508,4 +515,57 @@ def test_ikev1_peer_found_dead_while_a_newer_sa_of_it_is_up_is_a_drop() -> None:
     assert nonzero(ledger.child_events) == {
         ("nycmesh", "nycmesh", "down"): 1,
         ("ikev2-psk", "ikev2-psk", "down"): 1,
+    }
+
+
+def test_ikev2_peer_found_dead_and_back_within_the_grace_is_a_drop_and_an_up() -> None:
+    """A dead IKEv2 peer (DPD: its SA goes while ESTABLISHED, no delete) that comes back
+    (a restarted client) within the grace: no reauthentication deletes nothing, so a drop."""
+    clock = Clock()
+    ledger = replay("dpd-dead-clients", clock)
+    dead = recorded("dpd-dead-clients")["events"][2]["message"]["ikev2-psk"]
+    for event in recorded("flap-ikev2")["events"]:
+        if event["message"].get("up") == "yes":  # the same peer back, as a new SA
+            clock.now += 0.5
+            message = renumbered(event["message"], {"2": "90"}, {"2": "90"})
+            for key in ("remote-host", "remote-id"):
+                message["ikev2-psk"][key] = dead[key]
+            ledger.apply(decoded(event["event"], message))
+    settle(ledger, clock)
+    assert nonzero(ledger.ike_events) == {
+        ("nycmesh", "down"): 1,
+        ("ikev2-psk", "down"): 1,
+        ("ikev2-psk", "up"): 1,
+    }
+    assert nonzero(ledger.child_events) == {
+        ("nycmesh", "nycmesh", "down"): 1,
+        ("ikev2-psk", "ikev2-psk", "down"): 1,
+        ("ikev2-psk", "ikev2-psk", "up"): 1,
+    }
+
+
+def test_an_up_that_was_rekeyed_since_replaces_nothing() -> None:
+    """IKEv1: a flap (new CHILD SA up), its CHILD SA rekeyed, a second flap within the grace
+    time: the first flap's up is no live replacement for the second's end (a make-before-
+    break replacement is up when the old SA goes): two drops, two ups, one rekey."""
+    clock = Clock()
+    ledger = replay_timed("flap-ikev1", clock)
+    ((ike_id, _),) = ledger.ike.items()
+    ((child_id, _),) = ledger.children.items()
+    rekey = recorded("rekey-child-ikev1")["events"][0]["message"]
+    pair = next(iter(rekey["nycmesh"]["child-sas"].values()))
+    pair["old"]["uniqueid"], pair["new"]["uniqueid"] = child_id, "91"
+    rekey["nycmesh"]["uniqueid"] = ike_id
+    clock.now += 1
+    ledger.apply(decoded("child-rekey", rekey))
+    for event in recorded("flap-ikev1")["events"]:
+        clock.now += 0.05
+        message = renumbered(event["message"], {"1": ike_id, "2": "92"}, {"1": "91", "2": "92"})
+        ledger.apply(decoded(event["event"], message))
+    settle(ledger, clock)
+    assert nonzero(ledger.ike_events) == {("nycmesh", "down"): 2, ("nycmesh", "up"): 2}
+    assert nonzero(ledger.child_events) == {
+        ("nycmesh", "nycmesh", "down"): 2,
+        ("nycmesh", "nycmesh", "up"): 2,
+        ("nycmesh", "nycmesh", "rekey"): 1,
     }

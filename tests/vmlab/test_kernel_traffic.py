@@ -34,8 +34,10 @@ pytestmark = pytest.mark.vmlab
 CONN, CHILD = "nycmesh-l2tp-psk", "l2tp"
 SERVER_IP = "192.168.77.1"
 CLIENT_IPS = {n: f"192.168.77.{10 + n}" for n in (1, 2, 3)}
-#: Both releases in .ci/run: the module takes under 4 minutes per release (docs/vmlab.md).
-CI_RELEASES = ("bookworm", "trixie")
+#: .ci/run: Debian 13 (strongSwan 6.0.1, Linux 6.12); Debian 12 with VMLAB_MATRIX=full.
+#: Measured alone: 208 s on Debian 12, 242 s on Debian 13, most of it the guest's boot,
+#: three connects and the exporter's first start (docs/vmlab.md, CI subset).
+CI_RELEASES = ("trixie",)
 #: The totals the ledger keeps (per connection and child, per connection and user).
 TOTALS = ("strongswan_child_sa_bytes_total", "strongswan_child_sa_packets_total")
 USER_TOTALS = ("strongswan_user_bytes_total", "strongswan_user_packets_total")
@@ -217,7 +219,8 @@ def test_bytes_are_in_the_next_scrape_exactly_as_the_kernel_counts_them(lab: Lab
         60,
         "3 installed CHILD SAs in the exporter",
     )
-    assert value(first.text, "strongswan_kernel_traffic_age_seconds") < 5
+    ((_, age),) = samples(first.text, "strongswan_kernel_traffic_age_seconds")
+    assert age < 5  # the kernel gives the counts, read at this scrape
     sent_at = time.monotonic()
     for n in CLIENT_IPS:
         r = g.traffic(n, count=20, size=1000 * n)

@@ -14,21 +14,24 @@ What counts as what (README, "What counts as a drop, a rekey, an up"; checked ag
 charon 5.9.8's events, tests/fixtures/vici-events):
 - `rekey`: charon's ike-rekey/child-rekey, and reauthentications:
   - make-before-break (either IKE version): an SA that went away while another SA of the
-    same peer (connection, user, remote host, child name) had come up within
-    `reauth_grace` seconds before;
+    same peer (connection, user, remote host, child name) that had come up within
+    `reauth_grace` seconds before is still up;
   - IKEv1 (always make-before-break): an IKE SA whose CHILD SAs a newer IKE SA of the same
     peer adopted. charon shows the adoption only in a listing or in a later event of the
     CHILD SA; the old IKE SA lingers, empty, until the client deletes it (10 s later on
     5.9.8). An old IKE SA that goes while charon still holds CHILD SAs under it in the
     ledger's view, with a newer one of the same peer up, is held `ADOPTION_WAIT` seconds:
     down events of those CHILD SAs under it make it a drop, otherwise they were adopted;
-  - IKEv2 break-before-make: an SA that went away and was replaced by another SA of the
-    same peer within `reauth_grace` seconds after (the old IKE SA is deleted, then the
-    new one set up: from the server, a polite disconnect and a reconnect look the same).
+  - IKEv2 break-before-make: an SA the peer deleted that was replaced by another SA of
+    the same peer within `reauth_grace` seconds after (the old IKE SA is deleted, then
+    the new one set up: from the server, a polite disconnect and a reconnect look the
+    same).
 - `down`: an SA that went away and was not replaced like that. An IKEv2 drop is counted
   once the grace time has passed (at most `reauth_grace` seconds late); an IKEv1 one at
   once, as it cannot be a break-before-make reauthentication: an IKEv1 peer that deletes
-  its SA and comes back a second later dropped and came up.
+  its SA and comes back a second later dropped and came up. An IKE SA that goes while
+  still ESTABLISHED (no delete from the peer: found dead by DPD, a timeout) and its CHILD
+  SAs are drops at once, whichever version, as are all SAs of a restarted charon.
 - `up`: an SA that came up and did not replace one that had just gone down (IKEv2 only; an
   IKEv1 reauthentication's new IKE SA is an up, the old one's end the rekey).
 

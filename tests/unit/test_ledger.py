@@ -569,3 +569,24 @@ def test_an_up_that_was_rekeyed_since_replaces_nothing() -> None:
         ("nycmesh", "nycmesh", "up"): 2,
         ("nycmesh", "nycmesh", "rekey"): 1,
     }
+
+
+def test_strongswan6_ikev1_disconnect_and_dead_peer_are_drops_at_once() -> None:
+    """charon 6.0.1 (Debian 13, recorded in the vmlab guest: L2TP/IPsec IKEv1 clients): a
+    client that deletes its SAs and one killed (found by DPD) send the same sequences as
+    5.9.8 does; each is one IKE and one CHILD drop, counted at once (no grace)."""
+    guest = EVENTS.parent / "vici-guest" / "trixie-events" / "connect-disconnect-dpd.json"
+    data = json.loads(guest.read_text())
+    assert data["daemons"]["strongswan-charon"].startswith("6.0.1")
+    clock = Clock()
+    ledger = new_ledger(clock)
+    ledger.reconcile(parse_ike_sas(data["list-sas-before"], RECORDED_NOW), clock())
+    for event in data["events"]:
+        clock.now += 0.05
+        ledger.apply(decoded(event["event"], event["message"]))
+    conn = "nycmesh-l2tp-psk"
+    counted = {(conn, "up"): 2, (conn, "down"): 2}
+    assert nonzero(ledger.ike_events) == counted
+    assert nonzero(ledger.child_events) == {(c, "l2tp", e): n for (c, e), n in counted.items()}
+    settle(ledger, clock)
+    assert nonzero(ledger.ike_events) == counted

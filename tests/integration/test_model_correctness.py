@@ -156,6 +156,10 @@ def start_event_only_exporter(start_exporter: Any, lab: Any) -> Any:
         lab.server.uri,
         "--collector.strongswan.refresh-interval",
         "3600",
+        # Honoured also below the refresh interval: without it, auto lists a small lab
+        # every 10 s.
+        "--collector.strongswan.sa-refresh-interval",
+        "3600",
         "--collector.strongswan.sa-details",
         "--collector.strongswan.reauth-grace",
         "1",

@@ -71,8 +71,8 @@ class StrongswanOptions:
         help="subscribe to charon's events: drop/rekey counters and traffic totals that "
         "survive rekeys",
     )
-    #: An SA that went away and was replaced by the same peer within this many seconds was
-    #: reauthenticated, not dropped.
+    #: An IKEv2 SA the peer deleted and replaced within this many seconds was
+    #: reauthenticated break-before-make, not dropped (README: What counts as a drop).
     reauth_grace: float = setting(
         10.0,
         flag="--collector.strongswan.reauth-grace",
@@ -80,8 +80,9 @@ class StrongswanOptions:
         kind=duration(zero_ok=True),
         example="30s",
         reload="restart",
-        help="an SA replaced by the same peer within this time was reauthenticated, not "
-        "dropped; drops are counted this much later",
+        help="an IKEv2 SA the peer deleted and replaced within this time was "
+        "reauthenticated, not dropped, and such drops are counted this much later; IKEv1 "
+        "drops and dead peers count at once",
     )
     #: Per-user traffic totals of a user with no SA are forgotten after this long.
     user_idle_seconds: float = setting(

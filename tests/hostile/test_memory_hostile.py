@@ -43,6 +43,9 @@ def test_a_flood_of_new_sas_is_counted_and_memory_stays_bounded(
             peer.uri,
             "--collector.strongswan.max-sas", str(CAP),
             "--collector.strongswan.reauth-grace", "0",
+            # No listing during the flood (auto would list every 10 s here, and this fake
+            # lists no SA: each listing would make room for another 1,000).
+            "--collector.strongswan.sa-refresh-interval", "1h",
         )  # fmt: skip
         exp.wait_for(lambda s: s.value("strongswan_event_stream_up") == 1)
         for _ in range(3):  # the first scrapes allocate what every scrape needs

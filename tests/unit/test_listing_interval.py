@@ -64,10 +64,11 @@ def test_bounds_the_wrong_way_round_are_refused(capsys: pytest.CaptureFixture[st
 async def test_a_slow_listing_puts_the_next_one_off_and_a_fast_one_brings_it_near(
     tmp_path: Path,
 ) -> None:
-    """charon answers the first list-sas after 30 ms (held by the fake): the next listing
-    comes no sooner than 100 times that; that one is answered at once, so the one after comes
-    at the lower bound."""
-    held = 0.03
+    """charon answers the first list-sas after 50 ms (held by the fake): the next listing
+    comes no sooner than 100 times that; those are answered at once (a round of well under
+    a millisecond here, up to tens on a loaded machine), so the ones after come far
+    sooner."""
+    held = 0.05
     async with FakeViciServer(tmp_path / "charon.vici") as charon:
         settings = settings_for(
             charon.path,
@@ -84,13 +85,13 @@ async def test_a_slow_listing_puts_the_next_one_off_and_a_fast_one_brings_it_nea
             await charon.wait_until(lambda: charon.count("list-sas") >= 1)
             await asyncio.sleep(held)
             charon.resume()
-            await charon.wait_until(lambda: charon.count("list-sas") >= 4, timeout=15)
+            await charon.wait_until(lambda: charon.count("list-sas") >= 4, timeout=25)
         finally:
             await runtime.close()
     listings = [a.at for a in charon.asked if a.name == "list-sas"]
     gaps = [b - a for a, b in itertools.pairwise(listings)]
     assert gaps[0] >= LISTING_COST_FACTOR * held - EPSILON, gaps
     assert gaps[0] <= 10 + 1, gaps  # the upper bound
-    # Answered at once (well under a millisecond here; allow a slow machine 8 ms).
     assert min(gaps[1:]) >= 0.05 - EPSILON, gaps
-    assert min(gaps[1:]) < 0.8, gaps
+    # A fast round (25 ms on a loaded machine at worst) brings the next listing near.
+    assert min(gaps[1:]) < 2.5, gaps

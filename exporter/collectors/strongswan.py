@@ -146,7 +146,16 @@ class StrongswanCollector:
             self._kernel_read_at = time.monotonic()
         self._kernel_counts = seen
         if seen:
-            view.observe_traffic(seen)
+            # The kernel holds charon's CHILD SAs: a REKEYED one with no state left was
+            # deleted (charon sends no event for it), else it would linger until the next
+            # listing, minutes away with kernel counts.
+            gone = [
+                (sa.uniqueid, c.uniqueid)
+                for sa in snapshot.ike_sas
+                for c in sa.children
+                if c.state == "REKEYED" and c.uniqueid not in seen
+            ]
+            view.observe_traffic(seen, gone)
         return seen
 
     def kernel_traffic_age(self) -> float | None:

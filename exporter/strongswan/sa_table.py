@@ -194,6 +194,17 @@ class SaTable:
         # The event's IKE fields are the freshest (state, identities).
         self._set(dataclasses.replace(sa, children=(*others, child)))
 
+    def forget_rekeyed(self, gone: Iterable[tuple[str, str]]) -> None:
+        """(IKE SA, CHILD SA) uniqueids of REKEYED CHILD SAs the kernel no longer holds:
+        charon deleted them without an event (it sends none when a rekeyed CHILD SA goes),
+        so only a listing would tell; a CHILD SA in any other state stays."""
+        for ike_uniqueid, child_uniqueid in gone:
+            known = self.sas.get(ike_uniqueid)
+            if known is None:
+                continue
+            if any(c.uniqueid == child_uniqueid and c.state == "REKEYED" for c in known.children):
+                self._drop_child(ike_uniqueid, child_uniqueid)
+
     def _drop_child(self, ike_uniqueid: str, child_uniqueid: str) -> None:
         known = self.sas.get(ike_uniqueid)
         if known is not None:

@@ -24,7 +24,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from exporter.strongswan.charon_events import CharonEvent
@@ -162,11 +162,16 @@ class CharonView:
 
     # ---- what changes it -------------------------------------------------------------
 
-    def observe_traffic(self, seen: Mapping[str, Traffic]) -> None:
+    def observe_traffic(
+        self, seen: Mapping[str, Traffic], gone: Iterable[tuple[str, str]] = ()
+    ) -> None:
         """Fresher byte and packet counts of live CHILD SAs by uniqueid (the kernel's XFRM
-        states, read at a scrape), for the ledger's totals (no ledger: events off, ignored)."""
+        states, read at a scrape), for the ledger's totals (no ledger: events off, ignored).
+        `gone`: (IKE SA, CHILD SA) uniqueids of REKEYED CHILD SAs none of whose states the
+        kernel holds any more, which charon deleted without an event."""
         if seen:
             self._kernel_counts_at = time.monotonic()
+        self._sa_table.forget_rekeyed(gone)
         if self._ledger is not None:
             self._ledger.observe(seen)
 

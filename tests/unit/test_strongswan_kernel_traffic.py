@@ -364,3 +364,37 @@ async def test_totals_never_fall_when_a_dump_counts_less(
     for name in ("strongswan_child_sa_bytes_total", "strongswan_user_bytes_total"):
         assert sample(second, name) == sample(first, name) > 0
     await view.close()
+
+
+@pytest.mark.parametrize("release", sorted(PAIRS))
+async def test_a_rekeyed_child_sa_the_kernel_no_longer_holds_is_forgotten(
+    release: str, charon: list[StrongswanSnapshot]
+) -> None:
+    """charon sends no event when it deletes a REKEYED CHILD SA (the peer deleted the old
+    SA after a rekey): with the kernel's counts the next listing is minutes away, so a
+    REKEYED CHILD SA none of whose states is in the kernel goes at the scrape; one whose
+    states are still there stays."""
+    kernel = RecordedKernel(recorded_dump(release))
+    base = recorded_snapshot(release, listed_before_the_traffic(release))
+    first, second = base.ike_sas[0], base.ike_sas[1]
+    deleted = dataclasses.replace(
+        first.children[0], uniqueid="999", state="REKEYED", spi_in=0x1, spi_out=0x2
+    )
+    lingering = dataclasses.replace(second.children[0], state="REKEYED")
+    ike_sas = (
+        dataclasses.replace(first, children=(*first.children, deleted)),
+        dataclasses.replace(second, children=(lingering,)),
+        *base.ike_sas[2:],
+    )
+    charon.append(dataclasses.replace(base, ike_sas=ike_sas))
+    options = StrongswanOptions(refresh_interval=10, sa_details=True, events=True)
+    view = view_module.CharonView(ViciAddress("unix", path="/nonexistent/charon.vici"), 1, options)
+    await view.refresh()
+    collector = StrongswanCollector(view, options, kernel=kernel)
+    rekeyed = {"conn": CONN, "child": CHILD, "state": "REKEYED"}
+    got = scrape((await collector.collect()).families)
+    assert sample(got, "strongswan_child_sas", **rekeyed) == 1
+    current = view.current()
+    assert current is not None
+    assert "999" not in {c.uniqueid for sa in current.ike_sas for c in sa.children}
+    await view.close()

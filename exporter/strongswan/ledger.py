@@ -691,11 +691,16 @@ class SaLedger:
     def observe(self, seen: Mapping[str, Traffic]) -> None:
         """Fresher counts of live CHILD SAs, by CHILD SA uniqueid (the kernel's XFRM
         states read at a scrape: the numbers charon itself would list); counts only grow,
-        and uniqueids the ledger does not hold are ignored."""
+        and uniqueids the ledger does not hold are ignored; an ended (rekeyed) CHILD SA's
+        counts are taken like a listing's late report of it."""
         for uniqueid, traffic in seen.items():
             live = self.children.get(uniqueid)
             if live is not None:
                 self._child_traffic(live, traffic)
+            elif uniqueid in self._ended_children:
+                # Rekeyed, still in the kernel (IKEv1 keeps the old CHILD SA until the
+                # peer deletes it): what it carried since its rekey event counts too.
+                self._late_report(uniqueid, traffic)
 
     # ---- outputs --------------------------------------------------------------------
 

@@ -590,3 +590,19 @@ def test_strongswan6_ikev1_disconnect_and_dead_peer_are_drops_at_once() -> None:
     assert nonzero(ledger.child_events) == {(c, "l2tp", e): n for (c, e), n in counted.items()}
     settle(ledger, clock)
     assert nonzero(ledger.ike_events) == counted
+
+
+def test_a_rekeyed_child_sa_still_in_the_kernel_adds_what_it_carries_after_its_rekey() -> None:
+    """IKEv1 keeps the old CHILD SA (REKEYED) until the peer deletes it, and packets still
+    cross it: the kernel's counts of it at a scrape add to the totals like a listing's
+    late report (recorded real rekey: the old SA ended with 228 bytes each way)."""
+    clock = Clock()
+    ledger = replay("rekey-child-ikev1", clock)
+    key = ("nycmesh", "nycmesh")
+    before = ledger.traffic_totals()[key].copy()
+    ledger.observe({"1": Traffic(228 + 500, 228, 3 + 5, 3)})
+    after = ledger.traffic_totals()[key]
+    assert after.bytes_in == before.bytes_in + 500 and after.packets_in == before.packets_in + 5
+    assert after.bytes_out == before.bytes_out
+    ledger.observe({"1": Traffic(228 + 500, 228, 3 + 5, 3)})  # read again: nothing new
+    assert ledger.traffic_totals()[key].bytes_in == before.bytes_in + 500

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.samples import Sample
 
 from exporter.collectors.base import Collection
 from exporter.collectors.join import IkeSnapshot
@@ -104,6 +105,19 @@ def render_users(
         (CounterMetricFamily(name, text, labels=["user"]), attr, created(name))
         for name, attr, text in COUNTERS
     ]
+    # The counters' samples built as `CounterMetricFamily.add_metric` builds them (a
+    # `_total` sample, then `_created` when given), without its per-call overhead: 7 per
+    # login, thousands per scrape.
+    appends = [
+        (
+            family.samples.append,
+            f"{family.name}_total",
+            f"{family.name}_created",
+            attr,
+            with_created,
+        )
+        for family, attr, with_created in counters
+    ]
     for t in totals:
         user = (t.login,)
         sessions.add(user, t.sessions)
@@ -111,10 +125,11 @@ def render_users(
             last_login.add(user, t.last_login)
         if t.last_logout is not None:
             last_logout.add(user, t.last_logout)
-        for family, attr, with_created in counters:
-            family.add_metric(
-                [t.login], getattr(t, attr), created=t.created if with_created else None
-            )
+        login, created_at = t.login, t.created
+        for append, total_name, created_name, attr, with_created in appends:
+            append(Sample(total_name, {"user": login}, getattr(t, attr)))
+            if with_created and created_at is not None:
+                append(Sample(created_name, {"user": login}, created_at))
     required = gauge_table(
         "l2tp_ipsec_required_login_up",
         "1 while a required login (--collector.users.required) has a session, else 0.",

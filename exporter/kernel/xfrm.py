@@ -281,6 +281,8 @@ _USERSA_INFO_LEN = 224
 _USERPOLICY_INFO = struct.Struct("=16s16s8xHBBB11x96xIIBB")
 _USERPOLICY_INFO_LEN = 168
 XFRMA_ENCAP = 4
+#: The one attribute of an SA message read (the walk stops there; keys are never cut out).
+_ENCAP_ONLY = frozenset({XFRMA_ENCAP})
 #: struct xfrm_encap_tmpl: type, sport, dport (big-endian), pad, original address.
 _ENCAP = struct.Struct("=2x2s2s18x")
 _BE32 = struct.Struct(">I")
@@ -306,7 +308,7 @@ def _state_of_bytes(raw: bytes, start: int, end: int) -> XfrmState | None:
         family,
         mode,
     ) = _USERSA_INFO.unpack_from(raw, start + NLMSG_LEN)
-    encap = attributes(raw, start + NLMSG_LEN + _USERSA_INFO_LEN, end).get(XFRMA_ENCAP)
+    encap = attributes(raw, start + NLMSG_LEN + _USERSA_INFO_LEN, end, _ENCAP_ONLY).get(XFRMA_ENCAP)
     sport = dport = None
     if encap is not None and len(encap) >= _ENCAP.size:
         raw_sport, raw_dport = _ENCAP.unpack_from(encap)

@@ -26,6 +26,7 @@ gzip).
     python bench/kernel_scale.py                    # 100, 1,000, 5,000 clients
     python bench/kernel_scale.py --quick            # 100 and 1,000, a few scrapes
     python bench/kernel_scale.py --clients 1000 --profile
+    python bench/kernel_scale.py --baseline /tmp/before   # that checkout's rows beside
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ import pstats
 import socket
 import statistics
 import struct
+import subprocess
 import sys
 import tempfile
 import time
@@ -939,6 +941,24 @@ def format_row(row: Row) -> str:
     )
 
 
+def baseline_row(tree: Path, recording: str, n: int, scrapes: int, series_limit: int) -> str:
+    """The row `tree`'s own copy of this bench prints for one size, its recording marked
+    'before' (so before and after are measured in one run, minutes apart at most)."""
+    command = [
+        sys.executable,
+        str(tree / "bench" / "kernel_scale.py"),
+        f"--clients={n}",
+        f"--recording={recording}",
+        f"--scrapes={scrapes}",
+        f"--series-limit={series_limit}",
+    ]
+    done = subprocess.run(command, cwd=tree, capture_output=True, text=True, check=False)
+    rows = [line for line in done.stdout.splitlines() if line.startswith(f"| {recording} |")]
+    if done.returncode != 0 or len(rows) != 1:
+        raise RuntimeError(f"the baseline bench failed ({done.returncode}): {done.stderr[-2000:]}")
+    return rows[0].replace(f"| {recording} |", f"| {recording} (before) |", 1)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--clients", default="100,1000,5000", help="client counts")
@@ -951,6 +971,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="100 and 1,000 clients, 5 scrapes")
     parser.add_argument("--profile", action="store_true", help="cProfile to stderr")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="TREE",
+        help="another checkout of the exporter (e.g. `git archive <commit>` unpacked): its "
+        "own bench/kernel_scale.py runs each size just before this one, in a subprocess, "
+        "and its row is printed above this one's (recording marked 'before')",
+    )
     args = parser.parse_args(argv)
     try:
         sizes = [int(n) for n in args.clients.split(",")]
@@ -966,6 +994,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in recordings:
         rec = Recording.load(name)
         for n in sizes:
+            if args.baseline is not None:
+                print(baseline_row(args.baseline, name, n, args.scrapes, args.series_limit))
             row = asyncio.run(measure(rec, n, args.scrapes, args.series_limit, args.profile))
             print(format_row(row), flush=True)
             failed += [f"{name}, {n} clients: {p}" for p in row.problems]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from operator import attrgetter
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
@@ -66,22 +67,31 @@ def render_l2tp(snap: L2tpSnapshot, limiter: SeriesLimiter) -> list[Metric]:
         )
         for suffix, field, what in COUNTERS
     ]
-    for t in limiter.take("l2tp_tunnel_info", snap.tunnels):
-        tid = str(t.tunnel_id)
-        tunnel_info.add(
+    # Rows built a family at a time (one comprehension each): the same rows in the same
+    # order as a loop over the tunnels and sessions, at a fraction of the calls.
+    tunnels = limiter.take("l2tp_tunnel_info", snap.tunnels)
+    tids = [(str(t.tunnel_id),) for t in tunnels]
+    tunnel_info.extend(
+        [
             (
-                tid,
-                str(t.peer_tunnel_id),
-                t.local_address,
-                str(t.local_port),
-                t.peer_address,
-                str(t.peer_port),
-                t.encap,
-            ),
-            1,
-        )
-        for family, field in tunnel_counters:
-            family.add((tid,), getattr(t.stats, field))
+                (
+                    tid,
+                    str(t.peer_tunnel_id),
+                    t.local_address,
+                    str(t.local_port),
+                    t.peer_address,
+                    str(t.peer_port),
+                    t.encap,
+                ),
+                1,
+            )
+            for (tid,), t in zip(tids, tunnels, strict=True)
+        ]
+    )
+    tunnel_stats = [t.stats for t in tunnels]
+    for family, field in tunnel_counters:
+        get = attrgetter(field)
+        family.extend([(tid, get(s)) for tid, s in zip(tids, tunnel_stats, strict=True)])
     session_info = gauge_table(
         "l2tp_session_info",
         "One series per kernel L2TP session with its ids and ppp interface; always 1.",
@@ -98,11 +108,15 @@ def render_l2tp(snap: L2tpSnapshot, limiter: SeriesLimiter) -> list[Metric]:
         )
         for suffix, field, what in COUNTERS
     ]
-    for s in limiter.take("l2tp_session_info", snap.sessions):
-        ids = (str(s.tunnel_id), str(s.session_id))
-        session_info.add((*ids, str(s.peer_session_id), s.interface), 1)
-        for family, field in session_counters:
-            family.add(ids, getattr(s.stats, field))
+    sessions = limiter.take("l2tp_session_info", snap.sessions)
+    ids = [(str(s.tunnel_id), str(s.session_id)) for s in sessions]
+    session_info.extend(
+        [((*i, str(s.peer_session_id), s.interface), 1) for i, s in zip(ids, sessions, strict=True)]
+    )
+    session_stats = [s.stats for s in sessions]
+    for family, field in session_counters:
+        get = attrgetter(field)
+        family.extend([(i, get(st)) for i, st in zip(ids, session_stats, strict=True)])
     families += [tunnel_info, *(family for family, _field in tunnel_counters), session_info]
     families += [family for family, _field in session_counters]
     return families

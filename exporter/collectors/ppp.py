@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from operator import attrgetter
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
@@ -50,13 +51,18 @@ def render_ppp(interfaces: Sequence[PppInterface], limiter: SeriesLimiter) -> li
         (counter_table(f"ppp_interface_{suffix}", text, ["interface"]), field)
         for suffix, field, text in COUNTERS
     ]
-    for iface in limiter.take("ppp_interface_info", interfaces):
-        name = (iface.name,)
-        info.add((iface.name, iface.local_address, iface.peer_address), 1)
-        if iface.up_since is not None:
-            since.add(name, iface.up_since)
-        for family, field in counters:
-            family.add(name, getattr(iface.stats, field))
+    # Rows built a family at a time (one comprehension each): the same rows in the same
+    # order as a loop over the interfaces, at a fraction of the calls.
+    taken = limiter.take("ppp_interface_info", interfaces)
+    names = [(iface.name,) for iface in taken]
+    stats = [iface.stats for iface in taken]
+    info.extend([((i.name, i.local_address, i.peer_address), 1) for i in taken])
+    since.extend(
+        [(name, i.up_since) for name, i in zip(names, taken, strict=True) if i.up_since is not None]
+    )
+    for family, field in counters:
+        get = attrgetter(field)
+        family.extend([(name, get(s)) for name, s in zip(names, stats, strict=True)])
     families += [info, since, *(family for family, _field in counters)]
     return families
 

@@ -11,6 +11,7 @@ import logging
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
@@ -54,10 +55,10 @@ def render_sessions(sessions: Sequence[L2tpIpsecSession], limiter: SeriesLimiter
         "the epoch.",
         ["interface"],
     )
-    for s in limiter.take("l2tp_ipsec_session_info", sessions):
-        info.add(tuple([getattr(s, label) for label in SESSION_LABELS]), 1)
-        if s.started_at is not None:
-            start.add((s.interface,), s.started_at)
+    taken = limiter.take("l2tp_ipsec_session_info", sessions)
+    labels = attrgetter(*SESSION_LABELS)
+    info.extend([(labels(s), 1) for s in taken])
+    start.extend([((s.interface,), s.started_at) for s in taken if s.started_at is not None])
     return [count, info, start]
 
 

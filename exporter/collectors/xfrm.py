@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from operator import attrgetter
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
@@ -68,11 +69,19 @@ def render_xfrm(snap: XfrmSnapshot, limiter: SeriesLimiter) -> list[Metric]:
     counters = [
         (counter_table(name, text, ["spi", "dst"]), field) for name, field, text in PER_SA_COUNTERS
     ]
-    for s in limiter.take("xfrm_state_info", sorted(snap.states, key=_sa_key)):
-        spi = s.spi_hex
-        info.add((spi, s.src, s.dst, s.proto, s.mode, str(s.reqid)), 1)
-        for family, field in counters:
-            family.add((spi, s.dst), getattr(s, field))
+    # Rows built a family at a time (one comprehension each): the same rows in the same
+    # order as a loop over the SAs, at a fraction of the calls.
+    taken = limiter.take("xfrm_state_info", sorted(snap.states, key=_sa_key))
+    keys = [(s.spi_hex, s.dst) for s in taken]
+    info.extend(
+        [
+            ((spi, s.src, dst, s.proto, s.mode, str(s.reqid)), 1)
+            for (spi, dst), s in zip(keys, taken, strict=True)
+        ]
+    )
+    for family, field in counters:
+        get = attrgetter(field)
+        family.extend([(key, get(s)) for key, s in zip(keys, taken, strict=True)])
     return [states, policies, info, *(family for family, _field in counters)]
 
 

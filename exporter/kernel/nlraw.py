@@ -140,11 +140,13 @@ class _Layout:
         self.spans = tuple(spans)
 
 
-#: (wanted, bytes walked) → the layout of the first such walk; the kernel's dump
-#: messages of one kind mostly share one, scrape after scrape. Bounded: a kernel (or a
-#: peer) that sends ever new shapes only costs walks.
-_LAYOUTS: dict[tuple[frozenset[int] | None, int], _Layout] = {}
+#: (wanted, bytes walked) → the layouts of the first such walks (a few: names of
+#: different lengths padded to the same size, e.g. ppp9 and ppp10); the kernel's dump
+#: messages of one kind mostly share them, scrape after scrape. Bounded: a kernel that
+#: sends ever new shapes only costs walks.
+_LAYOUTS: dict[tuple[frozenset[int] | None, int], list[_Layout]] = {}
 _MAX_LAYOUTS = 1024
+_LAYOUTS_PER_SIZE = 4
 
 
 def attributes(
@@ -159,10 +161,14 @@ def attributes(
     that walk read them) is cut where that one was, checked by one `struct` read of
     those headers: most of a dump's messages, at a third of a walk's cost or less."""
     end = len(buf) if end is None or end > len(buf) else end
+    if end - start < 4:
+        return {}  # no attribute header fits
     key = (wanted, end - start)
-    layout = _LAYOUTS.get(key)
-    if layout is not None and layout.headers.unpack_from(buf, start) == layout.expected:
-        return {kind: buf[start + a : start + b] for kind, a, b in layout.spans}
+    layouts = _LAYOUTS.get(key)
+    if layouts is not None:
+        for layout in layouts:
+            if layout.headers.unpack_from(buf, start) == layout.expected:
+                return {kind: buf[start + a : start + b] for kind, a, b in layout.spans}
     out: dict[int, bytes] = {}
     read: list[tuple[int, int, int]] = []
     spans: list[tuple[int, int, int]] = []
@@ -183,10 +189,12 @@ def attributes(
             if not missing:
                 break
         start = (stop + 3) & ~3
-    if layout is None:
+    if layouts is None:
         if len(_LAYOUTS) >= _MAX_LAYOUTS:
             _LAYOUTS.clear()
-        _LAYOUTS[key] = _Layout(read, spans)
+        _LAYOUTS[key] = [_Layout(read, spans)]
+    elif len(layouts) < _LAYOUTS_PER_SIZE:
+        layouts.append(_Layout(read, spans))
     return out
 
 

@@ -11,6 +11,7 @@ import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from exporter.kernel.gcpause import gc_paused
 from exporter.kernel.model import (
     L2tpIpsecSession,
     L2tpSnapshot,
@@ -173,6 +174,7 @@ class _Tunnels:
         return None
 
 
+@gc_paused
 def join_sessions(
     interfaces: Iterable[PppInterface],
     l2tp: L2tpSnapshot | None,

@@ -9,6 +9,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from exporter.collectors.base import Collection
 from exporter.collectors.limits import SeriesLimiter
+from exporter.kernel.gcpause import gc_paused
 from exporter.kernel.l2tp import L2tpUnavailable
 from exporter.kernel.model import L2tpSnapshot
 from exporter.kernel.source import KernelSource
@@ -35,6 +36,7 @@ def available_family(available: bool) -> GaugeMetricFamily:
     )
 
 
+@gc_paused
 def render_l2tp(snap: L2tpSnapshot, limiter: SeriesLimiter) -> list[Metric]:
     families: list[Metric] = [
         available_family(True),

@@ -10,6 +10,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from exporter.collectors.base import Collection
 from exporter.collectors.limits import SeriesLimiter
+from exporter.kernel.gcpause import gc_paused
 from exporter.kernel.model import PppInterface
 from exporter.kernel.source import KernelSource
 from exporter.table_family import counter_table, gauge_table
@@ -29,6 +30,7 @@ COUNTERS = (
 )
 
 
+@gc_paused
 def render_ppp(interfaces: Sequence[PppInterface], limiter: SeriesLimiter) -> list[Metric]:
     families: list[Metric] = [
         GaugeMetricFamily(

@@ -18,6 +18,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from exporter.collectors.base import Collection
 from exporter.collectors.join import IkeSnapshot, join_sessions
 from exporter.collectors.limits import SeriesLimiter
+from exporter.kernel.gcpause import gc_paused
 from exporter.kernel.l2tp import L2tpUnavailable
 from exporter.kernel.model import L2tpIpsecSession, L2tpSnapshot, PppHookRecord, PppInterface
 from exporter.kernel.source import KernelSource
@@ -37,6 +38,7 @@ SESSION_LABELS = (
 )
 
 
+@gc_paused
 def render_sessions(sessions: Sequence[L2tpIpsecSession], limiter: SeriesLimiter) -> list[Metric]:
     count = GaugeMetricFamily(
         "l2tp_ipsec_sessions",

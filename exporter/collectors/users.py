@@ -23,6 +23,7 @@ from exporter.collectors.base import Collection
 from exporter.collectors.join import IkeSnapshot
 from exporter.collectors.limits import SeriesLimiter
 from exporter.collectors.sessions import read_joined
+from exporter.kernel.gcpause import gc_paused
 from exporter.kernel.hook import ENDED_DIR, REJECT_REASONS, REJECTIONS, RecordRejections
 from exporter.kernel.source import KernelSource, Shared
 from exporter.logins.ledger import LoginLedger
@@ -79,6 +80,7 @@ COUNTERS = (
 )
 
 
+@gc_paused
 def render_users(
     view: LoginsView,
     limiter: SeriesLimiter,

@@ -10,6 +10,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from exporter.collectors.base import Collection
 from exporter.collectors.limits import SeriesLimiter
+from exporter.kernel.gcpause import gc_paused
 from exporter.kernel.model import XfrmSnapshot, XfrmState
 from exporter.kernel.source import KernelSource
 from exporter.table_family import counter_table, gauge_table
@@ -42,6 +43,7 @@ def _sa_key(s: XfrmState) -> tuple[str, int, str]:
     return (s.dst, s.spi, s.proto)
 
 
+@gc_paused
 def render_xfrm(snap: XfrmSnapshot, limiter: SeriesLimiter) -> list[Metric]:
     states = GaugeMetricFamily(
         "xfrm_states", "IPsec SAs in the kernel by protocol and mode.", labels=["proto", "mode"]

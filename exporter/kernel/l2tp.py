@@ -17,6 +17,7 @@ from pyroute2.netlink import nla
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.generic.l2tp import L2TP_GENL_NAME, AsyncL2tp, l2tpmsg
 
+from exporter.kernel.gcpause import gc_paused
 from exporter.kernel.model import L2tpSession, L2tpSnapshot, L2tpStats, L2tpTunnel
 from exporter.kernel.netlink import check_errors, collect_dump, netns_error, socket_args
 from exporter.kernel.nlraw import (
@@ -156,6 +157,7 @@ def _address(attrs: dict[int, bytes], v4: int, v6: int) -> str:
     return ip_text(value) if value is not None and len(value) == 16 else ""
 
 
+@gc_paused
 def decode_tunnels(msgs: Iterable[Any]) -> list[L2tpTunnel]:
     """Tunnels of an L2TP_CMD_TUNNEL_GET dump answer (`RawMessage`s, or pyroute2
     `l2tp_msg` messages)."""
@@ -176,6 +178,7 @@ def decode_tunnels(msgs: Iterable[Any]) -> list[L2tpTunnel]:
     return sorted(tunnels, key=lambda t: t.tunnel_id)
 
 
+@gc_paused
 def decode_sessions(
     msgs: Iterable[Any], interfaces: dict[tuple[int, int], str] | None = None
 ) -> list[L2tpSession]:

@@ -146,7 +146,7 @@ class _Layout:
 #: sends ever new shapes only costs walks.
 _LAYOUTS: dict[tuple[frozenset[int] | None, int], list[_Layout]] = {}
 _MAX_LAYOUTS = 1024
-_LAYOUTS_PER_SIZE = 4
+_LAYOUTS_PER_SIZE = 8
 
 
 def attributes(

@@ -16,6 +16,7 @@ from pyroute2.netlink.nlsocket import AsyncNetlinkSocket
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
+from exporter.kernel.gcpause import gc_paused
 from exporter.kernel.model import LinkStats, PppInterface
 from exporter.kernel.netlink import check_errors, collect_dump, netns_error, socket_args
 from exporter.kernel.nlraw import (
@@ -80,6 +81,7 @@ def boot_time() -> float:
     return time.time() - time.clock_gettime(time.CLOCK_MONOTONIC)
 
 
+@gc_paused
 def decode_links(msgs: Iterable[Any]) -> list[Link]:
     """Links of an RTM_GETLINK dump answer (`RawMessage`s, or pyroute2 ifinfmsg messages)."""
     links = []
@@ -113,6 +115,7 @@ def _link(buf: bytes, start: int, end: int) -> Link | None:
     )
 
 
+@gc_paused
 def decode_addresses(msgs: Iterable[Any]) -> list[Address]:
     """Addresses of an RTM_GETADDR dump answer (`RawMessage`s, or pyroute2 ifaddrmsg)."""
     addresses = []
@@ -150,6 +153,7 @@ def is_ppp(link: Link, pattern: str) -> bool:
     return fnmatchcase(link.name, pattern) and (link.kind == "ppp" or link.link_type == ARPHRD_PPP)
 
 
+@gc_paused
 def ppp_interfaces(
     links: Iterable[Link], addresses: Iterable[Address], pattern: str, booted_at: float
 ) -> list[PppInterface]:

@@ -17,6 +17,7 @@ from typing import Any
 from pyroute2.netlink import NETLINK_XFRM, NLM_F_DUMP, NLM_F_REQUEST, nla, nlmsg
 from pyroute2.netlink.nlsocket import AsyncNetlinkSocket, Marshal
 
+from exporter.kernel.gcpause import gc_paused
 from exporter.kernel.model import XfrmPolicy, XfrmSnapshot, XfrmState
 from exporter.kernel.netlink import (
     check_errors,
@@ -331,6 +332,7 @@ def _state_of_bytes(raw: bytes, start: int, end: int) -> XfrmState | None:
     )
 
 
+@gc_paused
 def decode_states(msgs: Iterable[Any]) -> list[XfrmState]:
     """SAs of an XFRM_MSG_GETSA dump answer (`RawMessage`s from the dump socket, or
     pyroute2 messages from `MarshalXfrm`)."""
@@ -372,6 +374,7 @@ def _policy_of_bytes(raw: bytes, start: int, end: int) -> XfrmPolicy | None:
     )
 
 
+@gc_paused
 def decode_policies(msgs: Iterable[Any]) -> list[XfrmPolicy]:
     """Policies of an XFRM_MSG_GETPOLICY dump answer (`RawMessage`s, or pyroute2
     messages from `MarshalXfrm`)."""

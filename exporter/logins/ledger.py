@@ -38,6 +38,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from exporter.kernel.gcpause import gc_paused
 from exporter.kernel.model import L2tpIpsecSession, PppHookRecord, PppInterface
 from exporter.logins.model import (
     EndedRecord,
@@ -268,6 +269,7 @@ class LoginLedger:
 
     # -- feeding -------------------------------------------------------------------------
 
+    @gc_paused
     def update(
         self,
         sessions: Iterable[L2tpIpsecSession],

@@ -133,3 +133,23 @@ def test_get_batch_reads_exactly_the_given_states() -> None:
         "xfrm state get src 192.168.77.1 dst 192.168.77.11 proto esp spi 0xc5d1a2b3",
         "xfrm state get src 192.168.77.11 dst 192.168.77.1 proto esp spi 0xcf000001",
     ]
+
+
+def test_a_scrape_between_two_moving_readings_is_judged_by_the_bracket() -> None:
+    before = {s.spi: s for s in gt.parse_xfrm(IP_S_XFRM)}
+    grown = IP_S_XFRM.replace("22831(bytes), 26(packets)", "23859(bytes), 27(packets)")
+    after = {s.spi: s for s in gt.parse_xfrm(grown)}
+    host = ["192.168.77.11"]
+    assert gt.bracket(SCRAPE, before, after, host) == []  # the older reading, still fresh
+    assert gt.bracket(SCRAPE.replace("22831.0", "23859.0"), before, after, host) == []
+    (old,) = gt.bracket(SCRAPE.replace("22831.0", "21803.0"), before, after, host)
+    assert (old.what, old.kernel, old.scraped) == ("bytes", 23859, 21803.0)
+    assert len(gt.bracket(SCRAPE.replace("22831.0", "23860.0"), before, after, host)) == 1
+    attempts = [
+        {"before": [vars(s) for s in before.values()], "after": [vars(s) for s in after.values()],
+         "text": SCRAPE},
+        {"before": [vars(s) for s in after.values()], "after": [vars(s) for s in after.values()],
+         "text": SCRAPE.replace("22831.0", "23859.0").replace("26.0", "27.0")},
+    ]  # fmt: skip
+    assert gt.judge(attempts, host) == {"exact": 1, "bracketed": 0, "states": 2, "wrong": []}
+    assert gt.judge(attempts[:1], host) == {"exact": 0, "bracketed": 1, "states": 2, "wrong": []}

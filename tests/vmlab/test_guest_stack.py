@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from .guest import Guest
+from .scraped import eventually, samples, value
 
 pytestmark = pytest.mark.vmlab
 
@@ -24,34 +23,6 @@ CLIENTS = (1, 2, 3)
 # strongSwan 5.9.8 on kernel 6.1 in .ci/run; strongSwan 6.0.1 on 6.12 is test_matrix.py's
 # first cell there, and this module's Debian 13 run is VMLAB_MATRIX=full's.
 CI_RELEASES = ("bookworm",)
-
-
-def samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
-    out = []
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            if s.name == name:
-                out.append((dict(s.labels), s.value))
-    return out
-
-
-def value(text: str, name: str, **labels: str) -> float:
-    """Sum of the samples of ``name`` whose labels include ``labels``."""
-    return sum(
-        v for lab, v in samples(text, name) if all(lab.get(k) == w for k, w in labels.items())
-    )
-
-
-def eventually(check: Callable[[], Any], timeout: float, what: str, step: float = 1.0) -> Any:
-    """Retry check() until it returns a truthy value; wall-clock deadline."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(step)
-    raise AssertionError(f"{what}: not seen within {timeout:.0f} s (last: {last!r})")
 
 
 def server_ppp(g: Guest) -> list[dict[str, Any]]:

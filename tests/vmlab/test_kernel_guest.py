@@ -11,14 +11,12 @@ from __future__ import annotations
 import errno
 import json
 import re
-import time
-from collections.abc import Callable
-from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from .guest import Guest
+from .scraped import eventually
 
 pytestmark = pytest.mark.vmlab
 
@@ -53,17 +51,6 @@ def value(samples: Samples, name: str, **labels: str) -> float | None:
 def sessions(samples: Samples) -> dict[str, dict[str, str]]:
     """interface → the labels of its l2tp_ipsec_session_info series."""
     return {lab["interface"]: lab for lab, _ in samples.get("l2tp_ipsec_session_info", [])}
-
-
-def eventually(check: Callable[[], Any], timeout: float, what: str, step: float = 1.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(step)
-    raise AssertionError(f"{what}: not seen within {timeout:.0f} s (last: {last!r})")
 
 
 def ike_sas(g: Guest) -> dict[str, str]:

@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from .guest import Guest
+from .scraped import eventually, samples, value
 
 pytestmark = pytest.mark.vmlab
 
@@ -70,33 +69,6 @@ def parse_xfrm(text: str) -> dict[str, KernelSA]:
             key = f"{int(spi, 16):08x}"
             out[key] = KernelSA(src, dst, key, int(reqid), int(nbytes), int(packets))
     return out
-
-
-def samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
-    return [
-        (dict(s.labels), s.value)
-        for fam in text_string_to_metric_families(text)
-        for s in fam.samples
-        if s.name == name
-    ]
-
-
-def value(text: str, name: str, **labels: str) -> float:
-    """Sum of the samples of `name` whose labels include `labels`."""
-    return sum(
-        v for lab, v in samples(text, name) if all(lab.get(k) == w for k, w in labels.items())
-    )
-
-
-def eventually(check: Callable[[], Any], timeout: float, what: str, step: float = 1.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(step)
-    raise AssertionError(f"{what}: not seen within {timeout:.0f} s (last: {last!r})")
 
 
 @dataclass(frozen=True)

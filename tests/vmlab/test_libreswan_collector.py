@@ -18,7 +18,7 @@ import re
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from .conftest import LIBRESWAN_RELEASES, vmlab_skip_reason
 from .guest import Guest
+from .scraped import eventually, samples, value
 
 pytestmark = pytest.mark.vmlab
 
@@ -34,33 +35,6 @@ RELEASES = {"bookworm": "4.10", "trixie": "5.2"}
 CONN = "l2tp-psk"
 CLIENT_IPS = {1: "192.168.77.11", 2: "192.168.77.12"}
 HOOK = "/mnt/src/contrib/ppp/ip-{}.d/l2tp-ipsec-exporter"
-
-
-def samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
-    return [
-        (dict(s.labels), s.value)
-        for fam in text_string_to_metric_families(text)
-        for s in fam.samples
-        if s.name == name
-    ]
-
-
-def value(text: str, name: str, **labels: str) -> float:
-    """Sum of the samples of `name` whose labels include `labels`."""
-    return sum(
-        v for lab, v in samples(text, name) if all(lab.get(k) == w for k, w in labels.items())
-    )
-
-
-def eventually(check: Callable[[], Any], timeout: float, what: str, step: float = 1.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(step)
-    raise AssertionError(f"{what}: not seen within {timeout:.0f} s (last: {last!r})")
 
 
 def traffic_lines(g: Guest) -> list[dict[str, Any]]:

@@ -40,6 +40,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from .conftest import STACK_RELEASES, vmlab_skip_reason
 from .guest import Guest, GuestError
+from .scraped import eventually
 
 pytestmark = pytest.mark.vmlab
 
@@ -84,17 +85,6 @@ def value(samples: Samples, name: str, **labels: str) -> float | None:
     ]
     assert len(found) <= 1, f"{name}{labels}: {found}"
     return found[0] if found else None
-
-
-def eventually(check: Callable[[], Any], timeout: float, what: str, step: float = 1.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(step)
-    raise AssertionError(f"{what}: not seen within {timeout:.0f} s (last: {last!r})")
 
 
 Counts = dict[str, int]

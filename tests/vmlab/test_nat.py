@@ -33,6 +33,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from .conftest import vmlab_skip_reason
 from .guest import Guest, GuestError
 from .probe import Prober, assert_full_login, explain, login_against
+from .scraped import eventually
 
 pytestmark = pytest.mark.vmlab
 
@@ -121,17 +122,6 @@ def ike_sas(g: Guest) -> dict[str, str]:
     return dict(
         re.findall(rf"^{CONN}: #(\d+), ESTABLISHED.*?\n\s+remote\s+'([^']*)' @", text, re.M | re.S)
     )
-
-
-def eventually(check: Any, timeout: float, what: str, step: float = 1.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(step)
-    raise AssertionError(f"{what}: not seen within {timeout:.0f} s (last: {last!r})")
 
 
 def test_login_probe_through_the_nat(nat: Guest) -> None:

@@ -186,6 +186,104 @@ def test_traffic_matches_trafficstatus(lab: Lab) -> None:
     assert per_user >= 20 * 1028
 
 
+def test_overview_dashboard_and_rules_on_a_real_prometheus(lab: Lab, tmp_path: Path) -> None:
+    """Debian's prometheus on the host scrapes the guest's exporter every second (through
+    the port the lab forwards) with the project's rules loaded: every query of
+    dashboards/overview.json that is not strongSwan-only returns data; every rule
+    evaluates without error; LibreswanRequiredConnectionDown fires for `xauth-psk`, made
+    a required connection here and with no client, not for `l2tp-psk` (required too, one
+    client connected at least); no Strongswan* alert fires. Run after the traffic test,
+    with clients 1 and 2 connected; run alone (`-k`), it connects client 1 itself."""
+    if shutil.which("prometheus") is None:
+        pytest.skip("prometheus not installed (Debian package prometheus)")
+    from exporter.demo.lab.prometheus import PrometheusServer
+    from tests.dashboard_queries import dashboard_queries
+    from tests.integration.test_dashboards_live import generate_rules
+    from tests.test_dashboards import metric_names
+
+    g = lab.g
+    if value(lab.scrape(), "libreswan_connection_established", conn=CONN) == 0:
+        g.connect(1)  # run alone: the module's earlier tests did not connect anyone
+        eventually(
+            lambda: value(lab.scrape(), "libreswan_connection_established", conn=CONN) >= 1,
+            30,
+            "client 1 connected",
+        )
+    rules = generate_rules(
+        tmp_path / "rules",
+        {
+            "selectors": {"required_connections": f"xauth-psk|{CONN}"},
+            "required_connection_down": {"for": "2s"},
+        },
+    )
+    config = {
+        "rule_files": rules,
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "scrape_configs": [
+            {
+                "job_name": "l2tp-ipsec",
+                # A Libreswan round in the emulated guest (ipsec commands on one TCG
+                # vCPU) can take over a second: 2 s apart, 2 s to answer.
+                "scrape_interval": "2s",
+                "scrape_timeout": "2s",
+                "static_configs": [{"targets": [f"127.0.0.1:{g.exporter_port}"]}],
+            }
+        ],
+    }
+    # A query that reads strongswan_* and no libreswan_* is strongSwan-only (charon's
+    # uptime, pools, certificates, threads, counters plugin, event stream): nothing to
+    # show on a Libreswan server. Every other one reads libreswan_* or only
+    # daemon-neutral families (up, kernel, the exporter's own) and must have data.
+    queries = [
+        (where, expr)
+        for where, expr in dashboard_queries("overview.json")
+        if not (
+            any(n.startswith("strongswan_") for n in metric_names(expr))
+            and not any(n.startswith("libreswan_") for n in metric_names(expr))
+        )
+    ]
+    assert len(queries) >= 25, queries
+    t0 = time.monotonic()
+    with PrometheusServer(json.dumps(config)) as prom:
+        prom.wait_for('libreswan_up{job="l2tp-ipsec"} == 1', 60)
+        # Traffic while Prometheus watches, so the rates move.
+        g.traffic(1, count=10, size=500)
+        prom.wait_for(f'increase(libreswan_connection_bytes_total{{conn="{CONN}"}}[1m]) > 0', 60)
+        firing = prom.wait_for(
+            'ALERTS{alertname="LibreswanRequiredConnectionDown",alertstate="firing",'
+            'conn="xauth-psk"}',
+            60,
+        )
+        missing = [f"{where}: {expr}" for where, expr in queries if not prom.query(expr)]
+
+        def evaluated() -> list[dict[str, Any]] | None:
+            found = [r for grp in prom.api("rules")["groups"] for r in grp["rules"]]
+            return found if all(r["health"] != "unknown" for r in found) else None
+
+        evaluated_rules = eventually(evaluated, 30, "every rule evaluated once")
+        unhealthy = [
+            f"{r['name']}: {r['health']} {r.get('lastError', '')}"
+            for r in evaluated_rules
+            if r["health"] != "ok"
+        ]
+        # Every alert that fired at any time while Prometheus ran, and the share of
+        # scrapes that answered.
+        fired = prom.query('max_over_time(ALERTS{alertstate="firing"}[10m])')
+        scraped = prom.query('avg_over_time(up{job="l2tp-ipsec"}[10m])')
+    names = {a["metric"]["alertname"] for a in fired}
+    assert firing, "LibreswanRequiredConnectionDown for xauth-psk did not fire"
+    assert not [a["metric"] for a in fired if a["metric"].get("conn") == CONN], fired
+    assert not [n for n in names if n.startswith("Strongswan")], names
+    assert not missing, "queries without data:\n" + "\n".join(missing)
+    assert len(evaluated_rules) > 30 and not unhealthy, unhealthy
+    sys.stderr.write(
+        f"\noverview on prometheus: {len(queries)} queries with data, "
+        f"{len(evaluated_rules)} rules ok, fired {sorted(names)}, "
+        f"up {[x['value'][1] for x in scraped]}, "
+        f"{time.monotonic() - t0:.0f} s\n"
+    )
+
+
 def _client_vici(n: int) -> str:
     return f"unix:///tmp/vmlab/c{n}/run/charon.vici"
 
@@ -348,100 +446,3 @@ def test_pluto_restarted_under_the_exporter(lab: Lab) -> None:
     # The client's SA died with pluto: counted as a drop once the exporter sees it gone.
     text = lab.scrape()
     assert value(text, "libreswan_ipsec_sa_events_total", conn=CONN, event="down") == 4
-
-
-def test_overview_dashboard_and_rules_on_a_real_prometheus(lab: Lab, tmp_path: Path) -> None:
-    """Debian's prometheus on the host scrapes the guest's exporter every second (through
-    the port the lab forwards) with the project's rules loaded: every query of
-    dashboards/overview.json that is not strongSwan-only returns data; every rule
-    evaluates without error; LibreswanRequiredConnectionDown fires for `xauth-psk`, made
-    a required connection here and with no client, not for `l2tp-psk` (required too, one
-    client connected); no Strongswan* alert is even pending. Last in the module: it
-    connects its own client, so it also runs alone (`-k`)."""
-    if shutil.which("prometheus") is None:
-        pytest.skip("prometheus not installed (Debian package prometheus)")
-    from exporter.demo.lab.prometheus import PrometheusServer
-    from tests.dashboard_queries import dashboard_queries
-    from tests.integration.test_dashboards_live import generate_rules
-    from tests.test_dashboards import metric_names
-
-    g = lab.g
-    g.connect(1)
-    eventually(
-        lambda: value(lab.scrape(), "libreswan_connection_established", conn=CONN) >= 1,
-        30,
-        "client 1 connected",
-    )
-    rules = generate_rules(
-        tmp_path / "rules",
-        {
-            "selectors": {"required_connections": f"xauth-psk|{CONN}"},
-            "required_connection_down": {"for": "2s"},
-        },
-    )
-    config = {
-        "rule_files": rules,
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "scrape_configs": [
-            {
-                "job_name": "l2tp-ipsec",
-                # A Libreswan round in the emulated guest (ipsec commands on one TCG
-                # vCPU) can take over a second: 2 s apart, 2 s to answer.
-                "scrape_interval": "2s",
-                "scrape_timeout": "2s",
-                "static_configs": [{"targets": [f"127.0.0.1:{g.exporter_port}"]}],
-            }
-        ],
-    }
-    # A query that reads strongswan_* and no libreswan_* is strongSwan-only (charon's
-    # uptime, pools, certificates, threads, counters plugin, event stream): nothing to
-    # show on a Libreswan server. Every other one reads libreswan_* or only
-    # daemon-neutral families (up, kernel, the exporter's own) and must have data.
-    queries = [
-        (where, expr)
-        for where, expr in dashboard_queries("overview.json")
-        if not (
-            any(n.startswith("strongswan_") for n in metric_names(expr))
-            and not any(n.startswith("libreswan_") for n in metric_names(expr))
-        )
-    ]
-    assert len(queries) >= 25, queries
-    t0 = time.monotonic()
-    with PrometheusServer(json.dumps(config)) as prom:
-        prom.wait_for('libreswan_up{job="l2tp-ipsec"} == 1', 60)
-        # Traffic while Prometheus watches, so the rates move.
-        g.traffic(1, count=10, size=500)
-        prom.wait_for(f'increase(libreswan_connection_bytes_total{{conn="{CONN}"}}[1m]) > 0', 60)
-        firing = prom.wait_for(
-            'ALERTS{alertname="LibreswanRequiredConnectionDown",alertstate="firing",'
-            'conn="xauth-psk"}',
-            60,
-        )
-        missing = [f"{where}: {expr}" for where, expr in queries if not prom.query(expr)]
-
-        def evaluated() -> list[dict[str, Any]] | None:
-            found = [r for grp in prom.api("rules")["groups"] for r in grp["rules"]]
-            return found if all(r["health"] != "unknown" for r in found) else None
-
-        evaluated_rules = eventually(evaluated, 30, "every rule evaluated once")
-        unhealthy = [
-            f"{r['name']}: {r['health']} {r.get('lastError', '')}"
-            for r in evaluated_rules
-            if r["health"] != "ok"
-        ]
-        # Every alert that fired at any time while Prometheus ran, and the share of
-        # scrapes that answered.
-        fired = prom.query('max_over_time(ALERTS{alertstate="firing"}[10m])')
-        scraped = prom.query('avg_over_time(up{job="l2tp-ipsec"}[10m])')
-    names = {a["metric"]["alertname"] for a in fired}
-    assert firing, "LibreswanRequiredConnectionDown for xauth-psk did not fire"
-    assert not [a["metric"] for a in fired if a["metric"].get("conn") == CONN], fired
-    assert not [n for n in names if n.startswith("Strongswan")], names
-    assert not missing, "queries without data:\n" + "\n".join(missing)
-    assert len(evaluated_rules) > 30 and not unhealthy, unhealthy
-    sys.stderr.write(
-        f"\noverview on prometheus: {len(queries)} queries with data, "
-        f"{len(evaluated_rules)} rules ok, fired {sorted(names)}, "
-        f"up {[x['value'][1] for x in scraped]}, "
-        f"{time.monotonic() - t0:.0f} s\n"
-    )

@@ -34,10 +34,18 @@ def test_a_small_lab_is_listed_every_sa_refresh_min_and_its_bytes_are_that_fresh
 ) -> None:
     lab = make_lab(["nycmesh", "nycmesh"])
     exp = start_exporter(lab.server_uri)  # defaults: auto, 10 s to 10 min
-    scrape = exp.wait_for(lambda s: s.value("strongswan_sa_listing_interval_seconds") is not None)
+    # After a listing (the interval is there from the start, the duration after the
+    # first). The very first round may be slow on a loaded machine (the exporter's start):
+    # a later one of two SAs takes milliseconds, and then the interval is the lower bound.
+    scrape = exp.wait_for(
+        lambda s: (
+            s.value("strongswan_sa_listing_duration_seconds") is not None
+            and s.value("strongswan_sa_listing_interval_seconds") == DEFAULTS.sa_refresh_min
+        ),
+        timeout=60,
+    )
     duration = scrape.value("strongswan_sa_listing_duration_seconds")
-    assert duration is not None and 0 < duration < 0.1, duration  # two SAs: milliseconds
-    assert scrape.value("strongswan_sa_listing_interval_seconds") == DEFAULTS.sa_refresh_min
+    assert duration is not None and 0 < duration <= 0.1, duration  # two SAs: milliseconds
     before = child_bytes_in(exp.scrape())
     assert lab.clients[0].ping(5) == 5
     sent = time.monotonic()

@@ -93,7 +93,11 @@ class CharonView:
         self._listed_at: float | None = None
         self._ok = False
         self._error = "not asked yet"
+        #: Wakes the round loop early (a listing asked for, or a reload that may change
+        #: when the next listing is due).
         self._wake = asyncio.Event()
+        #: A listing was asked for now (the stream reconnected, charon moved).
+        self._listing_asked = False
         #: A listing was asked for (_request_refresh) and none has succeeded since.
         self._listing_owed = False
         self._lock = asyncio.Lock()
@@ -238,6 +242,7 @@ class CharonView:
 
     def _request_refresh(self) -> None:
         """Refresh now (the event stream was lost, or charon moved: what did we miss?)."""
+        self._listing_asked = True
         self._wake.set()
 
     def reconfigure(self, options: StrongswanOptions) -> None:
@@ -248,7 +253,9 @@ class CharonView:
         self._sa_refresh_interval = options.sa_refresh_interval
         self._sa_refresh_bounds = (options.sa_refresh_min, options.sa_refresh_max)
         if self.background:
-            self._wake.set()  # the next listing may be due sooner now
+            # Recompute when the next listing is due (it may be sooner now); a reload
+            # alone asks for no listing, which costs charon seconds at thousands of SAs.
+            self._wake.set()
         # The caps; what is tracked stays.
         self._sa_table.max_sas = options.max_sas
         if self._ledger is not None:
@@ -302,7 +309,7 @@ class CharonView:
             age is None
             or age >= self.listing_interval()
             or self._listing_owed
-            or self._wake.is_set()
+            or self._listing_asked
         )
 
     async def _run(self) -> None:
@@ -311,6 +318,7 @@ class CharonView:
             # Cleared before the round: a _request_refresh() while it runs (the event
             # stream lost) must start the next round at once, not wait for the interval.
             self._wake.clear()
+            self._listing_asked = False
             listed_before = self._listed_at
             if list_sas:
                 self._listing_owed = False

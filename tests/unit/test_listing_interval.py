@@ -5,6 +5,7 @@ gives the CHILD SA counts; a fixed interval is honoured as set."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 from pathlib import Path
 
@@ -95,3 +96,27 @@ async def test_a_slow_listing_puts_the_next_one_off_and_a_fast_one_brings_it_nea
     assert min(gaps[1:]) >= 0.05 - EPSILON, gaps
     # A fast round (25 ms on a loaded machine at worst) brings the next listing near.
     assert min(gaps[1:]) < 2.5, gaps
+
+
+async def test_a_reload_lists_only_when_its_new_interval_is_due(tmp_path: Path) -> None:
+    """A reload (every SIGHUP hands the view its options) asks for no listing of its own
+    (thousands of SAs cost charon seconds); one that shortens the interval is honoured at
+    once, not after the refresh interval's hour."""
+    async with FakeViciServer(tmp_path / "charon.vici") as charon:
+        settings = settings_for(
+            charon.path, refresh_interval=3600, sa_refresh_interval=3600, events=False
+        )
+        runtime = Runtime(settings)
+        runtime.start()
+        try:
+            await charon.wait_until(lambda: charon.count("list-sas") == 1)
+            for _ in range(3):
+                runtime.charon.reconfigure(settings.strongswan)
+                await asyncio.sleep(0.1)
+            assert charon.count("list-sas") == 1, "a reload alone listed"
+            assert charon.count("version") >= 2, "the reload did not wake the round loop"
+            shorter = dataclasses.replace(settings.strongswan, sa_refresh_interval=0.05)
+            runtime.charon.reconfigure(shorter)
+            await charon.wait_until(lambda: charon.count("list-sas") >= 3, timeout=5)
+        finally:
+            await runtime.close()

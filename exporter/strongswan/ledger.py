@@ -168,6 +168,15 @@ class EndedChild:
 
 
 @dataclass(slots=True)
+class EndedIke:
+    """An IKE SA that is over (a tombstone): late reports of it are recognised, and an SA
+    established after it under the same uniqueid is a restarted charon's."""
+
+    at: float
+    wall: float
+
+
+@dataclass(slots=True)
 class PendingDown:
     key: PeerKey
     at: float
@@ -226,7 +235,7 @@ class SaLedger:
         self._ike_by_peer: dict[PeerKey, set[str]] = defaultdict(set)
         self._children_of: dict[str, set[str]] = defaultdict(set)
         # Tombstones in the order they were made, so expiry pops from the front.
-        self._ended_ike: OrderedDict[str, float] = OrderedDict()
+        self._ended_ike: OrderedDict[str, EndedIke] = OrderedDict()
         self._ended_children: OrderedDict[str, EndedChild] = OrderedDict()
         self._pending: dict[PeerKey, list[PendingDown]] = defaultdict(list)
         #: IKEv1 IKE SAs gone with CHILD SAs under them, by uniqueid (see ADOPTION_WAIT).
@@ -331,7 +340,7 @@ class SaLedger:
             else:
                 del self._recent_ups[key]
         horizon = now - self.tombstone_seconds
-        while self._ended_ike and next(iter(self._ended_ike.values())) < horizon:
+        while self._ended_ike and next(iter(self._ended_ike.values())).at < horizon:
             self._ended_ike.popitem(last=False)
         while self._ended_children and next(iter(self._ended_children.values())).ended_at < horizon:
             self._ended_children.popitem(last=False)
@@ -437,7 +446,7 @@ class SaLedger:
         self._went_down(held.live.key, uniqueid, certain=True, wall=held.wall)
 
     def _tombstone_ike(self, uniqueid: str) -> None:
-        self._ended_ike[uniqueid] = self.clock()
+        self._ended_ike[uniqueid] = EndedIke(self.clock(), self._wall())
         if len(self._ended_ike) > self.max_sas:
             self._ended_ike.popitem(last=False)
 
@@ -564,6 +573,8 @@ class SaLedger:
         """One event of charon's stream, decoded (`charon_events.decode_event`)."""
         match event:
             case IkeUp(sas):
+                if any(self._reused(sa, announced=True) for sa in sas):
+                    self._uniqueids_restarted()
                 for sa in sas:
                     self._ike_up(sa, count=True)
             case IkeDown(sas):
@@ -638,6 +649,10 @@ class SaLedger:
             elif abs(charon_start - self._charon_start) > START_TIME_JITTER_SECONDS:
                 self._charon_restarted()
                 self._charon_start = charon_start
+        sas = list(sas)
+        if any(self._reused(sa, announced=False) for sa in sas):
+            self._uniqueids_restarted()
+            self._charon_start = charon_start
         count = self._baseline
         seen_ike: set[str] = set()
         seen_children: set[str] = set()
@@ -675,6 +690,36 @@ class SaLedger:
         self._recent_ups = _compacted(self._recent_ups)
         self._user_active = _compacted(self._user_active)
         self._user_ended = _compacted(self._user_ended)
+
+    def _reused(self, sa: IkeSA, announced: bool) -> bool:
+        """Whether `sa` is another IKE SA than the one the ledger knew by its uniqueid:
+        charon counts uniqueids from 1 again after a restart, and a restart within
+        START_TIME_JITTER_SECONDS of the last start does not show in `stats`.
+
+        `announced`: `sa` comes from its own ike-updown up event, which charon sends once
+        per IKE SA, so one for an SA that already ended is a new SA; a listing may still
+        show an ended SA (it was asked for before the SA went), so there only an SA
+        established clearly after the old one ended is a new one."""
+        live = self.ike.get(sa.uniqueid)
+        if live is not None:
+            return live.conn != sa.conn  # an SA never changes its connection
+        ended = self._ended_ike.get(sa.uniqueid)
+        if ended is None:
+            return False
+        if announced:
+            return True
+        return (
+            sa.state in IKE_UP_STATES
+            and sa.established_at is not None
+            and sa.established_at > ended.wall + START_TIME_JITTER_SECONDS
+        )
+
+    def _uniqueids_restarted(self) -> None:
+        """A restarted charon shown by a reused uniqueid (not by its start time): what
+        the ledger held is the old charon's; the next listing's start time is the new
+        baseline."""
+        self._charon_restarted()
+        self._charon_start = None
 
     def _charon_restarted(self) -> None:
         """Every SA of the old charon is gone (each a drop, counted once), and uniqueids

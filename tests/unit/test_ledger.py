@@ -47,10 +47,14 @@ def replay(name: str, clock: Clock, ledger: SaLedger | None = None) -> SaLedger:
     data = recorded(name)
     ledger = ledger or new_ledger(clock)
     ledger.reconcile(parse_ike_sas(data["list-sas-before"], RECORDED_NOW), clock())
-    for event in data["events"]:
+    replay_events(name, clock, ledger)
+    return ledger
+
+
+def replay_events(name: str, clock: Clock, ledger: SaLedger) -> None:
+    for event in recorded(name)["events"]:
         clock.now += 0.05
         ledger.apply(decoded(event["event"], event["message"]))
-    return ledger
 
 
 def settle(ledger: SaLedger, clock: Clock) -> None:
@@ -266,6 +270,56 @@ def test_start_time_wobble_is_not_a_restart() -> None:
         ledger.reconcile(sas, clock(), charon_start=start)
     settle(ledger, clock)
     assert nonzero(ledger.ike_events) == {}
+
+
+def test_a_restart_within_the_start_time_wobble_is_told_by_reused_uniqueids() -> None:
+    """charon restarted a second after its start (a crash loop, a quick `systemctl
+    restart`): `stats` cannot tell, but its new SAs reuse the old SAs' uniqueids. Seen in
+    the netns lab (test_server_restart_mid_run): the new SAs were taken for the old ones'
+    tombstones, and neither their ups nor their traffic counted."""
+    clock = Clock()
+    ledger = replay("up", clock)  # the up events of charon's SAs 1 and 2
+    ledger.reconcile(
+        parse_ike_sas(recorded("up")["list-sas-before"], RECORDED_NOW), clock(), 1000.0
+    )
+    clock.now += 1
+    ledger.reconcile([], clock(), charon_start=1001.0)  # the new charon, no SA yet
+    settle(ledger, clock)
+    ups = dict(nonzero(ledger.ike_events))
+    assert ups == {("nycmesh", "up"): 1, ("ikev2-psk", "up"): 1} | {
+        ("nycmesh", "down"): 1,
+        ("ikev2-psk", "down"): 1,
+    }
+    # The clients come back: the new charon announces SAs 1 and 2 again.
+    replay_events("up", clock, ledger)
+    settle(ledger, clock)
+    assert ledger.ike_events[("nycmesh", "up")] == 2
+    assert ledger.ike_events[("ikev2-psk", "up")] == 2
+    assert ledger.ike_events[("nycmesh", "down")] == 1
+    assert set(ledger.ike) == {"1", "2"}
+
+
+def test_a_listing_tells_a_reused_uniqueid_by_when_the_sa_was_established() -> None:
+    clock = Clock()
+    ledger = new_ledger(clock)  # its wall clock stands at RECORDED_NOW
+    sas = parse_ike_sas(load_answers(VICI / "remote-access").list_sas, RECORDED_NOW)
+    ledger.reconcile(sas, clock(), charon_start=1000.0)
+    before = ledger.traffic_totals()
+    clock.now += 1
+    ledger.reconcile([], clock(), charon_start=1001.0)  # gone, restart not seen
+    settle(ledger, clock)
+    # A listing asked before they went still shows them (established long ago): late.
+    ledger.reconcile(sas, clock() - 5, charon_start=1000.0)
+    assert ledger.ike_events.get(("nycmesh", "up"), 0) == 0
+    # The same uniqueids established a minute after they ended: a new charon's SAs.
+    later = parse_ike_sas(load_answers(VICI / "remote-access").list_sas, RECORDED_NOW + 60)
+    ledger.reconcile(later, clock(), charon_start=1000.0)
+    settle(ledger, clock)
+    assert ledger.ike_events[("nycmesh", "up")] == 3
+    assert ledger.ike_events[("nycmesh", "down")] == 3
+    after = ledger.traffic_totals()
+    for key, traffic in before.items():
+        assert after[key].bytes_in == 2 * traffic.bytes_in
 
 
 # ---- the cap (issue 14, item 6): a flood of new SAs is counted, not kept -------------------

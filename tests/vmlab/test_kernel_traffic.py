@@ -193,23 +193,33 @@ def test_bytes_are_in_the_next_scrape_exactly_as_the_kernel_counts_them(lab: Lab
     )
     ((_, age),) = samples(first.text, "strongswan_kernel_traffic_age_seconds")
     assert age < 5  # the kernel gives the counts, read at this scrape
-    sent_at = time.monotonic()
-    for n in CLIENT_IPS:
-        r = g.traffic(n, count=20, size=1000 * n)
-        assert r["rc"] == 0, r["output"]
-    reading = lab.read()
-    took = time.monotonic() - sent_at
-    # No listing since before the traffic: the numbers below are the kernel's.
-    listing_age = value(reading.text, "strongswan_sa_listing_age_seconds")
-    assert listing_age > took, (listing_age, took)
+    # No listing between the traffic and the scrape, so the numbers below can only be the
+    # kernel's. Listings besides the 10-minute one do happen: the event stream's first
+    # subscription lists once more, and on a loaded CI host a late liveness answer makes
+    # it reconnect and list (a clean CI run saw one 0.1 s into the traffic). So the
+    # traffic is sent again when a listing fell inside it, three tries at most.
+    listed_inside = []
+    for _ in range(3):
+        sent_at = time.monotonic()
+        for n in CLIENT_IPS:
+            r = g.traffic(n, count=20, size=1000 * n)
+            assert r["rc"] == 0, r["output"]
+        reading = lab.read()
+        took = time.monotonic() - sent_at
+        listing_age = value(reading.text, "strongswan_sa_listing_age_seconds")
+        if listing_age > took:
+            break
+        listed_inside.append((listing_age, took))
+    else:
+        pytest.fail(f"a listing fell inside every try (age, took): {listed_inside}")
     assert value(reading.text, "strongswan_kernel_traffic_age_seconds") < 5
     totals = {"in": [0, 0], "out": [0, 0]}
     for n, ip in CLIENT_IPS.items():
         inbound, outbound = reading.pair(ip)
         child = reading.child_of(ip)
         user = user_of(reading.text, ip)
-        # Each client's pings: 20 echo requests in, 20 replies out, of 1028 IP bytes and
-        # more, inside PPP, L2TP, UDP and ESP.
+        # Each client's pings (each try): 20 echo requests in, 20 replies out, of 1028 IP
+        # bytes and more, inside PPP, L2TP, UDP and ESP.
         assert inbound.bytes > 20 * (1000 * n + 28) and outbound.bytes > 20 * (1000 * n + 28)
         for direction, state in (("in", inbound), ("out", outbound)):
             labels = {"uniqueid": child, "direction": direction}

@@ -137,7 +137,12 @@ def datasource_variable() -> dict[str, Any]:
     }
 
 
-def query_variable(name: str, label: str, query: str, *, multi: bool = True) -> dict[str, Any]:
+def query_variable(
+    name: str, label: str, query: str, *, multi: bool = True, all_value: str = ".*"
+) -> dict[str, Any]:
+    """A multi-select query variable with "All". `all_value` is what "All" sends: `.+` for
+    job and instance (grafana/dashboard-linter's template-job-rule and
+    template-instance-rule; every series has both labels), `.*` for the others."""
     return {
         "name": name,
         "label": label,
@@ -150,7 +155,7 @@ def query_variable(name: str, label: str, query: str, *, multi: bool = True) -> 
         "refresh": 2,  # on time range change: servers and connections come and go
         "includeAll": multi,
         "multi": multi,
-        "allValue": ".*" if multi else None,
+        "allValue": all_value if multi else None,
         "sort": 1,
         "regex": "",
     }
@@ -172,9 +177,12 @@ def textbox_variable(name: str, label: str, default: str, description: str) -> d
 def server_variables() -> list[dict[str, Any]]:
     return [
         datasource_variable(),
-        query_variable("job", "Job", f"label_values({{{DAEMON_UP}}}, job)"),
+        query_variable("job", "Job", f"label_values({{{DAEMON_UP}}}, job)", all_value=".+"),
         query_variable(
-            "instance", "Server", f'label_values({{{DAEMON_UP}, job=~"$job"}}, instance)'
+            "instance",
+            "Server",
+            f'label_values({{{DAEMON_UP}, job=~"$job"}}, instance)',
+            all_value=".+",
         ),
     ]
 
@@ -217,6 +225,7 @@ def overview() -> tuple[dict[str, Any], list[Panel]]:
             q(f'sum by (instance) (strongswan_child_sas{{{SEL}, state="INSTALLED"}} or libreswan_ipsec_sas{{{SEL}}})', "CHILD/IPsec SAs {{instance}}"),
             q(f"sum by (instance) (l2tp_tunnels{{{SEL}}})", "L2TP tunnels {{instance}}"),
             q(f"sum by (instance) (ppp_interfaces{{{SEL}}})", "ppp interfaces {{instance}}"),
+            description="Per server over time: established IKE SAs, installed CHILD SAs (Libreswan: IPsec SAs), kernel L2TP tunnels and ppp interfaces (one per connected L2TP client).",
         ),
         timeseries(
             "Drops, rekeys and new SAs per minute",
@@ -273,12 +282,13 @@ def overview() -> tuple[dict[str, Any], list[Panel]]:
             q(f"sum by (instance, spi) (rate(xfrm_state_replay_errors_total{{{SEL}}}{RATE}))", "replay {{spi}} {{instance}}"),
             q(f"sum by (instance, spi) (rate(xfrm_state_replay_window_errors_total{{{SEL}}}{RATE}))", "replay window {{spi}} {{instance}}"),
             width=8, unit="pps",
+            description="Per SA (SPI) from the kernel's XFRM state statistics: packets that failed the integrity check (wrong key, corruption), replayed packets, packets outside the replay window.",
         ),
         timeseries(
             "XFRM states and policies",
             q(f"sum by (instance, proto, mode) (xfrm_states{{{SEL}}})", "states {{proto}} {{mode}} {{instance}}"),
             q(f"sum by (instance, direction) (xfrm_policies{{{SEL}}})", "policies {{direction}} {{instance}}"),
-            width=8,
+            width=8, description="The kernel's IPsec SAs (XFRM states) by protocol and mode, and its policies by direction: an L2TP/IPsec client has a transport-mode ESP state each way.",
         ),
         timeseries(
             "ppp throughput",
@@ -291,7 +301,7 @@ def overview() -> tuple[dict[str, Any], list[Panel]]:
             q(f"sum by (instance) (rate(l2tp_tunnel_receive_errors_total{{{SEL}}}{RATE}) + rate(l2tp_tunnel_transmit_errors_total{{{SEL}}}{RATE}))", "L2TP {{instance}}"),
             q(f"sum by (instance) (rate(ppp_interface_receive_errors_total{{{SEL}}}{RATE}) + rate(ppp_interface_transmit_errors_total{{{SEL}}}{RATE}))", "ppp errors {{instance}}"),
             q(f"sum by (instance) (rate(ppp_interface_receive_drops_total{{{SEL}}}{RATE}) + rate(ppp_interface_transmit_drops_total{{{SEL}}}{RATE}))", "ppp drops {{instance}}"),
-            unit="pps",
+            unit="pps", description="Receive and transmit errors of the kernel's L2TP tunnels, errors and drops of the ppp interfaces, per server.",
         ),
         row("Exporter"),
         timeseries(
@@ -299,11 +309,12 @@ def overview() -> tuple[dict[str, Any], list[Panel]]:
             q(f"l2tp_ipsec_exporter_collector_success{{{SEL}}}", "{{collector}} ok {{instance}}"),
             q(f"strongswan_event_stream_up{{{SEL}}}", "event stream {{instance}}"),
             width=8, defaults={"min": 0, "max": 1},
+            description="1 when a collector read its source in the scrape (0: the exporter logs why); charon's event stream up (strongSwan only).",
         ),
         timeseries(
             "Collector duration",
             q(f"l2tp_ipsec_exporter_collector_duration_seconds{{{SEL}}}", "{{collector}} {{instance}}"),
-            width=8, unit="s",
+            width=8, unit="s", description="Time each collector took in the scrape.",
         ),
         timeseries(
             "Series left out by the limit",
@@ -399,12 +410,13 @@ def users_and_sessions() -> tuple[dict[str, Any], list[Panel]]:
             "All configured connections",
             instant(f"strongswan_connection_established{{{CONN}}} * on (job, instance, conn) group_left (version) strongswan_connection_configured{{{CONN}}} or libreswan_connection_established{{{CONN}}} * on (job, instance, conn) group_left (version, kind) libreswan_connection_configured{{{CONN}}}"),
             width=12,
+            description="Every connection the IKE daemon has loaded, with its IKE version (Libreswan: and kind, template or permanent) and its established IKE SAs now.",
             transformations=merge_tables(["__name__", "job"], {"Value": "established IKE SAs"}),
         ),
         timeseries(
             "Established IKE SAs per connection",
             q(f"sum by (instance, conn) (strongswan_connection_established{{{CONN}}} or libreswan_connection_established{{{CONN}}})", "{{conn}} ({{instance}})"),
-            width=8,
+            width=8, description="Established IKE SAs of each connection (the Connection variable) over time.",
         ),
         timeseries(
             "CHILD SAs per connection and state",
@@ -581,7 +593,7 @@ def users() -> tuple[dict[str, Any], list[Panel]]:
             "Logins tracked and sessions without a login",
             q(f"l2tp_ipsec_users_tracked{{{SEL}}}", "tracked {{instance}}"),
             q(f"l2tp_ipsec_sessions_without_login{{{SEL}}}", "without a login {{instance}}"),
-            width=8,
+            width=8, description="Logins the exporter keeps counters for, and connected sessions it cannot put a login on (their traffic is in no login's counters), per server.",
         ),
         timeseries(
             "Logins forgotten per hour",
@@ -617,7 +629,7 @@ def probes() -> tuple[dict[str, Any], list[Panel]]:
         row("Results"),
         stat(
             "Success now", q(f"probe_success{{{PROBE}}}", "{{instance}} {{module}}"),
-            width=8, defaults={"mappings": [{"type": "value", "options": {
+            width=8, description="The latest probe of each target and module: OK or FAIL.", defaults={"mappings": [{"type": "value", "options": {
                 "0": {"text": "FAIL", "color": "red", "index": 0},
                 "1": {"text": "OK", "color": "green", "index": 1}}}]},
         ),
@@ -625,6 +637,7 @@ def probes() -> tuple[dict[str, Any], list[Panel]]:
             "Success over the time range", q(f"avg_over_time(probe_success{{{PROBE}}}[$__range])", "{{instance}} {{module}}"),
             width=8, unit="percentunit",
             defaults={"thresholds": thresholds((None, "red"), (0.95, "orange"), (0.999, "green"))},
+            description="Share of the probes within the dashboard's time range that succeeded.",
         ),
         Panel(
             "bargauge", "Failures by phase over the time range",
@@ -634,7 +647,7 @@ def probes() -> tuple[dict[str, Any], list[Panel]]:
         ),
         Panel(
             "state-timeline", "Success", [q(f"probe_success{{{PROBE}}}", "{{instance}} {{module}}")],
-            width=24, height=6,
+            width=24, height=6, description="Each target and module's probe result over time.",
             defaults={"mappings": [{"type": "value", "options": {
                 "0": {"text": "FAIL", "color": "red", "index": 0},
                 "1": {"text": "OK", "color": "green", "index": 1}}}]},
@@ -642,35 +655,44 @@ def probes() -> tuple[dict[str, Any], list[Panel]]:
         timeseries(
             "Failed phase", q(f"probe_failed_phase{{{PROBE}}} == 1", "{{instance}} {{module}} {{phase}}"),
             width=24, height=6, options={"legend": {"displayMode": "table", "placement": "right"}},
+            description="The phase a failing probe failed in (probe_failed_phase), over time.",
         ),
         row("Timings"),
-        timeseries("Probe duration", q(f"probe_duration_seconds{{{PROBE}}}", "{{instance}} {{module}}"), unit="s"),
+        timeseries("Probe duration", q(f"probe_duration_seconds{{{PROBE}}}", "{{instance}} {{module}}"), unit="s",
+                   description="Wall time of the whole probe."),
         timeseries(
             "Phase durations", q(f"probe_phase_duration_seconds{{{PROBE}}}", "{{instance}} {{module}} {{phase}}"),
             unit="s", defaults={"custom": {"stacking": {"mode": "normal", "group": "A"}, "drawStyle": "bars", "fillOpacity": 60}},
+            description="Time spent in each phase that ran, stacked.",
         ),
         timeseries(
             "IKE round trip", q(f"probe_ike_rtt_seconds{{{PROBE}}}", "{{instance}} {{module}}"),
-            unit="s", width=8,
+            unit="s", width=8, description="Round trip of the IKE request the responder answered.",
         ),
         timeseries(
             "LCP echo round trip through the tunnel", q(f"probe_login_lcp_echo_rtt_seconds{{{PROBE}}}", "{{instance}} {{module}}"),
-            unit="s", width=8,
+            unit="s", width=8, description="Login modules: round trip of a PPP LCP echo through the L2TP/IPsec tunnel the probe built.",
         ),
         timeseries(
             "Login left charon clean", q(f"probe_login_teardown_clean{{{PROBE}}}", "{{instance}} {{module}}"),
             width=8, defaults={"min": 0, "max": 1},
+            description="Login modules: 1 when the probe left charon as it found it (its SAs gone).",
         ),
         table(
             "How the IKE responder answered",
             instant(f"probe_ike_answer_info{{{PROBE}}}"),
-            width=24, transformations=merge_tables(["__name__", "Value"], {}),
+            width=24, description="The IKE responder's answer to the latest probe: proposal accepted, a notify (which one), a cookie, silence, unreachable or malformed.", transformations=merge_tables(["__name__", "Value"], {}),
         ),
     ]  # fmt: skip
     variables = [
         datasource_variable(),
-        query_variable("job", "Job", "label_values(probe_success, job)"),
-        query_variable("instance", "Target", 'label_values(probe_success{job=~"$job"}, instance)'),
+        query_variable("job", "Job", "label_values(probe_success, job)", all_value=".+"),
+        query_variable(
+            "instance",
+            "Target",
+            'label_values(probe_success{job=~"$job"}, instance)',
+            all_value=".+",
+        ),
         query_variable(
             "module",
             "Module",

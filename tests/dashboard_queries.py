@@ -30,8 +30,8 @@ VARIABLE_VALUES = {
     "__rate_interval": "20s",
     "__interval": "5s",
     "__range": "10m",
-    "job": ".*",
-    "instance": ".*",
+    "job": ".+",  # the allValue of job and instance (grafana/dashboard-linter)
+    "instance": ".+",
     "conn": ".*",
     "module": ".*",
     "user": ".*",

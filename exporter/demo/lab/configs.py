@@ -24,7 +24,10 @@ SECRETS = (PSK, XAUTH_PASSWORD, SITE_B_PSK)
 SERVER_ADDR = "10.99.0.1"
 SUBNET_PREFIX = 24
 CLIENT_BASE = 10  # clients are 10.99.0.10, .11, ...
-SITE_B_PEER = "10.99.0.250"  # inside the lab subnet, but nobody answers there
+SITE_B_PEER = "10.99.0.250"  # inside the lab subnet; nobody answers there unless a test
+# adds the peer gateway (Lab.add_site_peer), which has SITE_B_SUBNET_HOST inside its site
+SITE_B_SUBNET = "10.99.250.0/24"
+SITE_B_SUBNET_HOST = "10.99.250.1"
 TUNNEL_TARGET = "10.99.200.1"  # a /32 on the server's lo, the far end of every tunnel
 POOLS = {"nycmesh-pool": "10.99.100.0/24", "ikev2-pool": "10.99.101.0/24"}
 
@@ -175,7 +178,7 @@ connections {{
     children {{
       site-b {{
         local_ts = {TUNNEL_TARGET}/32
-        remote_ts = 10.99.250.0/24
+        remote_ts = {SITE_B_SUBNET}
         esp_proposals = {ESP_PROPOSALS}
         start_action = none
       }}
@@ -256,6 +259,43 @@ secrets {{
   xauth-self {{
     id = {XAUTH_USER}
     secret = {XAUTH_PASSWORD}
+  }}
+}}
+"""
+
+
+def site_peer_swanctl_conf() -> str:
+    """The far end of ``site-b`` (on SITE_B_PEER): a gateway that initiates the
+    site-to-site connection with its own PSK (lab.add_site_peer)."""
+    return f"""\
+connections {{
+  site-b {{
+    version = 2
+    local_addrs = {SITE_B_PEER}
+    remote_addrs = {SERVER_ADDR}
+    proposals = {IKE_PROPOSALS}
+    local {{
+      auth = psk
+      id = {SITE_B_PEER}
+    }}
+    remote {{
+      auth = psk
+      id = {SERVER_ADDR}
+    }}
+    children {{
+      site-b {{
+        local_ts = {SITE_B_SUBNET}
+        remote_ts = {TUNNEL_TARGET}/32
+        esp_proposals = {ESP_PROPOSALS}
+        start_action = none
+      }}
+    }}
+  }}
+}}
+secrets {{
+  ike-site-b {{
+    id = {SERVER_ADDR}
+    secret = {SITE_B_PSK}
   }}
 }}
 """

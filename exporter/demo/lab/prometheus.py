@@ -30,9 +30,13 @@ def free_loopback_port() -> int:
 
 
 def scrape_config(
-    targets: list[str], interval: str = "1s", rule_files: list[str] | None = None
+    targets: list[str],
+    interval: str = "1s",
+    rule_files: list[str] | None = None,
+    alertmanagers: list[str] | None = None,
 ) -> str:
-    """A config scraping the exporter(s) as job `l2tp-ipsec`; YAML is a JSON superset."""
+    """A config scraping the exporter(s) as job `l2tp-ipsec`, sending alerts to
+    ``alertmanagers`` (host:port) if given; YAML is a JSON superset."""
     config: dict[str, Any] = {
         "global": {"scrape_interval": interval, "evaluation_interval": interval},
         "scrape_configs": [
@@ -46,6 +50,8 @@ def scrape_config(
     }
     if rule_files:
         config["rule_files"] = rule_files
+    if alertmanagers:
+        config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": alertmanagers}]}]}
     return json.dumps(config, indent=2)
 
 

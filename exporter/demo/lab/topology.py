@@ -15,6 +15,8 @@ from exporter.demo.lab import certs, netns, traffic
 from exporter.demo.lab.base import BRIDGE, NamespaceLab
 from exporter.demo.lab.charon import Charon, CharonError
 from exporter.demo.lab.configs import (
+    SITE_B_PEER,
+    SITE_B_SUBNET_HOST,
     SUBNET_PREFIX,
     TUNNEL_TARGET,
     ClientShape,
@@ -22,6 +24,7 @@ from exporter.demo.lab.configs import (
     Kernel,
     client_swanctl_conf,
     server_swanctl_conf,
+    site_peer_swanctl_conf,
 )
 
 
@@ -67,6 +70,25 @@ class Client:
         return self.charon.child_bytes()
 
 
+@dataclass
+class SitePeer:
+    """The gateway at the far end of the server's site-to-site connection ``site-b``
+    (SITE_B_PEER), in its own namespace: it brings the link up and down."""
+
+    netns: str
+    charon: Charon
+    conn: str = "site-b"
+    connected: bool = field(default=False)
+
+    def connect(self, timeout: float = 15.0) -> None:
+        self.charon.initiate(self.conn, self.conn, timeout=timeout)
+        self.connected = True
+
+    def disconnect(self) -> None:
+        self.charon.terminate(self.conn)
+        self.connected = False
+
+
 class Lab(NamespaceLab):
     """A server charon on 10.99.0.1 and clients on 10.99.0.10+i, each in its own netns.
 
@@ -91,6 +113,7 @@ class Lab(NamespaceLab):
         self._initial_clients = list(clients)
         self._connect = connect
         self.clients: list[Client] = []
+        self.site_peer: SitePeer | None = None
 
     @property
     def server_socket(self) -> Path:
@@ -99,7 +122,8 @@ class Lab(NamespaceLab):
     # -- lifecycle ---------------------------------------------------------------------------
 
     def charons(self) -> list[Charon]:
-        return [c.charon for c in self.clients] + [self.server]
+        peer = [self.site_peer.charon] if self.site_peer is not None else []
+        return [c.charon for c in self.clients] + peer + [self.server]
 
     def _build(self) -> None:
         """Build the network, start and configure the server, add and connect clients."""
@@ -142,6 +166,21 @@ class Lab(NamespaceLab):
         charon.load(client_swanctl_conf(shape))
         return client
 
+    def add_site_peer(self) -> SitePeer:
+        """The peer of ``site-b`` on the bridge (address SITE_B_PEER), its charon loaded
+        but not connected: ``lab.site_peer.connect()`` brings the link up."""
+        assert self.site_peer is None, "the lab has one site-b peer"
+        name = f"{self.prefix}site"
+        self._namespace(name)
+        netns.add_veth(self.server_ns, "site", name, "eth0", bridge_a=BRIDGE)
+        netns.add_address(name, "eth0", f"{SITE_B_PEER}/{SUBNET_PREFIX}")
+        netns.add_loopback_address(name, SITE_B_SUBNET_HOST)  # the site's inside
+        charon = Charon("site", name, self.workdir / "site", kernel="kernel-libipsec", server=False)
+        self.site_peer = SitePeer(name, charon)
+        charon.start()
+        charon.load(site_peer_swanctl_conf())
+        return self.site_peer
+
     def connect_all(self, *, check: bool = True) -> list[bool]:
         """Connect every client that is not connected, in parallel (one thread each)."""
         todo = [c for c in self.clients if not c.connected]
@@ -150,4 +189,4 @@ class Lab(NamespaceLab):
 
     def logs(self) -> dict[str, str]:
         """Each charon's log text, by name (for failing tests and the demo)."""
-        return {c.name: c.log_text() for c in [self.server] + [x.charon for x in self.clients]}
+        return {c.name: c.log_text() for c in [self.server, *self.charons()[:-1]]}

@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from exporter.demo import run as demo_run
+from exporter.demo.lab.alertmanager import find_binary
 from tests.conftest import REPO, Scrape, exporter_argv, exporter_env, free_port
 
 pytestmark = pytest.mark.lab
@@ -84,13 +86,46 @@ def check_prometheus(output: Any, deadline: float) -> None:
     raise AssertionError("the demo's Prometheus never scraped the exporter")
 
 
+def check_alert_delivery(output: Any, deadline: float) -> None:
+    """The demo's Alertmanager gets the never-up site-b's alert from its Prometheus, and
+    the demo prints the notification its recorder received."""
+    import json
+    import urllib.request
+
+    output.seek(0)
+    match = re.search(rb"alertmanager: (http://127\.0\.0\.1:\d+)", output.read())
+    assert match, "the demo printed no Alertmanager URL"
+    base = match.group(1).decode()
+    alerts: list[Any] = []
+    printed = False
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(base + "/api/v2/alerts", timeout=5) as response:
+            alerts = [
+                a for a in json.load(response)
+                if a["labels"]["alertname"] == "StrongswanRequiredConnectionDown"
+            ]  # fmt: skip
+        output.seek(0)
+        printed = re.search(
+            rb"alert notification: \[FIRING:1\] StrongswanRequiredConnectionDown "
+            rb"127\.0\.0\.1:\d+ to pager: Connection site-b is down",
+            output.read(),
+        ) is not None  # fmt: skip
+        if alerts and printed:
+            break
+        time.sleep(1)
+    assert [a["labels"]["conn"] for a in alerts] == ["site-b"], alerts
+    assert printed, "the demo did not print the notification"
+
+
 def test_demo_serves_moving_metrics_and_cleans_up(lab_available: Any) -> None:
     before = (namespaces(), lab_processes(), temp_entries())
     port = free_port()
     with_prometheus = shutil.which("prometheus") is not None
+    with_alertmanager = with_prometheus and find_binary() is not None
     args = exporter_argv(
         "demo", "--web.listen-address", f"127.0.0.1:{port}", "--churn-interval", "0.5",
-        "--seed", "7", *(["--with-prometheus"] if with_prometheus else []),
+        "--seed", "7", "--required-down-for", "3s",
+        *(["--with-prometheus"] if with_prometheus else []),
     )  # fmt: skip
     with tempfile.TemporaryFile() as output:
         proc = subprocess.Popen(args, cwd=REPO, env=exporter_env(), stdout=output, stderr=output)
@@ -119,6 +154,8 @@ def test_demo_serves_moving_metrics_and_cleans_up(lab_available: Any) -> None:
             assert moving is not None, "traffic and event counters did not move"
             if with_prometheus:
                 check_prometheus(output, deadline)
+            if with_alertmanager:
+                check_alert_delivery(output, time.monotonic() + 60)
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -163,3 +200,14 @@ def test_demo_names_missing_debian_packages() -> None:
     assert result.returncode == 1
     assert "strongswan-swanctl" in result.stderr
     assert "apt-get install prometheus" in result.stderr
+
+
+def test_demo_goes_on_without_alertmanager_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(demo_run, "find_binary", lambda: None)
+    delivery = demo_run.AlertDelivery()
+    problem = delivery.start()
+    assert problem is not None
+    assert "apt-get install prometheus-alertmanager" in problem
+    assert "goes on without alert delivery" in problem
+    assert delivery.server is None and delivery.recorder is None
+    delivery.stop()

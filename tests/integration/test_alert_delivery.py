@@ -108,18 +108,23 @@ def stack(make_lab: Any, start_exporter: Any, tmp_path: Path) -> Iterator[dict[s
         with AlertmanagerServer(yaml.safe_dump(am_config)) as am:
             config = scrape_config([target], "1s", rules, [am.address])
             with PrometheusServer(config) as prom:
-                try:
-                    yield {
-                        "lab": lab, "peer": peer, "prom": prom, "am": am,
-                        "recorder": recorder, "instance": target,
-                    }  # fmt: skip
-                except BaseException:
-                    print("alertmanager log:\n" + am.log_text()[-5000:])
-                    print("prometheus log:\n" + prom.log_text()[-5000:])
-                    raise
+                yield {
+                    "lab": lab, "peer": peer, "prom": prom, "am": am,
+                    "recorder": recorder, "instance": target,
+                }  # fmt: skip
 
 
 def test_alert_delivery_end_to_end(stack: dict[str, Any]) -> None:
+    try:
+        _deliver(stack)
+    except BaseException:
+        # Prometheus' and Alertmanager's logs go with the failure (the fixture removes them).
+        print("alertmanager log:\n" + stack["am"].log_text()[-5000:])
+        print("prometheus log:\n" + stack["prom"].log_text()[-5000:])
+        raise
+
+
+def _deliver(stack: dict[str, Any]) -> None:
     lab, peer, prom = stack["lab"], stack["peer"], stack["prom"]
     recorder: WebhookRecorder = stack["recorder"]
     instance: str = stack["instance"]

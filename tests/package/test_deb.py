@@ -282,6 +282,18 @@ def test_lintian_reports_no_errors_or_warnings(installed: Installed) -> None:
 
 def test_files_where_an_operator_looks(installed: Installed) -> None:
     root = installed.root
+    expected = [
+        f"usr/bin/{PKG}",
+        f"usr/lib/sysusers.d/{PKG}.conf",
+        f"etc/ppp/ip-up.d/{PKG}",
+        f"etc/ppp/ip-down.d/{PKG}",
+        f"etc/{PKG}/config.yml",
+        f"etc/default/{PKG}",
+        f"lib/systemd/system/{PKG}.service",
+        f"usr/share/man/man1/{PKG}.1.gz",
+    ]
+    missing = [path for path in expected if not (root / path).exists()]
+    assert not missing, f"not installed: {missing}"
     wrapper = root / "usr/bin" / PKG
     assert os.access(wrapper, os.X_OK)
     assert f"/usr/lib/{PKG}/bin/python3.11" in wrapper.read_text()

@@ -426,3 +426,22 @@ def test_systemd_analyze_verify_installed_unit(installed: Installed) -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert unit.name not in result.stderr, result.stderr
+
+
+def test_reinstall_then_purge_leaves_nothing(installed: Installed) -> None:
+    """Last (it removes the package): the upgrade path's prerm/postinst (a reinstall) and
+    a purge, after which none of the package's paths is left — the bytecode postinst
+    compiled included, which dpkg alone would leave behind."""
+    root = installed.root
+    deb = f"/tmp/{installed.built.deb.name}"
+    chroot(root, "dpkg", "-i", deb)
+    venv = root / "usr/lib" / PKG
+    assert list((venv / "lib/python3.11/site-packages/exporter").glob("__pycache__/*.pyc"))
+    chroot(root, "apt-get", "purge", "-y", "-qq", PKG)
+    paths = [
+        f"usr/lib/{PKG}", f"usr/bin/{PKG}", f"etc/{PKG}", f"etc/default/{PKG}",
+        f"etc/ppp/ip-up.d/{PKG}", f"etc/ppp/ip-down.d/{PKG}",
+        f"lib/systemd/system/{PKG}.service", f"usr/lib/sysusers.d/{PKG}.conf",
+    ]  # fmt: skip
+    left = [path for path in paths if (root / path).exists()]
+    assert not left, left

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO
+from typing import Any
 
 from exporter.demo.lab import process
 from exporter.demo.lab.prometheus import free_loopback_port
@@ -214,7 +214,6 @@ class AlertmanagerServer:
         self.binary = binary or find_binary() or BINARIES[0]
         self.workdir = Path(tempfile.mkdtemp(prefix="l2x-am-"))
         self._proc: subprocess.Popen[bytes] | None = None
-        self._log: BinaryIO | None = None
 
     @property
     def url(self) -> str:
@@ -227,30 +226,17 @@ class AlertmanagerServer:
     def start(self, timeout: float = 30.0) -> AlertmanagerServer:
         config_file = self.workdir / "alertmanager.yml"
         config_file.write_text(self.config)
-        self._log = (self.workdir / "alertmanager.log").open("wb")
-        self._proc = subprocess.Popen(
-            [
-                self.binary,
-                f"--config.file={config_file}",
-                f"--storage.path={self.workdir / 'data'}",
-                f"--web.listen-address={self.address}",
-                "--cluster.listen-address=",
-            ],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise AlertmanagerError(f"alertmanager exited: {self.log_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as response:
-                    if response.status == 200:
-                        return self
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise AlertmanagerError(f"alertmanager not ready in {timeout} s: {self.log_text()[-2000:]}")
+        argv = [
+            self.binary,
+            f"--config.file={config_file}",
+            f"--storage.path={self.workdir / 'data'}",
+            f"--web.listen-address={self.address}",
+            "--cluster.listen-address=",
+        ]
+        log = self.workdir / "alertmanager.log"
+        ready = f"{self.url}/-/ready"
+        self._proc = process.start_until_ready(argv, log, ready, timeout, AlertmanagerError)
+        return self
 
     def log_text(self) -> str:
         path = self.workdir / "alertmanager.log"
@@ -276,8 +262,6 @@ class AlertmanagerServer:
     def stop(self) -> None:
         if self._proc is not None:
             process.stop(self._proc)
-        if self._log is not None:
-            self._log.close()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> AlertmanagerServer:

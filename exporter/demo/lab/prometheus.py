@@ -72,30 +72,17 @@ class PrometheusServer:
     def start(self, timeout: float = 30.0) -> PrometheusServer:
         config_file = self.workdir / "prometheus.yml"
         config_file.write_text(self.config)
-        log = (self.workdir / "prometheus.log").open("wb")
-        self._proc = subprocess.Popen(
-            [
-                self.binary,
-                f"--config.file={config_file}",
-                f"--storage.tsdb.path={self.workdir / 'data'}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
-                "--web.enable-lifecycle",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise PrometheusError(f"prometheus exited: {self.log_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as response:
-                    if response.status == 200:
-                        return self
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise PrometheusError(f"prometheus not ready in {timeout} s: {self.log_text()[-2000:]}")
+        argv = [
+            self.binary,
+            f"--config.file={config_file}",
+            f"--storage.tsdb.path={self.workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--web.enable-lifecycle",
+        ]
+        log = self.workdir / "prometheus.log"
+        ready = f"{self.url}/-/ready"
+        self._proc = process.start_until_ready(argv, log, ready, timeout, PrometheusError)
+        return self
 
     def log_text(self) -> str:
         path = self.workdir / "prometheus.log"

@@ -294,6 +294,18 @@ def test_files_where_an_operator_looks(installed: Installed) -> None:
     ]
     missing = [path for path in expected if not (root / path).exists()]
     assert not missing, f"not installed: {missing}"
+    # What Prometheus, Alertmanager and Grafana are pointed at, as the repository has it.
+    shipped = {
+        "alerts": sorted(
+            [p.name for p in (REPO / "alerts").glob("*.rules.yml")] + ["alertmanager.example.yml"]
+        ),
+        "dashboards": sorted(p.name for p in (REPO / "dashboards").glob("*.json")),
+    }
+    for folder, names in shipped.items():
+        there = root / "usr/share" / PKG / folder
+        assert sorted(p.name for p in there.iterdir()) == names, folder
+        for name in names:
+            assert (there / name).read_bytes() == (REPO / folder / name).read_bytes(), name
     wrapper = root / "usr/bin" / PKG
     assert os.access(wrapper, os.X_OK)
     assert f"/usr/lib/{PKG}/bin/python3.11" in wrapper.read_text()

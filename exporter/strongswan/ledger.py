@@ -574,7 +574,8 @@ class SaLedger:
         match event:
             case IkeUp(sas):
                 if any(self._reused(sa, announced=True) for sa in sas):
-                    self._uniqueids_restarted()
+                    # Its start time comes with the next listing.
+                    self._charon_restarted(start=None)
                 for sa in sas:
                     self._ike_up(sa, count=True)
             case IkeDown(sas):
@@ -647,12 +648,10 @@ class SaLedger:
             if self._charon_start is None:
                 self._charon_start = charon_start
             elif abs(charon_start - self._charon_start) > START_TIME_JITTER_SECONDS:
-                self._charon_restarted()
-                self._charon_start = charon_start
+                self._charon_restarted(charon_start)
         sas = list(sas)
         if any(self._reused(sa, announced=False) for sa in sas):
-            self._uniqueids_restarted()
-            self._charon_start = charon_start
+            self._charon_restarted(charon_start)
         count = self._baseline
         seen_ike: set[str] = set()
         seen_children: set[str] = set()
@@ -714,16 +713,12 @@ class SaLedger:
             and sa.established_at > ended.wall + START_TIME_JITTER_SECONDS
         )
 
-    def _uniqueids_restarted(self) -> None:
-        """A restarted charon shown by a reused uniqueid (not by its start time): what
-        the ledger held is the old charon's; the next listing's start time is the new
-        baseline."""
-        self._charon_restarted()
-        self._charon_start = None
-
-    def _charon_restarted(self) -> None:
+    def _charon_restarted(self, start: float | None) -> None:
         """Every SA of the old charon is gone (each a drop, counted once), and uniqueids
-        start again from 1: old tombstones must not hide the new charon's SAs."""
+        start again from 1: old tombstones must not hide the new charon's SAs. `start`:
+        the new charon's start time, the baseline for the next listings (None: unknown
+        yet, the next listing's is taken)."""
+        self._charon_start = start
         for child_id in list(self.children):
             self._child_end(child_id, None, "down", certain=True)
         for ike_id in list(self.ike):

@@ -126,3 +126,20 @@ def test_the_bench_runs_and_its_checks_pass(capsys: pytest.CaptureFixture[str]) 
     assert kernel_scale.main(["--clients", "3", "--scrapes", "1"]) == 0
     table = capsys.readouterr().out
     assert "| netlink | 3 |" in table and "| netlink-trixie | 3 |" in table
+    assert "| floor ÷ strongSwan |" in table
+
+
+def test_the_floor_walks_every_message_of_the_scrapes_dumps() -> None:
+    """The floor's walk reads each message of the dumps a scrape reads, no fewer (the
+    floor would be too low) and no more."""
+    rec = Recording.load("netlink")
+    cloned = clone(rec, N)
+    kernel = RecordedKernel(cloned, rec.l2tp_family)
+    expected = sum(len(getattr(cloned, name)) for name in kernel_scale.FLOOR_DUMPS)
+    assert expected > 10 * N
+    assert kernel_scale.floor_walk(kernel) == expected
+
+
+def test_the_floor_writes_every_sample() -> None:
+    lines = [('a_total{x="1"} ', 1.0), ("b ", 2)]
+    assert kernel_scale.floor_write(lines) == len('a_total{x="1"} 1.0\nb 2\n')

@@ -16,13 +16,14 @@ from __future__ import annotations
 import gzip
 import operator
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from prometheus_client import exposition
 from prometheus_client.core import Metric
 from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.utils import floatToGoString as _untyped_float_to_go
 
-from exporter.table_family import TableFamily
+from exporter.table_family import CreatedCounterTable, TableFamily
 
 # The same number format as prometheus_client ("1.0", "1.795580768e+09", "+Inf").
 floatToGoString: Callable[[float], str] = _untyped_float_to_go
@@ -68,13 +69,19 @@ def _fast(family: Metric) -> bool:
     )
 
 
-def _rows(family: TableFamily, out: list[str]) -> None:
+def _template(family: TableFamily, sample_name: str) -> tuple[str, Callable[..., Any] | None]:
+    """The line template of the family's rows (label names in order, as prometheus_client
+    writes them) and the getter that puts a row's values in that order (None: they are)."""
     labels = family.labels
-    # Written in label-name order, as prometheus_client does, with one template.
     order = sorted(range(len(labels)), key=labels.__getitem__)
     pairs = ",".join(f'{labels[i]}="%s"' for i in order)
-    template = f"{family.sample_name}{{{pairs}}} %s\n" if labels else f"{family.sample_name} %s\n"
+    template = f"{sample_name}{{{pairs}}} %s\n" if labels else f"{sample_name} %s\n"
     pick = operator.itemgetter(*order) if len(order) > 1 and order != sorted(order) else None
+    return template, pick
+
+
+def _rows(family: TableFamily, out: list[str]) -> None:
+    template, pick = _template(family, family.sample_name)
     for values, value in family.rows:
         if pick is not None:
             values = pick(values)
@@ -85,7 +92,29 @@ def _rows(family: TableFamily, out: list[str]) -> None:
         out.append(template % (values + (number(value),)))  # noqa: RUF005
 
 
-def _samples(family: Metric, out: list[str]) -> None:
+def _created_rows(family: CreatedCounterTable, out: list[str], with_totals: bool) -> None:
+    """The `_created` lines of the rows that have one, each after its `_total` line when
+    `with_totals` (OpenMetrics keeps a series' samples together)."""
+    total, pick = _template(family, family.sample_name)
+    created_template, _ = _template(family, family.created_name)
+    for (values, value), created in zip(family.rows, family.created, strict=True):
+        if created is None and not with_totals:
+            continue
+        if pick is not None:
+            values = pick(values)
+        joined = "".join(values)
+        if "\\" in joined or "\n" in joined or '"' in joined:
+            values = tuple(map(_value, values))
+        if with_totals:
+            out.append(total % (values + (number(value),)))  # noqa: RUF005
+        if created is not None:
+            out.append(created_template % (values + (number(created),)))  # noqa: RUF005
+
+
+def _samples(family: Metric, out: list[str], openmetrics: bool = False) -> None:
+    if isinstance(family, CreatedCounterTable) and openmetrics:
+        _created_rows(family, out, with_totals=True)
+        return
     if isinstance(family, TableFamily):
         _rows(family, out)
         return
@@ -120,6 +149,11 @@ def render_text(families: Iterable[Metric]) -> bytes:
         doc = family.documentation.replace("\\", r"\\").replace("\n", r"\n")
         out.append(f"# HELP {name} {doc}\n# TYPE {name} {kind}\n")
         _samples(family, out)
+        if isinstance(family, CreatedCounterTable) and any(c is not None for c in family.created):
+            # As prometheus_client: the creation times as a gauge family of their own.
+            created = family.created_name
+            out.append(f"# HELP {created} {doc}\n# TYPE {created} gauge\n")
+            _created_rows(family, out, with_totals=False)
     return "".join(out).encode()
 
 
@@ -136,7 +170,7 @@ def render_openmetrics(families: Iterable[Metric]) -> bytes:
         out.append(f"# HELP {family.name} {doc}\n# TYPE {family.name} {family.type}\n")
         if family.unit:
             out.append(f"# UNIT {family.name} {family.unit}\n")
-        _samples(family, out)
+        _samples(family, out, openmetrics=True)
     out.append("# EOF\n")
     return "".join(out).encode()
 

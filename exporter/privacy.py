@@ -16,7 +16,7 @@ from typing import Literal
 
 from prometheus_client.core import Metric
 
-from exporter.table_family import TableFamily
+from exporter.table_family import CreatedCounterTable, TableFamily
 
 Treatment = Literal["keep", "drop", "hash"]
 
@@ -116,7 +116,13 @@ class PrivacyFilter:
             if plan.get(name, "keep") != "drop"
         )
         hashed = [plan.get(name) == "hash" for name, _ in kept]
-        out = TableFamily(family.name, family.documentation, family.type, [n for n, _ in kept])
+        names = [n for n, _ in kept]
+        created: list[float | None] | None = None
+        if isinstance(family, CreatedCounterTable):
+            created = family.created
+            out: TableFamily = CreatedCounterTable(family.name, family.documentation, names)
+        else:
+            out = TableFamily(family.name, family.documentation, family.type, names)
         key = self.options.hash_key
         pseudonyms: dict[str, str] = {}  # one HMAC per distinct value, not per row
 
@@ -126,16 +132,24 @@ class PrivacyFilter:
             return pseudonyms[value]
 
         merged: dict[tuple[str, ...], float] = {}
-        for values, value in family.rows:
+        #: Creation time per row; a merged series has no one creation time.
+        created_of: dict[tuple[str, ...], float | None] = {}
+        for index, (values, value) in enumerate(family.rows):
             row = tuple(
                 hide(values[column]) if hash_it else values[column]
                 for (_, column), hash_it in zip(kept, hashed, strict=True)
             )
             if row in merged:
                 merged[row] = _merge(family.name, merged[row], value)
+                created_of[row] = None
             else:
                 merged[row] = value
-        out.extend(merged.items())
+                created_of[row] = created[index] if created is not None else None
+        if isinstance(out, CreatedCounterTable):
+            for row, value in merged.items():
+                out.add(row, value, created_of[row])
+        else:
+            out.extend(merged.items())
         return out
 
 

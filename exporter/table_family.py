@@ -54,6 +54,42 @@ class TableFamily(Metric):
             raise TypeError("a TableFamily takes rows through add()")
 
 
+class CreatedCounterTable(TableFamily):
+    """A counter table whose series may carry their creation time, written as
+    `CounterMetricFamily.add_metric(..., created=...)` writes it: a `_created` sample after
+    each `_total` one (OpenMetrics), or a `_created` gauge family after the counter's (text
+    0.0.4). `created` runs beside `rows`: one entry per row, None for a series without
+    one."""
+
+    def __init__(self, name: str, documentation: str, labels: Sequence[str]) -> None:
+        super().__init__(name, documentation, "counter", labels)
+        self.created: list[float | None] = []
+        self.created_name = name + "_created"
+
+    def add(self, values: tuple[str, ...], value: float, created: float | None = None) -> None:
+        self.rows.append((values, value))
+        self.created.append(created)
+
+    def extend(self, rows: Iterable[Row]) -> None:
+        raise TypeError("a CreatedCounterTable takes rows through add(), with their created")
+
+    @property
+    def samples(self) -> list[Sample]:
+        names = self.labels
+        out = []
+        for (values, value), created in zip(self.rows, self.created, strict=True):
+            labels = dict(zip(names, values, strict=True))
+            out.append(Sample(self.sample_name, labels, value))
+            if created is not None:
+                out.append(Sample(self.created_name, labels, created))
+        return out
+
+    @samples.setter
+    def samples(self, value: list[Sample]) -> None:
+        if value:
+            raise TypeError("a CreatedCounterTable takes rows through add()")
+
+
 def gauge_table(name: str, documentation: str, labels: Sequence[str]) -> TableFamily:
     return TableFamily(name, documentation, "gauge", labels)
 

@@ -14,10 +14,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
+from operator import attrgetter
 from pathlib import Path
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.samples import Sample
 
 from exporter.collectors.base import Collection
 from exporter.collectors.join import IkeSnapshot
@@ -30,7 +30,7 @@ from exporter.logins.ledger import LoginLedger
 from exporter.logins.model import LoginsView, LoginTotals
 from exporter.logins.options import LoginOptions
 from exporter.logins.records import EndedRecordReader
-from exporter.table_family import gauge_table
+from exporter.table_family import CreatedCounterTable, gauge_table
 
 log = logging.getLogger("exporter.collectors.users")
 
@@ -104,22 +104,10 @@ def render_users(
         ["user"],
     )
     counters = [
-        (CounterMetricFamily(name, text, labels=["user"]), attr, created(name))
+        (CreatedCounterTable(name, text, ["user"]), attr, created(name))
         for name, attr, text in COUNTERS
     ]
-    # The counters' samples built as `CounterMetricFamily.add_metric` builds them (a
-    # `_total` sample, then `_created` when given), without its per-call overhead: 7 per
-    # login, thousands per scrape.
-    appends = [
-        (
-            family.samples.append,
-            f"{family.name}_total",
-            f"{family.name}_created",
-            attr,
-            with_created,
-        )
-        for family, attr, with_created in counters
-    ]
+    adds = [(family.add, attrgetter(attr), with_created) for family, attr, with_created in counters]
     for t in totals:
         user = (t.login,)
         sessions.add(user, t.sessions)
@@ -127,11 +115,9 @@ def render_users(
             last_login.add(user, t.last_login)
         if t.last_logout is not None:
             last_logout.add(user, t.last_logout)
-        login, created_at = t.login, t.created
-        for append, total_name, created_name, attr, with_created in appends:
-            append(Sample(total_name, {"user": login}, getattr(t, attr)))
-            if with_created and created_at is not None:
-                append(Sample(created_name, {"user": login}, created_at))
+        created_at = t.created
+        for add, get, with_created in adds:
+            add(user, get(t), created_at if with_created else None)
     required = gauge_table(
         "l2tp_ipsec_required_login_up",
         "1 while a required login (--collector.users.required) has a session, else 0.",

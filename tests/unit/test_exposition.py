@@ -26,7 +26,7 @@ from exporter.scrape import Scraper
 from exporter.strongswan.fetch import assemble_snapshot
 from exporter.strongswan.ledger import SaLedger
 from exporter.strongswan.snapshot import ChildSA, IkeSA
-from exporter.table_family import TableFamily, counter_table, gauge_table
+from exporter.table_family import CreatedCounterTable, TableFamily, counter_table, gauge_table
 from tests.recordings import RECORDED_NOW, load_answers, scenarios
 from tests.reference import Families, floatToGoString, openmetrics_latest
 
@@ -79,7 +79,21 @@ def table_families() -> list[Metric]:
     gauge.extend([(("a",), 1.5), (("b",), float("nan")), (("c",), -7), (("d",), 999_999)])
     plain = gauge_table("x_single", "No labels.", [])
     plain.add((), 3)
-    return [traffic, gauge, plain, gauge_table("x_empty", "No rows yet.", ["conn"])]
+    logins = CreatedCounterTable("x_user_logins", "Logins.", ["user", "conn"])
+    logins.add(('al"ice\\', "rw"), 2, 1_764_745_060.25)
+    logins.add(("bob", "rw"), 0)  # a series without a creation time
+    logins.add(("carol", "rw"), 12_345_678, 1e9)
+    uncreated = CreatedCounterTable("x_user_logouts", "No creation times at all.", ["user"])
+    uncreated.add(("alice",), 1)
+    return [
+        traffic,
+        gauge,
+        plain,
+        gauge_table("x_empty", "No rows yet.", ["conn"]),
+        logins,
+        uncreated,
+        CreatedCounterTable("x_none", "No rows.", ["user"]),
+    ]
 
 
 def ledger_families() -> list[Metric]:

@@ -17,7 +17,7 @@ from exporter.config import StrongswanOptions
 from exporter.exposition import render_openmetrics, render_text
 from exporter.privacy import LABEL_KINDS, PrivacyFilter, PrivacyOptions, Treatment, pseudonym
 from exporter.strongswan.fetch import assemble_snapshot
-from exporter.table_family import TableFamily
+from exporter.table_family import CreatedCounterTable, TableFamily
 from tests.recordings import RECORDED_NOW, VICI_FIXTURES, load_answers, scenarios
 from tests.reference import privacy_per_sample
 from tests.unit.test_kernel_decode import (
@@ -218,3 +218,33 @@ def test_the_recordings_have_row_families_that_merge() -> None:
     merged = [f for f in PrivacyFilter(drop_all).apply(rows) if isinstance(f, TableFamily)]
     assert len(merged) == len(rows)
     assert sum(len(f.rows) for f in merged) < sum(len(f.rows) for f in rows)
+
+
+def _logins() -> CreatedCounterTable:
+    logins = CreatedCounterTable("l2tp_ipsec_user_logins", "Logins.", ["user"])
+    logins.add(("alice",), 2, 1_764_745_060.0)
+    logins.add(("bob",), 1, 1_764_745_070.0)
+    logins.add(("carol",), 4)  # no creation time
+    return logins
+
+
+def test_hashed_users_keep_their_series_creation_times() -> None:
+    """The users' counters (a table with `_created`): hashing the user keeps each series
+    and its creation time, as the per-sample path does."""
+    options = PrivacyOptions(defaults={"users": "hash"}, hash_key=KEY)
+    (got,) = PrivacyFilter(options).apply([_logins()])
+    (reference,) = privacy_per_sample(options, [_logins()])
+    assert isinstance(got, CreatedCounterTable)
+    assert render_openmetrics([got]) == render_openmetrics([reference])
+    assert render_text([got]) == render_text([reference])
+    assert got.created == [1_764_745_060.0, 1_764_745_070.0, None]
+
+
+def test_dropped_users_merge_into_a_series_without_a_creation_time() -> None:
+    """Dropping the user merges every login into one series, which has no one creation
+    time (the per-sample path would add the times up)."""
+    options = PrivacyOptions(defaults={"users": "drop"})
+    (got,) = PrivacyFilter(options).apply([_logins()])
+    assert isinstance(got, CreatedCounterTable)
+    assert got.rows == [((), 7)]
+    assert "_created" not in render_openmetrics([got]).decode()

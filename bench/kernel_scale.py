@@ -72,11 +72,17 @@ from bench.render import ACCEPT, cloned_list_sas  # noqa: E402
 from exporter.collectors.base import Collector  # noqa: E402
 from exporter.collectors.kernel import build_kernel_collectors  # noqa: E402
 from exporter.collectors.strongswan import StrongswanCollector  # noqa: E402
+from exporter.collectors.strongswan_kernel_traffic import (  # noqa: E402
+    _counts,
+    _reqid,
+    index_states,
+)
 from exporter.collectors.users import LoginTracker, UsersCollector  # noqa: E402
 from exporter.config import StrongswanOptions  # noqa: E402
 from exporter.http import RenderCache  # noqa: E402
 from exporter.kernel.options import KernelOptions  # noqa: E402
 from exporter.kernel.source import KernelSource  # noqa: E402
+from exporter.kernel.model import XfrmSnapshot  # noqa: E402
 from exporter.logins.options import LoginOptions  # noqa: E402
 from exporter.scrape import Scraper  # noqa: E402
 from exporter.strongswan.snapshot import StrongswanSnapshot  # noqa: E402
@@ -697,14 +703,71 @@ class SteppingClock:
         self.offset += self.step
 
 
+def inbound_direction(rec: Recording) -> int:
+    """Which of the template client's two SAs (`spi(i, d)`) is the one to the server."""
+    msgs = split(rec.raw["xfrm-getsa"])
+    client, server = ip4(rec.client), ip4(rec.server)
+    id_daddr = NLMSG.size + SA_ADDRESSES[2]
+    templates = [
+        m
+        for m in msgs
+        if msg_type(m) == XFRM_MSG_NEWSA
+        and any(m[NLMSG.size + o : NLMSG.size + o + 4] == client for o in SA_ADDRESSES)
+    ]
+    (inbound,) = [d for d, m in enumerate(templates) if m[id_daddr : id_daddr + 4] == server]
+    return inbound
+
+
+def with_kernel_children(answer: list[Any], rec: Recording) -> list[Any]:
+    """The cloned `list-sas` answer with each CHILD SA named as the kernel clones hold it:
+    IKE SA i's CHILD SA gets client i's SPIs and reqid and the recording's server as local
+    host, so the strongSwan collector's kernel traffic finds both its states."""
+    inbound = inbound_direction(rec)
+    for i, entry in enumerate(answer):
+        ((_conn, sa),) = entry.items()
+        sa["local-host"] = rec.server
+        ((_name, child),) = sa["child-sas"].items()
+        child["spi-in"] = f"{spi(i, inbound):08x}"
+        child["spi-out"] = f"{spi(i, 1 - inbound):08x}"
+        child["reqid"] = str(ids(i))
+    return answer
+
+
+def both_directions_joined(view: CharonView, xfrm: XfrmSnapshot, n: int) -> list[str]:
+    """A problem unless each of the N CHILD SAs finds its state in both directions (one
+    found would already give it kernel counts, and a dump half as costly to join)."""
+    snapshot = view.current()
+    if snapshot is None:
+        return ["the strongSwan view has no snapshot"]
+    index = index_states(xfrm.states)
+    both = sum(
+        1
+        for sa in snapshot.ike_sas
+        for child in sa.children
+        if _counts(index, child.spi_in, "esp", sa.local_host, _reqid(child)) is not None
+        and _counts(index, child.spi_out, "esp", sa.remote_host, _reqid(child)) is not None
+    )
+    return [] if both == n else [f"{both} of {n} CHILD SAs found their two XFRM states"]
+
+
 @contextlib.asynccontextmanager
-async def strongswan_exporter(n: int, series_limit: int) -> Any:
+async def strongswan_exporter(
+    n: int, series_limit: int, kernel: tuple[Recording, KernelSource] | None = None
+) -> Any:
     """`bench/render.py`'s strongSwan side: the recorded `list-sas` answer cloned to `n`
     IKE SAs (remote hosts `public_address(i)`), listed once by the real `CharonView` from
-    the tests' fake VICI server; yields the strongSwan collector's scraper and the view."""
+    the tests' fake VICI server; yields the strongSwan collector's scraper and the view.
+
+    With `kernel` (a source over the recorded kernel, served): the collector as on a
+    server whose charon puts its CHILD SAs in the kernel, reading their traffic from the
+    XFRM dump at each scrape, the CHILD SAs named as the clones hold them."""
     options = StrongswanOptions(series_limit=series_limit)
     recording = ViciRecording.scenario("remote-access")
     recording.streams["list-sas"] = cloned_list_sas(recording.streams["list-sas"], n)
+    if kernel is not None:
+        recording.streams["list-sas"] = with_kernel_children(
+            recording.streams["list-sas"], kernel[0]
+        )
     with tempfile.TemporaryDirectory() as folder:
         async with FakeViciServer(Path(folder) / "charon.vici", recording) as charon:
             view = CharonView(charon.address, 30.0, options)
@@ -713,8 +776,10 @@ async def strongswan_exporter(n: int, series_limit: int) -> Any:
                 if not view.up:
                     raise RuntimeError(f"the fake charon did not answer: {view.error}")
                 scraper = Scraper(series_limit=series_limit)
-                scraper.add(StrongswanCollector(view, options, limiter=scraper.limiter))
-                yield scraper, view
+                source = kernel[1] if kernel is not None else None
+                collector = StrongswanCollector(view, options, scraper.limiter, source)
+                scraper.add(collector)
+                yield scraper, view, collector
             finally:
                 await view.close()
                 await charon.wait_until(lambda: not charon.open_connections)
@@ -880,6 +945,8 @@ class Row:
     #: The collectors the issue names (ppp, l2tp, xfrm, sessions) together, sharing dumps.
     named: list[Scrape]
     floor: Floor
+    #: The strongSwan collector reading its CHILD SAs' traffic from the kernel.
+    strongswan_kernel: list[Scrape]
 
 
 ALONE = ("ppp", "l2tp", "xfrm", "sessions", "users")
@@ -963,7 +1030,7 @@ async def measure_floor(exp: KernelExporter, repeat: int) -> Floor:
 
 
 async def measure(rec: Recording, n: int, scrapes: int, series_limit: int, profile: bool) -> Row:
-    async with strongswan_exporter(n, series_limit) as (strongswan, view):
+    async with strongswan_exporter(n, series_limit) as (strongswan, view, _):
         ike = view.current
         swan = await timed(strongswan, scrapes)
         listing = []
@@ -976,6 +1043,15 @@ async def measure(rec: Recording, n: int, scrapes: int, series_limit: int, profi
             problems = await check_counts(exp, n, ike_users=True)
             kernel = await timed(exp.scraper, scrapes, exp.clock.next_scrape)
             kernel_peak = await peak_allocation(exp.scraper, exp.clock.next_scrape)
+            # The strongSwan collector as on a kernel-netlink server: its CHILD SAs'
+            # traffic from the XFRM dump of the same recorded kernel at each scrape.
+            served = (rec, exp.source)
+            async with strongswan_exporter(n, series_limit, served) as (swan_k, view_k, collector):
+                swan_kernel = await timed(swan_k, scrapes, exp.clock.next_scrape)
+                problems += both_directions_joined(view_k, await exp.source.xfrm(), n)
+                joined = len(collector._kernel_counts)
+                if joined != n:
+                    problems.append(f"kernel traffic for {joined} of {n} CHILD SAs")
             if profile:
                 profiler = cProfile.Profile()
                 profiler.enable()
@@ -992,7 +1068,18 @@ async def measure(rec: Recording, n: int, scrapes: int, series_limit: int, profi
             named = await timed(exp.scraper, scrapes, exp.clock.next_scrape)
             floor = await measure_floor(exp, max(5, scrapes))
     return Row(
-        rec.name, n, kernel, alone, swan, listing, kernel_peak, swan_peak, problems, named, floor
+        rec.name,
+        n,
+        kernel,
+        alone,
+        swan,
+        listing,
+        kernel_peak,
+        swan_peak,
+        problems,
+        named,
+        floor,
+        swan_kernel,
     )
 
 
@@ -1039,19 +1126,21 @@ def format_row(row: Row) -> str:
 
 
 FLOOR_HEADER = (
-    "| recording | clients | strongSwan CPU p50 ms "
-    "| ppp + l2tp + xfrm + sessions CPU p50 ms (÷ strongSwan) | users alone, CPU p50 ms "
+    "| recording | clients | strongSwan CPU p50 ms: snapshot only / with kernel traffic "
+    "| ppp + l2tp + xfrm + sessions CPU p50 ms (÷ strongSwan: snapshot only / with kernel "
+    "traffic) | users alone, CPU p50 ms "
     "| floor, walk: messages, CPU p50 ms | floor, write: samples, CPU p50 ms "
-    "| floor ÷ strongSwan |\n"
+    "| floor ÷ strongSwan snapshot only |\n"
     "|---|---:|---:|---:|---:|---:|---:|---:|"
 )
 
 
 def format_floor_row(row: Row) -> str:
-    swan, named = cpu(row.strongswan), cpu(row.named)
+    swan, swan_k, named = cpu(row.strongswan), cpu(row.strongswan_kernel), cpu(row.named)
     walk, write = p50(row.floor.walk), p50(row.floor.write)
     return (
-        f"| {row.recording} | {row.clients:,} | {ms(swan)} | {ms(named)} ({named / swan:.1f}) "
+        f"| {row.recording} | {row.clients:,} | {ms(swan)} / {ms(swan_k)} "
+        f"| {ms(named)} ({named / swan:.1f} / {named / swan_k:.1f}) "
         f"| {ms(cpu(row.alone['users']))} | {row.floor.messages:,}, {ms(walk)} "
         f"| {row.floor.samples:,}, {ms(write)} | {(walk + write) / swan:.2f} |"
     )

@@ -126,7 +126,7 @@ def test_the_bench_runs_and_its_checks_pass(capsys: pytest.CaptureFixture[str]) 
     assert kernel_scale.main(["--clients", "3", "--scrapes", "1"]) == 0
     table = capsys.readouterr().out
     assert "| netlink | 3 |" in table and "| netlink-trixie | 3 |" in table
-    assert "| floor ÷ strongSwan |" in table
+    assert "| floor ÷ strongSwan snapshot only |" in table
 
 
 def test_the_floor_walks_every_message_of_the_scrapes_dumps() -> None:

@@ -80,9 +80,9 @@ from exporter.collectors.strongswan_kernel_traffic import (  # noqa: E402
 from exporter.collectors.users import LoginTracker, UsersCollector  # noqa: E402
 from exporter.config import StrongswanOptions  # noqa: E402
 from exporter.http import RenderCache  # noqa: E402
+from exporter.kernel.model import XfrmSnapshot  # noqa: E402
 from exporter.kernel.options import KernelOptions  # noqa: E402
 from exporter.kernel.source import KernelSource  # noqa: E402
-from exporter.kernel.model import XfrmSnapshot  # noqa: E402
 from exporter.logins.options import LoginOptions  # noqa: E402
 from exporter.scrape import Scraper  # noqa: E402
 from exporter.strongswan.snapshot import StrongswanSnapshot  # noqa: E402

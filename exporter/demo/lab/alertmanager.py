@@ -107,6 +107,10 @@ def local_config(
 # -- the receiver ------------------------------------------------------------------------------
 
 
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 @dataclass(frozen=True)
 class Notification:
     """One POST from Alertmanager: which receiver (the URL's last part) and its JSON."""
@@ -121,18 +125,20 @@ class Notification:
 
     @property
     def alerts(self) -> list[dict[str, Any]]:
-        alerts: list[dict[str, Any]] = self.body.get("alerts", [])
-        return alerts
+        """The alerts that are JSON objects (anything else a sender put there is left out:
+        the demo prints what it can, it does not fail on a stray POST)."""
+        alerts = self.body.get("alerts", [])
+        return [a for a in alerts if isinstance(a, dict)] if isinstance(alerts, list) else []
 
     @property
     def alertnames(self) -> set[str]:
-        return {a["labels"].get("alertname", "") for a in self.alerts}
+        return {str(_mapping(a.get("labels")).get("alertname", "")) for a in self.alerts}
 
     def summary_line(self) -> str:
-        labels = self.body.get("commonLabels", {})
+        labels = _mapping(self.body.get("commonLabels"))
         names = ", ".join(sorted(self.alertnames))
         summaries = "; ".join(
-            sorted({a.get("annotations", {}).get("summary", "") for a in self.alerts})
+            sorted({str(_mapping(a.get("annotations")).get("summary", "")) for a in self.alerts})
         )
         where = labels.get("instance", "")
         head = f"[{self.status.upper()}:{len(self.alerts)}] {names} {where}"
@@ -156,6 +162,8 @@ class WebhookRecorder:
                 try:
                     body = json.loads(raw)
                 except ValueError:
+                    body = None
+                if not isinstance(body, dict):  # not Alertmanager's: kept as text
                     body = {"unparsed": raw.decode(errors="replace")}
                 recorder._record(Notification(self.path.rsplit("/", 1)[-1], body, time.time()))
                 self.send_response(200)

@@ -174,6 +174,17 @@ class Script:
         return out
 
 
+#: charon log lines that say why an SA ended or an exchange was given up (shown when the
+#: counts differ: a server that gave up on a live client under load ends an SA no
+#: client action ended).
+SA_END_WORDS = ("giving up", "retransmit", "deleting", "closing", "reauth", "destroying")
+
+
+def sa_ends(log_text: str, limit: int = 200) -> str:
+    lines = [line for line in log_text.splitlines() if any(w in line for w in SA_END_WORDS)]
+    return "\n".join(lines[-limit:])
+
+
 def server_sas_of(lab: Any, address: str) -> Any:
     def listed() -> list[dict[str, Any]]:
         return [
@@ -235,7 +246,11 @@ def test_churn_counts_every_drop_and_rekey_the_clients_caused(
     except AssertionError:
         last = exp.scrape()
         got = {conn: grown(counts(last, conn), start[conn]) for conn in wanted}
-        raise AssertionError(f"exporter {got}\nclients {dict(wanted)}\nlog {log}") from None
+        raise AssertionError(
+            f"exporter {got}\nclients {dict(wanted)}\nlog {log}\n"
+            f"slow tunnels {[(x.client.netns, x.slow_tunnel) for x in scripts]}\n"
+            f"server's SA ends and give-ups:\n{sa_ends(lab.server.log_text())}"
+        ) from None
     for conn in wanted:
         assert established(s, conn) == CLIENTS.count(conn)
     slow = {x.client.netns: x.slow_tunnel for x in scripts if x.slow_tunnel}

@@ -400,17 +400,23 @@ def _swap_addresses(buf: bytearray, offsets: Sequence[int], old: bytes, new: byt
             buf[at : at + 4] = new
 
 
+def template_states(rec: Recording) -> list[bytes]:
+    """The template client's SA messages, in dump order (direction d is `spi(i, d)`)."""
+    client = ip4(rec.client)
+    return [
+        m
+        for m in split(rec.raw["xfrm-getsa"])
+        if msg_type(m) == XFRM_MSG_NEWSA
+        and any(m[NLMSG.size + o : NLMSG.size + o + 4] == client for o in SA_ADDRESSES)
+    ]
+
+
 def clone_states(rec: Recording, n: int) -> tuple[list[bytes], dict[int, int]]:
     """The SA dump with the template client's two ESP SAs as 2N (client i's address,
     SPIs and reqid, traffic counts that differ); and each template SPI's direction."""
     msgs = split(rec.raw["xfrm-getsa"])
     client = ip4(rec.client)
-    states = [m for m in msgs if msg_type(m) == XFRM_MSG_NEWSA]
-
-    def involves(m: bytes) -> bool:
-        return any(m[NLMSG.size + o : NLMSG.size + o + 4] == client for o in SA_ADDRESSES)
-
-    templates = [m for m in states if involves(m)]
+    templates = template_states(rec)
     direction = {
         struct.unpack_from(">I", m, NLMSG.size + SA_SPI)[0]: d for d, m in enumerate(templates)
     }
@@ -705,15 +711,9 @@ class SteppingClock:
 
 def inbound_direction(rec: Recording) -> int:
     """Which of the template client's two SAs (`spi(i, d)`) is the one to the server."""
-    msgs = split(rec.raw["xfrm-getsa"])
-    client, server = ip4(rec.client), ip4(rec.server)
+    server = ip4(rec.server)
     id_daddr = NLMSG.size + SA_ADDRESSES[2]
-    templates = [
-        m
-        for m in msgs
-        if msg_type(m) == XFRM_MSG_NEWSA
-        and any(m[NLMSG.size + o : NLMSG.size + o + 4] == client for o in SA_ADDRESSES)
-    ]
+    templates = template_states(rec)
     (inbound,) = [d for d, m in enumerate(templates) if m[id_daddr : id_daddr + 4] == server]
     return inbound
 

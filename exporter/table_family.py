@@ -41,17 +41,20 @@ class TableFamily(Metric):
 
     @property
     def samples(self) -> list[Sample]:
-        names = self.labels
-        return [
-            Sample(self.sample_name, dict(zip(names, values, strict=True)), value)
-            for values, value in self.rows
-        ]
+        return self._samples_of_rows()
 
     @samples.setter
     def samples(self, value: list[Sample]) -> None:
         # Metric.__init__ sets an empty list; rows are the only way in after that.
         if value:
             raise TypeError("a TableFamily takes rows through add()")
+
+    def _samples_of_rows(self) -> list[Sample]:
+        names = self.labels
+        return [
+            Sample(self.sample_name, dict(zip(names, values, strict=True)), value)
+            for values, value in self.rows
+        ]
 
 
 class CreatedCounterTable(TableFamily):
@@ -73,8 +76,7 @@ class CreatedCounterTable(TableFamily):
     def extend(self, rows: Iterable[Row]) -> None:
         raise TypeError("a CreatedCounterTable takes rows through add(), with their created")
 
-    @property
-    def samples(self) -> list[Sample]:
+    def _samples_of_rows(self) -> list[Sample]:
         names = self.labels
         out = []
         for (values, value), created in zip(self.rows, self.created, strict=True):
@@ -83,11 +85,6 @@ class CreatedCounterTable(TableFamily):
             if created is not None:
                 out.append(Sample(self.created_name, labels, created))
         return out
-
-    @samples.setter
-    def samples(self, value: list[Sample]) -> None:
-        if value:
-            raise TypeError("a CreatedCounterTable takes rows through add()")
 
 
 def gauge_table(name: str, documentation: str, labels: Sequence[str]) -> TableFamily:
